@@ -1,0 +1,25 @@
+# Each target sets the machine up first (Debian packages, .venv); a second run skips what is done.
+PY := .venv/bin/python
+LATHE := .venv/bin/lathe
+
+.PHONY: setup test demo lint lock
+
+setup:
+	@scripts/bootstrap.sh
+
+## The main job on the embedded default: a tiny model, the quickstart recipe, all local and offline.
+demo: setup
+	$(LATHE) validate recipes/quickstart.yml
+	$(LATHE) tiny path tiny://llama
+
+## The whole test suite (real Axolotl, Ray, llama.cpp, MLX, Prometheus, sshd where the tests need them).
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check orchestrator tests
+
+## Re-resolve requirements.lock after editing pyproject.toml's dependencies.
+lock:
+	uv pip compile --python-version 3.12 --python-platform x86_64-manylinux_2_35 \
+	  --extra laptop --extra node --extra dev pyproject.toml -o requirements.lock

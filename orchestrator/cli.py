@@ -1,0 +1,113 @@
+"""The `lathe` command: a thin layer that parses arguments and calls one stage each.
+
+Heavy imports (torch, Axolotl, Ray) happen inside the commands that need them so
+that `lathe --help` and light commands answer at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from orchestrator import __version__
+from orchestrator.errors import LatheError
+
+app = typer.Typer(
+    name="lathe",
+    help="Fine-tune with Axolotl on Ray, quantize, pull, and validate every level on your laptop.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+tiny_app = typer.Typer(help="Tiny offline base models for tests and demos.", no_args_is_help=True)
+app.add_typer(tiny_app, name="tiny")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Print a LatheError as its own lines (never wrapped or decorated) and exit with its code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LatheError as exc:
+            sys.stderr.write(f"{exc}\n")
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lathe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """Lathe: recipe -> train -> export -> pull -> evaluate -> publish."""
+
+
+@app.command()
+@user_errors
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="An Axolotl YAML recipe, optionally with a lathe: block.")],
+    gpus_per_node: Annotated[
+        int | None, typer.Option(help="GPUs per node on the target cluster, if the recipe does not say.")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Skip Axolotl's schema (saves the ~15 s torch import).")] = False,
+) -> None:
+    """Check a recipe offline: Axolotl's schema, the lathe: block, dataset files and rows."""
+    from orchestrator.validate import validate as run_validate
+
+    parsed = run_validate(recipe, gpus_per_node=gpus_per_node, axolotl_schema=not quick)
+    typer.echo(f"{parsed.name}: ok")
+
+
+@tiny_app.command("build")
+@user_errors
+def tiny_build(
+    out: Annotated[Path, typer.Argument(help="Directory to write the model to (must not exist or be empty).")],
+    arch: Annotated[str, typer.Option(help="llama or qwen2")] = "llama",
+    seed: Annotated[int, typer.Option(help="Seed for the weights; the same seed gives the same bytes.")] = 0,
+    hidden_size: Annotated[int, typer.Option(help="A multiple of 256.")] = 256,
+    intermediate_size: Annotated[int, typer.Option(help="A multiple of 256.")] = 512,
+    layers: Annotated[int, typer.Option(help="Number of transformer blocks.")] = 2,
+) -> None:
+    """Build a tiny base model and its tokenizer, offline and deterministically."""
+    from orchestrator import tinymodel
+
+    try:
+        spec = tinymodel.TinySpec(
+            arch=arch, seed=seed, hidden_size=hidden_size, intermediate_size=intermediate_size, num_layers=layers
+        )
+    except ValueError as exc:
+        raise LatheError(f"tiny build: {exc}") from None
+    try:
+        path = tinymodel.build(spec, out)
+    except FileExistsError as exc:
+        raise LatheError(str(exc)) from None
+    size = sum(f.stat().st_size for f in path.iterdir())
+    typer.echo(f"{path}: {spec.arch}, {size / 1e6:.1f} MB")
+
+
+@tiny_app.command("path")
+@user_errors
+def tiny_path(uri: Annotated[str, typer.Argument(help="e.g. tiny://llama or tiny://qwen2?seed=1")]) -> None:
+    """Print the local path of a tiny:// model, building it into the cache if needed."""
+    from orchestrator import tinymodel
+
+    typer.echo(tinymodel.resolve_base_model(uri, recipe_name=uri))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,151 @@
+"""A recipe: an Axolotl YAML plus an optional ``lathe:`` block.
+
+Axolotl owns everything outside ``lathe:``; Lathe owns the block, described
+here as pydantic models so the same schema validates files, fills defaults and
+documents itself. Relative paths in a recipe are relative to the recipe file,
+so a recipe means the same thing from any working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from orchestrator.errors import RecipeError
+
+GGUF_LEVELS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k")
+GGUFLevel = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k"]
+PublishTarget = Literal["apple-silicon", "nvidia", "colocated", "cloud"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(_Strict):
+    """What one training run asks of the cluster. Workers = nodes x GPUs per node."""
+
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int | None = Field(None, ge=0, description="None: decide from the cluster; 0: CPU workers")
+    accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. H100 or A10G")
+    cpu_workers_per_node: int = Field(1, ge=1, description="workers per node when training on CPU")
+    cpus_per_worker: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _accelerator_needs_gpus(self) -> "Resources":
+        if self.accelerator_type and self.gpus_per_node == 0:
+            raise ValueError("accelerator_type is set but gpus_per_node is 0")
+        return self
+
+    def num_workers(self, gpus_per_node: int) -> int:
+        return self.nodes * (gpus_per_node if gpus_per_node > 0 else self.cpu_workers_per_node)
+
+
+class Failure(_Strict):
+    max_failures: int = Field(2, ge=-1, description="worker-group restarts before the run fails; -1: unlimited")
+
+
+class Export(_Strict):
+    gguf: list[GGUFLevel] = Field(default_factory=lambda: ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"])
+    mlx: list[Literal[4, 8]] = Field(default_factory=lambda: [4, 8])
+    reference_text: str | None = Field(None, description="held-out text for reference log-probs; default: shipped")
+    reference_top_k: int = Field(16, ge=1, le=256)
+
+
+class Gate(_Strict):
+    max_mean_kld: float | None = Field(None, ge=0)
+    max_p99_kld: float | None = Field(None, ge=0)
+    max_ppl_increase_pct: float | None = Field(None, ge=0)
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
+    max_flips: int | None = Field(None, ge=0)
+    min_task_score_ratio: float | None = Field(None, ge=0)
+
+
+class Eval(_Strict):
+    dataset: str | None = Field(None, description="jsonl of task items, relative to the recipe")
+    context_length: int | None = Field(None, ge=1)
+    gates: dict[str, Gate] = Field(default_factory=dict)
+
+
+class Publish(_Strict):
+    name: str | None = None
+    targets: list[PublishTarget] = Field(default_factory=lambda: ["apple-silicon", "nvidia", "colocated", "cloud"])
+
+
+class LatheBlock(_Strict):
+    resources: Resources = Field(default_factory=Resources)
+    failure: Failure = Field(default_factory=Failure)
+    export: Export = Field(default_factory=Export)
+    eval: Eval = Field(default_factory=Eval)
+    publish: Publish = Field(default_factory=Publish)
+
+    @model_validator(mode="after")
+    def _gates_name_exported_levels(self) -> "LatheBlock":
+        known = {lvl.lower() for lvl in self.export.gguf} | {f"mlx-{b}bit" for b in self.export.mlx}
+        for level in self.eval.gates:
+            if level.lower() not in known:
+                raise ValueError(f"gate for level {level!r} which is not exported (exported: {', '.join(sorted(known))})")
+        return self
+
+
+@dataclass
+class Recipe:
+    path: Path
+    text: str
+    axolotl: dict[str, Any]  # everything but the lathe block, as written
+    lathe: LatheBlock = field(default_factory=LatheBlock)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def resolve(self, relative: str) -> Path:
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.directory / p)
+
+
+def read_yaml(path: Path) -> tuple[str, dict[str, Any]]:
+    """Read a recipe file as text and mapping, or raise a one-line RecipeError."""
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(name, "", f"no such file '{path}'") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise RecipeError(name, "", f"cannot read: {exc.__class__.__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "yaml"
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise RecipeError(name, where, f"invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(name, "", "a recipe must be a YAML mapping of Axolotl settings")
+    return text, data
+
+
+def load(path: str | Path) -> Recipe:
+    """Parse a recipe without validating its Axolotl part (see `orchestrator.validate`)."""
+    from orchestrator.schema import parse_model  # local: keeps `import recipe` light
+
+    path = Path(path)
+    text, data = read_yaml(path)
+    block = data.pop("lathe", None) or {}
+    if not isinstance(block, dict):
+        raise RecipeError(path.name, "lathe", "must be a mapping")
+    lathe = parse_model(LatheBlock, block, path.name, "lathe")
+    return Recipe(path=path, text=text, axolotl=data, lathe=lathe)

@@ -1,0 +1,208 @@
+"""Build tiny, deterministic base models offline.
+
+No model hub is reachable from tests or the demo, so every model Lathe trains
+locally starts here: a byte-level BPE tokenizer trained with `tokenizers` on a
+corpus shipped with the package, and a randomly initialised Llama or Qwen2 of a
+few MB. Hidden and intermediate sizes are multiples of 256 so that llama.cpp's
+K-quants apply to every tensor instead of silently falling back.
+
+A recipe names one as ``base_model: tiny://llama`` (or ``tiny://qwen2?seed=3``);
+Lathe builds it into a cache on first use (see `resolve_base_model`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from orchestrator.errors import RecipeError
+from orchestrator.quiet import quiet_stderr
+
+TINY_SCHEME = "tiny://"
+ARCHITECTURES = ("llama", "qwen2")
+
+PAD, BOS, EOS = "<pad>", "<s>", "<|im_end|>"
+SPECIAL_TOKENS = [PAD, BOS, "<|im_start|>", EOS, "<|endoftext|>"]
+# ChatML: understood by llama.cpp, Ollama and mlx-lm without extra configuration.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    arch: str = "llama"
+    seed: int = 0
+    hidden_size: int = 256
+    intermediate_size: int = 512
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vocab_size: int = 1024
+    max_positions: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown tiny architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        for name in ("hidden_size", "intermediate_size"):
+            if getattr(self, name) % 256:
+                raise ValueError(f"{name} must be a multiple of 256 so K-quants apply, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must divide hidden_size and num_kv_heads must divide num_heads")
+
+    @property
+    def cache_key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True) + _corpus_text()
+        return f"{self.arch}-s{self.seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    @classmethod
+    def from_uri(cls, uri: str) -> "TinySpec":
+        """Parse ``tiny://ARCH?seed=N&hidden_size=...``."""
+        parts = urlsplit(uri)
+        fields = {f: t for f, t in cls.__annotations__.items()}
+        kwargs: dict[str, object] = {"arch": parts.netloc or "llama"}
+        for key, value in parse_qsl(parts.query):
+            if key not in fields or key == "arch":
+                raise ValueError(f"unknown tiny model option {key!r}")
+            kwargs[key] = int(value)
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _corpus_text() -> str:
+    return resources.files("orchestrator.data").joinpath("tiny_corpus.txt").read_text(encoding="utf-8")
+
+
+def build_tokenizer(vocab_size: int):
+    """Train a GPT-2-style byte-level BPE; llama.cpp's `gpt-2` pre-tokenizer matches it exactly."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    lines = _corpus_text().splitlines()
+    tok.train_from_iterator(lines, trainer=trainer)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    return tok
+
+
+def _tokenizer_config() -> dict:
+    # Written by hand rather than by save_pretrained so that transformers 4.x and
+    # 5.x both read it: 5.x writes a tokenizer class name that 4.x does not know.
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "pad_token": PAD,
+        "unk_token": None,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 1024,
+        "chat_template": CHAT_TEMPLATE,
+        "additional_special_tokens": ["<|im_start|>", "<|endoftext|>"],
+    }
+
+
+def _model_config(spec: TinySpec, vocab: int, ids: dict[str, int]):
+    with quiet_stderr():
+        from transformers import LlamaConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_positions,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=ids[BOS],
+        eos_token_id=ids[EOS],
+        pad_token_id=ids[PAD],
+    )
+    if spec.arch == "llama":
+        return LlamaConfig(**common)
+    return Qwen2Config(**common, use_sliding_window=False)
+
+
+def build(spec: TinySpec, out_dir: Path) -> Path:
+    """Write tokenizer and float32 weights to `out_dir` atomically; return it."""
+    with quiet_stderr():
+        import torch
+        from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir}: exists and is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
+    staging.chmod(0o755)
+    try:
+        tok = build_tokenizer(spec.vocab_size)
+        tok.save(str(staging / "tokenizer.json"))
+        (staging / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(), indent=2))
+        (staging / "special_tokens_map.json").write_text(
+            json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}, indent=2)
+        )
+        ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+        config = _model_config(spec, tok.get_vocab_size(), ids)
+        torch.manual_seed(spec.seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.generation_config.bos_token_id = ids[BOS]
+        model.generation_config.eos_token_id = ids[EOS]
+        model.generation_config.pad_token_id = ids[PAD]
+        model.save_pretrained(staging, safe_serialization=True)
+        (staging / "lathe_tiny.json").write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def cache_root() -> Path:
+    base = os.environ.get("LATHE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lathe"
+    )
+    return Path(base) / "tiny-models"
+
+
+def resolve_base_model(base_model: str, recipe_name: str = "recipe") -> str:
+    """Return a local path for ``tiny://`` URIs (building once into the cache); other names unchanged."""
+    if not base_model.startswith(TINY_SCHEME):
+        return base_model
+    try:
+        spec = TinySpec.from_uri(base_model)
+    except ValueError as exc:
+        raise RecipeError(recipe_name, "base_model", str(exc)) from None
+    target = cache_root() / spec.cache_key
+    if not (target / "config.json").exists():
+        try:
+            build(spec, target)
+        except OSError:
+            # Another process won the race (os.replace is atomic); anything else is real.
+            if not (target / "config.json").exists():
+                raise
+    return str(target)

@@ -1,0 +1,200 @@
+"""Stage 1, validate: is this recipe going to train, checked offline before anything ships.
+
+Cheap checks first (the ``lathe:`` block, files, dataset rows, CPU safety), then
+Axolotl's own pydantic schema, which costs a torch import (~15 s).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from orchestrator import tinymodel
+from orchestrator.datasets import RowError, check_dataset, iter_rows
+from orchestrator.errors import RecipeError, RecipeErrors
+from orchestrator.quiet import quiet_stderr
+from orchestrator.recipe import Recipe, load
+
+# Axolotl auto-enables these Triton kernels; they allocate on CUDA and crash on CPU.
+CPU_UNSAFE_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
+
+
+def _check_base_model(recipe: Recipe) -> list[RecipeError]:
+    base = recipe.axolotl.get("base_model")
+    if not isinstance(base, str) or not base:
+        return [RecipeError(recipe.name, "base_model", "missing: a hub id, a local path or tiny://llama")]
+    if base.startswith(tinymodel.TINY_SCHEME):
+        try:
+            tinymodel.TinySpec.from_uri(base)
+        except (ValueError, TypeError) as exc:
+            return [RecipeError(recipe.name, "base_model", str(exc))]
+    elif base.startswith((".", "/", "~")) and not recipe.resolve(base).exists():
+        return [RecipeError(recipe.name, "base_model", f"no such directory '{base}'")]
+    return []
+
+
+def _check_datasets(recipe: Recipe) -> list[RecipeError]:
+    errors: list[RecipeError] = []
+    for key in ("datasets", "test_datasets"):
+        entries = recipe.axolotl.get(key)
+        if entries is None:
+            if key == "datasets":
+                errors.append(RecipeError(recipe.name, key, "missing: at least one dataset is needed"))
+            continue
+        if not isinstance(entries, list) or not entries:
+            errors.append(RecipeError(recipe.name, key, "must be a non-empty list"))
+            continue
+        for i, ds in enumerate(entries):
+            errors.extend(check_dataset(ds, f"{key}[{i}]", recipe.name, recipe.directory))
+    return errors
+
+
+def _check_lathe_files(recipe: Recipe) -> list[RecipeError]:
+    errors: list[RecipeError] = []
+    ref = recipe.lathe.export.reference_text
+    if ref and not recipe.resolve(ref).is_file():
+        errors.append(RecipeError(recipe.name, "lathe.export.reference_text", f"no such file '{ref}'"))
+    evalset = recipe.lathe.eval.dataset
+    if evalset:
+        path = recipe.resolve(evalset)
+        if not path.is_file():
+            errors.append(RecipeError(recipe.name, "lathe.eval.dataset", f"no such file '{evalset}'"))
+        else:
+            try:
+                rows = [row for _, row in iter_rows(path)]
+                if not rows:
+                    raise RowError("has no items")
+                bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+                if bad is not None:
+                    raise RowError(f"item {bad} must be a JSON object")
+            except RowError as exc:
+                errors.append(RecipeError(recipe.name, "lathe.eval.dataset", f"{path.name}: {exc}"))
+    return errors
+
+
+def _check_deepspeed(recipe: Recipe) -> list[RecipeError]:
+    ds = recipe.axolotl.get("deepspeed")
+    if not ds:
+        return []
+    if not isinstance(ds, str):
+        return [RecipeError(recipe.name, "deepspeed", "must be a path to a DeepSpeed JSON config")]
+    path = recipe.resolve(ds)
+    if not path.is_file():
+        return [RecipeError(recipe.name, "deepspeed", f"no such file '{ds}'")]
+    try:
+        json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return [RecipeError(recipe.name, "deepspeed", f"{path.name}: invalid JSON ({exc.__class__.__name__})")]
+    return []
+
+
+def _check_cpu_safety(recipe: Recipe, gpus_per_node: int | None) -> list[RecipeError]:
+    gpus = recipe.lathe.resources.gpus_per_node
+    if gpus is None:
+        gpus = gpus_per_node
+    if gpus != 0:
+        return []
+    cfg, name = recipe.axolotl, recipe.name
+    errors: list[RecipeError] = []
+    if cfg.get("adapter") in ("lora", "qlora"):
+        for key in CPU_UNSAFE_KERNELS:
+            if cfg.get(key) is not False:
+                errors.append(RecipeError(name, key, "must be false for CPU training (Axolotl's Triton LoRA kernels need CUDA)"))
+    gpu_only = {
+        "load_in_4bit": "4-bit loading (bitsandbytes) needs a GPU",
+        "load_in_8bit": "8-bit loading (bitsandbytes) needs a GPU",
+        "fp16": "fp16 mixed precision needs a GPU; use bf16 or fp32 on CPU",
+        "flash_attention": "flash attention needs a GPU",
+        "deepspeed": "DeepSpeed training needs GPUs",
+    }
+    for key, why in gpu_only.items():
+        if cfg.get(key):
+            errors.append(RecipeError(name, key, f"{why} (this recipe trains on CPU: lathe.resources.gpus_per_node is 0)"))
+    if str(cfg.get("attn_implementation") or "").startswith("flash_attention"):
+        errors.append(RecipeError(name, "attn_implementation", "flash attention needs a GPU; use sdpa or eager on CPU"))
+    if cfg.get("adapter") == "qlora":
+        errors.append(RecipeError(name, "adapter", "qlora needs a GPU (bitsandbytes)"))
+    return errors
+
+
+def _axolotl_models(cfg: dict[str, Any]):
+    with quiet_stderr():
+        from axolotl.utils.config import merge_input_args
+        from axolotl.utils.schemas.config import AxolotlInputConfig
+
+    if cfg.get("plugins"):
+        from axolotl.utils.config import prepare_plugins
+        from axolotl.utils.dict import DictDefault
+
+        prepare_plugins(DictDefault(cfg))
+        return merge_input_args()[1]
+    return AxolotlInputConfig
+
+
+def axolotl_config(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as Axolotl will see it: relative paths made absolute against the recipe's directory."""
+    cfg = json.loads(json.dumps(recipe.axolotl))  # deep copy of plain data
+    for key in ("datasets", "test_datasets"):
+        for ds in cfg.get(key) or []:
+            if isinstance(ds, dict) and isinstance(ds.get("path"), str):
+                resolved = recipe.resolve(ds["path"])
+                if resolved.exists():
+                    ds["path"] = str(resolved.resolve())
+    for key in ("deepspeed", "base_model"):
+        value = cfg.get(key)
+        if isinstance(value, str) and value.startswith((".", "~")) and recipe.resolve(value).exists():
+            cfg[key] = str(recipe.resolve(value).resolve())
+    return cfg
+
+
+def check_axolotl_schema(recipe: Recipe) -> dict[str, Any]:
+    """Validate against Axolotl's pydantic model; return Axolotl's normalised config."""
+    from pydantic import ValidationError
+
+    from orchestrator.schema import errors_from, unknown_keys
+
+    cfg = axolotl_config(recipe)
+    model = _axolotl_models(cfg)
+    errors = unknown_keys(cfg, [model], recipe.name, "")
+    if errors:
+        raise RecipeErrors(errors)
+
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+    from axolotl.utils.schemas.datasets import SFTDataset
+
+    # Axolotl converts dataset entries before validating and loses their index; do it here first.
+    if not cfg.get("rl"):
+        for i, ds in enumerate(cfg.get("datasets") or []):
+            try:
+                SFTDataset(**ds)
+            except ValidationError as exc:
+                raise RecipeErrors(errors_from(exc, ds, recipe.name, f"datasets[{i}]")) from None
+    try:
+        return dict(validate_config(DictDefault(cfg)))
+    except ValidationError as exc:
+        raise RecipeErrors(errors_from(exc, cfg, recipe.name, "")) from None
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(recipe.name, "", str(exc).splitlines()[0]) from None
+
+
+def validate(path: str | Path, *, gpus_per_node: int | None = None, axolotl_schema: bool = True) -> Recipe:
+    """Check a recipe; return it parsed, or raise RecipeError(s) with one line per problem.
+
+    `gpus_per_node` is what the target cluster offers, when known; the recipe's
+    own ``lathe.resources.gpus_per_node`` wins over it.
+    """
+    recipe = load(path)
+    errors = (
+        _check_base_model(recipe)
+        + _check_datasets(recipe)
+        + _check_lathe_files(recipe)
+        + _check_deepspeed(recipe)
+        + _check_cpu_safety(recipe, gpus_per_node)
+    )
+    if errors:
+        raise RecipeErrors(errors) if len(errors) > 1 else errors[0]
+    if axolotl_schema:
+        check_axolotl_schema(recipe)
+    return recipe

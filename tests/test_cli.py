@@ -1,0 +1,61 @@
+"""The `lathe` command as a user runs it: a real process, real exit codes, real stderr."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LATHE = str(Path(sys.executable).with_name("lathe"))
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LATHE, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("validate", "tiny"):
+        assert command in out.stdout
+
+
+def test_help_does_not_import_torch_or_axolotl() -> None:
+    code = "import sys, orchestrator.cli; print(sorted(m for m in ('torch','axolotl','ray') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_validate_quickstart_exits_zero() -> None:
+    out = run("validate", "recipes/quickstart.yml")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "quickstart.yml: ok"
+
+
+def test_misspelled_key_exits_2_with_one_line(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "recipes" / "data", tmp_path / "data")
+    text = (REPO / "recipes" / "quickstart.yml").read_text().replace("learning_rate:", "lerning_rate:")
+    (tmp_path / "quickstart.yml").write_text(text)
+    out = run("validate", str(tmp_path / "quickstart.yml"))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == ["quickstart.yml: lerning_rate: unknown key; did you mean 'learning_rate'?"]
+    assert out.stdout == ""
+
+
+def test_missing_recipe_file() -> None:
+    out = run("validate", "nope.yml")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "nope.yml: no such file 'nope.yml'"
+
+
+def test_tiny_build_writes_a_model(tmp_path: Path) -> None:
+    out = run("tiny", "build", str(tmp_path / "m"), "--arch", "qwen2", "--seed", "5")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "m" / "model.safetensors").stat().st_size > 1e6
+    again = run("tiny", "build", str(tmp_path / "m"))
+    assert again.returncode == 1 and "exists and is not empty" in again.stderr
+    bad = run("tiny", "build", str(tmp_path / "n"), "--hidden-size", "300")
+    assert bad.returncode == 1 and "multiple of 256" in bad.stderr
+    assert not (tmp_path / "n").exists()

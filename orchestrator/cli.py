@@ -10,7 +10,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -27,10 +27,7 @@ app = typer.Typer(
 tiny_app = typer.Typer(help="Tiny offline base models for tests and demos.", no_args_is_help=True)
 app.add_typer(tiny_app, name="tiny")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(fn: F) -> F:
+def user_errors[F: Callable[..., Any]](fn: F) -> F:
     """Print a LatheError as its own lines (never wrapped or decorated) and exit with its code."""
 
     @functools.wraps(fn)

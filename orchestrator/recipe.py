@@ -37,7 +37,7 @@ class Resources(_Strict):
     cpus_per_worker: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _accelerator_needs_gpus(self) -> "Resources":
+    def _accelerator_needs_gpus(self) -> Resources:
         if self.accelerator_type and self.gpus_per_node == 0:
             raise ValueError("accelerator_type is set but gpus_per_node is 0")
         return self
@@ -85,7 +85,7 @@ class LatheBlock(_Strict):
     publish: Publish = Field(default_factory=Publish)
 
     @model_validator(mode="after")
-    def _gates_name_exported_levels(self) -> "LatheBlock":
+    def _gates_name_exported_levels(self) -> LatheBlock:
         known = {lvl.lower() for lvl in self.export.gguf} | {f"mlx-{b}bit" for b in self.export.mlx}
         for level in self.eval.gates:
             if level.lower() not in known:

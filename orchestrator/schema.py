@@ -6,13 +6,11 @@ import difflib
 import types
 import typing
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import RecipeError, RecipeErrors
-
-M = TypeVar("M", bound=BaseModel)
 
 
 def join_path(prefix: str, loc: Iterable[Any]) -> str:
@@ -102,9 +100,7 @@ def _existing_path(data: Any, loc: tuple[Any, ...]) -> list[Any]:
     out: list[Any] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             node = node[part]
         else:
             break
@@ -126,7 +122,7 @@ def errors_from(exc: ValidationError, data: Any, file: str, prefix: str) -> list
     return out
 
 
-def parse_model(model: type[M], data: dict[str, Any], file: str, prefix: str) -> M:
+def parse_model[M: BaseModel](model: type[M], data: dict[str, Any], file: str, prefix: str) -> M:
     """Validate `data` against `model`, raising every problem as a one-line RecipeError."""
     unknown = unknown_keys(data, [model], file, prefix)
     if unknown:

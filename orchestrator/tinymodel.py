@@ -66,7 +66,7 @@ class TinySpec:
         return f"{self.arch}-s{self.seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
     @classmethod
-    def from_uri(cls, uri: str) -> "TinySpec":
+    def from_uri(cls, uri: str) -> TinySpec:
         """Parse ``tiny://ARCH?seed=N&hidden_size=...``."""
         parts = urlsplit(uri)
         fields = {f: t for f, t in cls.__annotations__.items()}

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 LATHE := .venv/bin/lathe
 
-.PHONY: setup test demo lint lock
+.PHONY: setup test demo bench lint lock
 
 setup:
 	@scripts/bootstrap.sh
@@ -10,7 +10,11 @@ setup:
 ## The main job on the embedded default: a tiny model, the quickstart recipe, all local and offline.
 demo: setup
 	$(LATHE) validate recipes/quickstart.yml
-	$(LATHE) tiny path tiny://llama
+	$(LATHE) run recipes/quickstart.yml
+
+## The benchmarks (printed ratios, nothing asserted).
+bench: setup
+	$(PY) bench/train_overhead.py
 
 ## The whole test suite (real Axolotl, Ray, llama.cpp, MLX, Prometheus, sshd where the tests need them).
 test: setup

@@ -70,6 +70,40 @@ def validate(
     typer.echo(f"{parsed.name}: ok")
 
 
+@app.command()
+@user_errors
+def run(
+    recipe: Annotated[Path, typer.Argument(help="An Axolotl YAML recipe.")],
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    workers: Annotated[int | None, typer.Option(help="Override the number of training workers.")] = None,
+    pushgateway: Annotated[
+        str | None, typer.Option(envvar="LATHE_PUSHGATEWAY", help="Push training metrics to this Pushgateway.")
+    ] = None,
+    export: Annotated[bool, typer.Option(help="Export (merge, GGUF, MLX, reference, manifest) after training.")] = True,
+) -> None:
+    """Train and export a recipe on the embedded default: a local Ray, a local run directory."""
+    from orchestrator.run import run_local
+
+    result = run_local(recipe, runs_dir, workers=workers, pushgateway=pushgateway, export=export)
+    record = result.record()
+    typer.echo(f"{record['run_id']}: {record['state']}, {record['steps']} steps, final loss {record['final_loss']}")
+    typer.echo(f"run directory: {result.path}")
+
+
+@app.command()
+@user_errors
+def verify(
+    path: Annotated[Path, typer.Argument(help="A run directory or its export/ directory.")],
+    level: Annotated[list[str] | None, typer.Option(help="Only these levels (and level-less files).")] = None,
+) -> None:
+    """Check every artifact against manifest.json: present, right size, right sha256."""
+    from orchestrator import manifest
+
+    root = path / "export" if (path / "export" / manifest.MANIFEST).exists() else path
+    checked = manifest.verify(root, levels=level)
+    typer.echo(f"{root}: {len(checked.artifacts)} artifacts, levels {', '.join(checked.levels())}: ok")
+
+
 @tiny_app.command("build")
 @user_errors
 def tiny_build(

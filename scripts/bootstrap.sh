@@ -35,22 +35,35 @@ find_python() {
 }
 
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
-  exit 0
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV with $(find_python)"
+    "$(find_python)" -m venv "$VENV"
+  fi
+  "$VENV/bin/python" -m pip install -q --upgrade pip uv
+
+  # llama-cpp-python has no Linux wheel: build only the library the bindings use (no
+  # server, tools, examples or tests), portable across CPUs. ~7 min on 2 cores.
+  export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF}"
+  export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+  log "installing the locked environment (first time: ~10-15 min, mostly torch and llama.cpp)"
+  "$VENV/bin/uv" pip install --python "$VENV/bin/python" -r requirements.lock
+  "$VENV/bin/uv" pip install --python "$VENV/bin/python" --no-deps -e .
+  echo "$want" > "$STAMP"
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
-  log "creating $VENV with $(find_python)"
-  "$(find_python)" -m venv "$VENV"
+# llama.cpp's HF -> GGUF converter (and the gguf-py it imports), taken from the sdist of the
+# pinned llama-cpp-python so converter and runtime are the same llama.cpp version.
+LLAMA_VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+TOOLS="$VENV/share/lathe/llama.cpp"
+if [ "$(cat "$TOOLS/VERSION" 2>/dev/null)" != "$LLAMA_VERSION" ]; then
+  log "fetching llama.cpp's converter from llama-cpp-python $LLAMA_VERSION's sdist"
+  tmp=$(mktemp -d)
+  "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_VERSION" -d "$tmp" 2>/dev/null
+  tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp" --wildcards \
+    '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*'
+  rm -rf "$TOOLS" && mkdir -p "$TOOLS"
+  cp -r "$tmp"/llama_cpp_python-*/vendor/llama.cpp/{convert_hf_to_gguf.py,conversion,gguf-py} "$TOOLS/"
+  echo "$LLAMA_VERSION" > "$TOOLS/VERSION"
+  rm -rf "$tmp"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip uv
-
-# llama-cpp-python has no Linux wheel: build only the library the bindings use (no
-# server, tools, examples or tests), portable across CPUs. ~7 min on 2 cores.
-export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF}"
-export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-log "installing the locked environment (first time: ~10-15 min, mostly torch and llama.cpp)"
-"$VENV/bin/uv" pip install --python "$VENV/bin/python" -r requirements.lock
-"$VENV/bin/uv" pip install --python "$VENV/bin/python" --no-deps -e .
-echo "$want" > "$STAMP"
-log "ready: $VENV/bin/lathe"

@@ -18,7 +18,7 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 def test_help_lists_commands() -> None:
     out = run("--help")
     assert out.returncode == 0
-    for command in ("validate", "tiny"):
+    for command in ("validate", "run", "tiny"):
         assert command in out.stdout
 
 

@@ -1,0 +1,104 @@
+"""Training metrics out of the worker: a jsonl file always, a Pushgateway when one is named.
+
+Pushing (rather than only serving a scrape endpoint) keeps a node observable when
+Prometheus cannot reach it: behind NAT, in a colo, or on a short-lived worker.
+Every metric name starts with `lathe_` and carries the run id as a label.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Axolotl / transformers log keys -> our metric names.
+FIELDS = {
+    "loss": "loss",
+    "eval_loss": "eval_loss",
+    "learning_rate": "learning_rate",
+    "grad_norm": "grad_norm",
+    "epoch": "epoch",
+    "tokens_per_second": "tokens_per_second",
+}
+
+
+@dataclass
+class MetricsSink:
+    run_id: str
+    jsonl_path: Path
+    pushgateway: str | None = None
+    started: float = field(default_factory=time.time)
+    _registry: Any = None
+    _gauges: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> MetricsSink | None:
+        path = os.environ.get("LATHE_METRICS_PATH")
+        if not path:
+            return None
+        return cls(
+            run_id=os.environ.get("LATHE_RUN_ID", "unknown"),
+            jsonl_path=Path(path),
+            pushgateway=os.environ.get("LATHE_PUSHGATEWAY") or None,
+        )
+
+    def record(self, step: int, max_steps: int, logs: dict[str, Any]) -> dict[str, Any]:
+        """Append one point; returns it. Non-numeric and non-finite values are dropped."""
+        point: dict[str, Any] = {"time": round(time.time(), 3), "step": step, "max_steps": max_steps}
+        for key, name in FIELDS.items():
+            value = _number(logs.get(key))
+            if value is not None:
+                point[name] = value
+        if "tokens_per_second" not in point:
+            tps = _number(logs.get("train_tokens_per_second") or logs.get("tokens/train_per_sec_per_gpu"))
+            if tps is not None:
+                point["tokens_per_second"] = tps
+        elapsed = point["time"] - self.started
+        if step > 0 and max_steps > step:
+            point["eta_seconds"] = round(elapsed / step * (max_steps - step), 1)
+        self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.jsonl_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(point) + "\n")
+        if self.pushgateway:
+            self._push(point)
+        return point
+
+    def _push(self, point: dict[str, Any]) -> None:
+        from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+        if self._registry is None:
+            self._registry = CollectorRegistry()
+        for key, value in point.items():
+            if key == "time":
+                continue
+            name = f"lathe_train_{key}"
+            if name not in self._gauges:
+                self._gauges[name] = Gauge(name, f"Lathe training {key.replace('_', ' ')}", ["run_id"],
+                                           registry=self._registry)
+            self._gauges[name].labels(run_id=self.run_id).set(value)
+        try:
+            push_to_gateway(self.pushgateway, job="lathe_train", registry=self._registry,
+                            grouping_key={"run_id": self.run_id}, timeout=5)
+        except OSError as exc:  # an unreachable gateway must not stop training
+            log.warning("lathe: push to %s failed: %s", self.pushgateway, exc.__class__.__name__)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,57 @@
+"""The Axolotl plugin Lathe adds to every recipe it trains.
+
+Listed in the recipe's `plugins:` as `orchestrator.cluster.plugin.LathePlugin`, it
+adds two transformers callbacks: one publishes each logged step (see
+`metrics.MetricsSink`), one hands each checkpoint Axolotl saves to Ray Train so
+that a restarted worker group resumes from it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from axolotl.integrations.base import BasePlugin
+from transformers import TrainerCallback
+
+from orchestrator.cluster.metrics import MetricsSink
+
+PLUGIN_NAME = "orchestrator.cluster.plugin.LathePlugin"
+
+
+class MetricsCallback(TrainerCallback):
+    def __init__(self, sink: MetricsSink) -> None:
+        self.sink = sink
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs and "loss" in logs:
+            self.sink.record(state.global_step, state.max_steps, logs)
+
+
+class RayCheckpointCallback(TrainerCallback):
+    """Report every saved checkpoint to Ray Train; every rank reports, rank 0 attaches the files."""
+
+    def on_save(self, args, state, control, **kwargs):
+        import ray.train
+
+        ckpt_dir = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        metrics: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch or 0.0}
+        losses = [h["loss"] for h in state.log_history if "loss" in h]
+        if losses:
+            metrics["loss"] = losses[-1]
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0 and ckpt_dir.is_dir():
+            checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_dir))
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+class LathePlugin(BasePlugin):
+    def add_callbacks_post_trainer(self, cfg, trainer):
+        callbacks: list[TrainerCallback] = []
+        sink = MetricsSink.from_env()
+        if sink is not None:
+            callbacks.append(MetricsCallback(sink))
+        if os.environ.get("LATHE_RAY_REPORT") == "1":
+            callbacks.append(RayCheckpointCallback())
+        return callbacks

@@ -1,0 +1,154 @@
+"""Stage: train. A Ray Train `TorchTrainer` whose workers run Axolotl on the recipe.
+
+Why not Axolotl's own `use_ray`: it hard-codes GPUs, never reports checkpoints to
+Ray, sets no failure policy and forces a local storage path. Here every checkpoint
+Axolotl saves is reported to Ray (and so copied into the run's store), and a
+restarted worker group resumes from the newest one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.cluster.plugin import PLUGIN_NAME
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.json")
+
+
+@dataclass
+class TrainJob:
+    """Everything a worker needs, as plain data (it crosses process and host boundaries)."""
+
+    run_id: str
+    axolotl_cfg: dict[str, Any]
+    run_dir: str  # where events and metrics go, visible to the workers
+    storage_path: str  # Ray Train's storage: the run's artifact store
+    num_workers: int = 1
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = field(default_factory=lambda: {"CPU": 1})
+    accelerator_type: str | None = None
+    max_failures: int = 2
+    pushgateway: str | None = None
+
+
+def _event(run_dir: Path, **fields: Any) -> None:
+    fields["time"] = round(time.time(), 3)
+    with (run_dir / "events.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(fields) + "\n")
+
+
+def _restore_checkpoint(output_dir: Path) -> int:
+    """Copy Ray's latest checkpoint (if any) into output_dir; return its step, or 0."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as src:
+        state = json.loads((Path(src) / "trainer_state.json").read_text())
+        step = int(state["global_step"])
+        target = output_dir / f"checkpoint-{step}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(src, target)
+    return step
+
+
+def worker_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: Axolotl's training, resumed from Ray's checkpoint."""
+    import ray.train
+
+    from orchestrator.quiet import quiet_stderr
+    from orchestrator.tinymodel import resolve_base_model
+
+    job = TrainJob(**config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    run_dir = Path(job.run_dir)
+    os.environ.update(
+        {"LATHE_RUN_ID": job.run_id, "LATHE_RAY_REPORT": "1", "AXOLOTL_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+    )
+    if rank == 0:
+        os.environ["LATHE_METRICS_PATH"] = str(run_dir / "metrics.jsonl")
+        if job.pushgateway:
+            os.environ["LATHE_PUSHGATEWAY"] = job.pushgateway
+    if not job.use_gpu:
+        # Without this each CPU worker silently trains on the whole dataset alone.
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+
+    cfg = dict(job.axolotl_cfg)
+    cfg["base_model"] = resolve_base_model(cfg["base_model"])
+    output_dir = Path(tempfile.gettempdir()) / "lathe" / job.run_id / f"rank{rank}"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cfg["output_dir"] = str(output_dir)
+    cfg["dataset_prepared_path"] = str(output_dir / "prepared")
+    cfg["plugins"] = [*(cfg.get("plugins") or []), PLUGIN_NAME]
+    cfg.pop("ddp", None)  # the world size decides, not the driver's view of it
+
+    resume_step = _restore_checkpoint(output_dir)
+    if resume_step:
+        cfg["resume_from_checkpoint"] = str(output_dir / f"checkpoint-{resume_step}")
+    _event(run_dir, event="worker_start", rank=rank, world_size=world, pid=os.getpid(), resume_step=resume_step)
+
+    with quiet_stderr():
+        from axolotl.cli.args import TrainerCliArgs
+        from axolotl.cli.config import load_cfg
+        from axolotl.cli.train import do_train
+        from axolotl.utils.dict import DictDefault
+
+    if not job.use_gpu and world > 1:
+        import axolotl.utils.environment as axolotl_env
+
+        # Axolotl asks CUDA about peer-to-peer access whenever WORLD_SIZE > 1, which
+        # raises on a machine without a GPU; NCCL P2P is irrelevant to gloo anyway.
+        axolotl_env.check_cuda_p2p_support = lambda: True
+
+    parsed = load_cfg(DictDefault(cfg))
+    parsed.use_ray = True  # after load_cfg: dtype is resolved; inside, it skips main-thread-only signal setup
+    if not job.use_gpu:
+        parsed.device_map = "cpu"  # Axolotl maps each rank to cuda:LOCAL_RANK otherwise
+    do_train(parsed, TrainerCliArgs())
+
+    final = None
+    if rank == 0:
+        final_dir = output_dir / "final"
+        final_dir.mkdir(exist_ok=True)
+        for item in output_dir.iterdir():
+            if item.is_file() and not item.name.endswith(".log"):
+                shutil.copy2(item, final_dir / item.name)
+        final = ray.train.Checkpoint.from_directory(str(final_dir))
+    ray.train.report({"final": 1}, checkpoint=final)
+    _event(run_dir, event="worker_done", rank=rank)
+
+
+def fit(job: TrainJob):
+    """Run the job on the connected Ray cluster; return Ray's Result (its checkpoint is the final model)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    scaling = ScalingConfig(
+        num_workers=job.num_workers,
+        use_gpu=job.use_gpu,
+        resources_per_worker=job.resources_per_worker,
+        accelerator_type=job.accelerator_type,
+    )
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config=asdict(job),
+        torch_config=TorchConfig(backend="nccl" if job.use_gpu else "gloo"),
+        scaling_config=scaling,
+        run_config=RunConfig(
+            name=job.run_id,
+            storage_path=job.storage_path,
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=3),
+        ),
+    )
+    return trainer.fit()

@@ -1,0 +1,135 @@
+"""The run manifest: what a finished export holds, with a sha256 per file.
+
+Written last by the export stage (so a run without one is incomplete and never
+offered for pull) and checked by everything that reads artifacts back. Paths in a
+manifest are relative POSIX paths inside the run's export directory; anything
+else (absolute, `..`, symlinks out) is refused before a byte is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orchestrator.errors import LatheError
+
+MANIFEST = "manifest.json"
+Format = Literal["hf-safetensors", "adapter", "gguf", "mlx", "reference", "file"]
+
+
+class ManifestError(LatheError):
+    exit_code = 3
+
+
+class Artifact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    format: Format
+    level: str | None = None  # e.g. q4_k_m, f16, mlx-4bit
+    bits_per_weight: float | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        safe_relative(value)
+        return value
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    run_id: str
+    recipe_sha256: str
+    base_model: str
+    parameters: int
+    tokenizer_fingerprint: str
+    versions: dict[str, str]
+    artifacts: list[Artifact]
+
+    def levels(self) -> list[str]:
+        return sorted({a.level for a in self.artifacts if a.level})
+
+    def by_level(self, level: str) -> list[Artifact]:
+        return [a for a in self.artifacts if a.level == level]
+
+
+def safe_relative(path: str) -> PurePosixPath:
+    p = PurePosixPath(path)
+    if not path or p.is_absolute() or ".." in p.parts or "\\" in path or path.startswith("~"):
+        raise ValueError(f"unsafe path {path!r}: must be relative, inside the run")
+    return p
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe(root: Path, rel: str, fmt: Format, level: str | None = None, params: int | None = None) -> Artifact:
+    path = root / rel
+    size = path.stat().st_size
+    bpw = round(size * 8 / params, 3) if params and fmt in ("gguf", "mlx", "hf-safetensors") else None
+    return Artifact(path=rel, size=size, sha256=sha256_file(path), format=fmt, level=level, bits_per_weight=bpw)
+
+
+def write(root: Path, manifest: Manifest) -> Path:
+    """Write atomically: a reader sees either no manifest or a whole one."""
+    target = root / MANIFEST
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest.model_dump(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+def load(root: Path) -> Manifest:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ManifestError(f"{path}: no manifest: the export did not finish")
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ManifestError(f"{path.name}: {where}: {err['msg'].removeprefix('Value error, ')}") from None
+    except ValueError as exc:
+        raise ManifestError(f"{path.name}: not valid JSON ({exc.__class__.__name__})") from None
+
+
+def verify_artifact(root: Path, artifact: Artifact) -> None:
+    path = root / artifact.path
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ManifestError(f"{artifact.path}: resolves outside the run directory")
+    if not path.is_file():
+        raise ManifestError(f"{artifact.path}: missing")
+    size = path.stat().st_size
+    if size != artifact.size:
+        raise ManifestError(f"{artifact.path}: size {size} != {artifact.size} in the manifest")
+    digest = sha256_file(path)
+    if digest != artifact.sha256:
+        raise ManifestError(f"{artifact.path}: sha256 {digest[:12]}... != {artifact.sha256[:12]}... in the manifest")
+
+
+def verify(root: Path, levels: list[str] | None = None) -> Manifest:
+    """Check every artifact (or those of `levels`) against the manifest; raise on the first mismatch."""
+    manifest = load(root)
+    for artifact in manifest.artifacts:
+        if levels is None or artifact.level in levels or artifact.level is None:
+            verify_artifact(root, artifact)
+    return manifest
+
+
+def to_dict(manifest: Manifest) -> dict[str, Any]:
+    return manifest.model_dump()

@@ -1,0 +1,64 @@
+"""A live training display (rich) fed by the run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from orchestrator.run import RunDir
+
+
+def follow_training(run: RunDir, worker: threading.Thread, console: Console | None = None) -> None:
+    """Render step / loss / tokens-per-second / ETA until `worker` finishes."""
+    console = console or Console(stderr=True)
+    columns = (
+        TextColumn("[bold]train[/]"),
+        BarColumn(),
+        TextColumn("step {task.fields[step]}/{task.fields[max_steps]}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[tps]} tok/s"),
+        TextColumn("ETA {task.fields[eta]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("train", total=None, step=0, max_steps="?", loss="-", tps="-", eta="-")
+        while worker.is_alive():
+            worker.join(timeout=1.0)
+            points = run.metrics()
+            if not points:
+                continue
+            last = points[-1]
+            progress.update(
+                task,
+                completed=last["step"],
+                total=last.get("max_steps") or None,
+                step=last["step"],
+                max_steps=last.get("max_steps") or "?",
+                loss=f"{last['loss']:.3f}" if "loss" in last else "-",
+                tps=f"{last['tokens_per_second']:.0f}" if "tokens_per_second" in last else "-",
+                eta=f"{last['eta_seconds']:.0f}s" if "eta_seconds" in last else "-",
+            )
+
+
+def follow_export(log_path: Path, done: Callable[[], bool], console: Console | None = None) -> None:
+    """Show each export step as it starts (the export task writes one line per step)."""
+    console = console or Console(stderr=True)
+    shown = 0
+    with console.status("[bold]export[/] starting") as status:
+        while True:
+            finished = done()
+            lines = log_path.read_text().splitlines() if log_path.exists() else []
+            for line in lines[shown:]:
+                status.update(f"[bold]export[/] {line}")
+                console.log(f"export: {line}")
+            shown = len(lines)
+            if finished:
+                return
+            time.sleep(0.5)

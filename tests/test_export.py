@@ -1,0 +1,137 @@
+"""Export on the shared end-to-end run: real llama.cpp converter and quantizer, real MLX."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator import manifest as mf
+from orchestrator import reference_format
+from orchestrator.laptop.backends import MLX, LlamaCpp
+from orchestrator.run import RunDir
+
+pytestmark = pytest.mark.slow
+
+VARIED = [
+    "The capital of France is Paris.",
+    "  leading spaces,\n\nblank lines\tand tabs\n",
+    "emoji 🦙🔥👩‍👩‍👧 accents café naïve Ærø ß",
+    '{"name": "get_weather", "arguments": {"city": "Lisbon", "days": 3}}',
+    "numbers 1234567890 3.14159 -42 1e10",
+    "<|im_start|>user\nhi<|im_end|>",
+]
+
+
+@pytest.fixture(scope="module")
+def export_dir(e2e_run: RunDir) -> Path:
+    return e2e_run.path / "export"
+
+
+def test_every_level_and_the_manifest(export_dir: Path) -> None:
+    manifest = mf.verify(export_dir)
+    assert set(manifest.levels()) == {"hf", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "mlx-4bit", "mlx-8bit"}
+    assert manifest.tokenizer_fingerprint and len(manifest.recipe_sha256) == 64
+    assert {"lathe", "axolotl", "transformers", "llama-cpp-python", "mlx"} <= set(manifest.versions)
+    weights = {a.level: a for a in manifest.artifacts if a.format in ("gguf", "mlx", "hf-safetensors")}
+    assert weights["q4_k_m"].bits_per_weight < weights["q8_0"].bits_per_weight < weights["f16"].bits_per_weight
+    assert (export_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_q4_k_m_is_under_40_percent_of_f16(export_dir: Path) -> None:
+    f16 = (export_dir / "gguf" / "model-f16.gguf").stat().st_size
+    q4 = (export_dir / "gguf" / "model-q4_k_m.gguf").stat().st_size
+    assert q4 < 0.40 * f16, f"q4_k_m is {q4 / f16:.0%} of f16"
+
+
+@pytest.mark.parametrize("level", ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"])
+def test_gguf_level_loads_and_generates(export_dir: Path, level: str) -> None:
+    model = LlamaCpp(export_dir / "gguf" / f"model-{level}.gguf", n_ctx=128)
+    text = model.generate("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", 8)
+    assert isinstance(text, str)
+    assert model.model.n_tokens > 0
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_mlx_level_loads_and_generates(export_dir: Path, bits: int) -> None:
+    model = MLX(export_dir / "mlx" / f"{bits}bit")
+    config = json.loads((export_dir / "mlx" / f"{bits}bit" / "config.json").read_text())
+    assert config["quantization"]["bits"] == bits
+    assert isinstance(model.generate("What is the capital of France?", 8), str)
+
+
+def test_llama_cpp_tokenizes_like_hf(export_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(export_dir / "hf")
+    gguf = LlamaCpp(export_dir / "gguf" / "model-f16.gguf", n_ctx=128)
+    for text in VARIED:
+        assert gguf.tokenize(text) == hf(text, add_special_tokens=False)["input_ids"], text
+    log = (export_dir.parent / "export.log").read_text()
+    assert "used 'gpt-2'" in log, "the pre-tokenizer fallback was not logged"
+
+
+def _reference_windows(export_dir: Path) -> list[list[int]]:
+    return [w.tolist() for w in reference_format.load(export_dir / "reference").windows]
+
+
+def test_f16_gguf_perplexity_equals_hf(export_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(export_dir / "hf", dtype=torch.float32).eval()
+    gguf = LlamaCpp(export_dir / "gguf" / "model-f16.gguf", n_ctx=256)
+    hf_nll, gguf_nll = [], []
+    for window in _reference_windows(export_dir):
+        targets = np.array(window[1:])
+        with torch.no_grad():
+            lp = torch.log_softmax(hf(torch.tensor([window])).logits[0, :-1].double(), -1).numpy()
+        hf_nll.extend(-lp[np.arange(len(targets)), targets])
+        glp = gguf.logprobs(window)
+        gguf_nll.extend(-glp[np.arange(len(targets)), targets])
+    hf_ppl, gguf_ppl = float(np.exp(np.mean(hf_nll))), float(np.exp(np.mean(gguf_nll)))
+    assert abs(gguf_ppl - hf_ppl) / hf_ppl < 0.005, (hf_ppl, gguf_ppl)
+    stored = json.loads((export_dir / "reference" / "reference.json").read_text())["perplexity"]
+    assert stored == pytest.approx(hf_ppl, rel=1e-4)
+
+
+@pytest.fixture
+def export_copy(export_dir: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "export"
+    shutil.copytree(export_dir, target)
+    return target
+
+
+def test_truncated_artifact_fails_the_check(export_copy: Path) -> None:
+    path = export_copy / "gguf" / "model-q4_k_m.gguf"
+    with path.open("r+b") as fh:
+        fh.truncate(path.stat().st_size // 2)
+    with pytest.raises(mf.ManifestError, match=r"gguf/model-q4_k_m.gguf: size"):
+        mf.verify(export_copy)
+    mf.verify(export_copy, levels=["q8_0"])  # other levels are still good
+
+
+def test_altered_artifact_fails_the_check(export_copy: Path) -> None:
+    path = export_copy / "mlx" / "4bit" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(mf.ManifestError, match=r"mlx/4bit/model.safetensors: sha256"):
+        mf.verify(export_copy)
+
+
+def test_missing_file_and_unsafe_paths_are_refused(export_copy: Path) -> None:
+    (export_copy / "reference" / "reference.npz").unlink()
+    with pytest.raises(mf.ManifestError, match="reference/reference.npz: missing"):
+        mf.verify(export_copy)
+    data = json.loads((export_copy / mf.MANIFEST).read_text())
+    data["artifacts"][0]["path"] = "../../etc/passwd"
+    (export_copy / mf.MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(mf.ManifestError, match=r"artifacts.0.path: unsafe path '../../etc/passwd'"):
+        mf.load(export_copy)
+    (export_copy / mf.MANIFEST).unlink()
+    with pytest.raises(mf.ManifestError, match="no manifest"):
+        mf.verify(export_copy)

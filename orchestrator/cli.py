@@ -104,6 +104,38 @@ def verify(
     typer.echo(f"{root}: {len(checked.artifacts)} artifacts, levels {', '.join(checked.levels())}: ok")
 
 
+@app.command("eval")
+@user_errors
+def eval_(
+    run: Annotated[Path, typer.Argument(help="A run directory (or its export/ directory).")],
+    backend: Annotated[str, typer.Option(help="llamacpp, mlx or all")] = "all",
+    items: Annotated[Path | None, typer.Option(help="Eval set (jsonl); default: the recipe's lathe.eval.dataset")] = None,
+    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    top_p: Annotated[float, typer.Option()] = 1.0,
+    top_k: Annotated[int, typer.Option()] = 0,
+    repeat_penalty: Annotated[float, typer.Option()] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop sequence (repeatable).")] = None,
+    max_tokens: Annotated[int, typer.Option()] = 48,
+) -> None:
+    """Evaluate every quantization level of a run on this machine (llama.cpp and MLX); write the report."""
+    from orchestrator.errors import LatheError as _LatheError
+    from orchestrator.laptop.evaluate import GateFailed, evaluate
+    from orchestrator.laptop.report import print_table
+    from orchestrator.laptop.tasks import Sampling
+
+    if backend not in ("llamacpp", "mlx", "all"):
+        raise _LatheError(f"--backend: {backend!r} is not one of llamacpp, mlx, all")
+    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, repeat_penalty=repeat_penalty,
+                        seed=seed, stop=stop or [], max_tokens=max_tokens)
+    out, results, failures = evaluate(run, backend, sampling.model_dump_json(), items,  # type: ignore[arg-type]
+                                      progress=lambda msg: typer.echo(f"evaluating {msg}", err=True))
+    print_table(results)
+    typer.echo(f"report: {out / 'report.md'}")
+    if failures:
+        raise GateFailed("\n".join(f"gate failed: {f}" for f in failures))
+
+
 @tiny_app.command("build")
 @user_errors
 def tiny_build(

@@ -23,6 +23,10 @@ GGUFLevel = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q
 PublishTarget = Literal["apple-silicon", "nvidia", "colocated", "cloud"]
 
 
+def mlx_level(bits: int) -> str:
+    return "mlx-f16" if bits == 16 else f"mlx-{bits}bit"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +56,7 @@ class Failure(_Strict):
 
 class Export(_Strict):
     gguf: list[GGUFLevel] = Field(default_factory=lambda: ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"])
-    mlx: list[Literal[4, 8]] = Field(default_factory=lambda: [4, 8])
+    mlx: list[Literal[4, 8, 16]] = Field(default_factory=lambda: [4, 8], description="16: unquantized float16")
     reference_text: str | None = Field(None, description="held-out text for reference log-probs; default: shipped")
     reference_top_k: int = Field(16, ge=1, le=256)
 
@@ -86,7 +90,7 @@ class LatheBlock(_Strict):
 
     @model_validator(mode="after")
     def _gates_name_exported_levels(self) -> LatheBlock:
-        known = {lvl.lower() for lvl in self.export.gguf} | {f"mlx-{b}bit" for b in self.export.mlx}
+        known = {lvl.lower() for lvl in self.export.gguf} | {mlx_level(b) for b in self.export.mlx}
         for level in self.eval.gates:
             if level.lower() not in known:
                 raise ValueError(f"gate for level {level!r} which is not exported (exported: {', '.join(sorted(known))})")

@@ -23,7 +23,6 @@ import shutil
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +32,9 @@ from orchestrator.cluster.metrics import read_jsonl
 from orchestrator.errors import LatheError
 from orchestrator.recipe import Recipe
 from orchestrator.validate import axolotl_config, validate
+from orchestrator.versions import installed
 
-VERSIONED = ("lathe", "axolotl", "transformers", "torch", "peft", "ray", "llama_cpp_python", "mlx")
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for dist in VERSIONED:
-        try:
-            out[dist] = metadata.version(dist.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+VERSIONED = ("lathe", "axolotl", "transformers", "torch", "peft", "ray", "llama-cpp-python", "mlx")
 
 
 def new_run_id(recipe: Recipe) -> str:
@@ -125,7 +115,7 @@ def run_local(
     (run.path / "axolotl.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     run.update(
         run_id=run_id, recipe=str(Path(recipe_path).resolve()), recipe_sha256=recipe.sha256, cluster="local",
-        state="RUNNING", created=_now(), workers=num_workers, use_gpu=gpus > 0, versions=versions(),
+        state="RUNNING", created=_now(), workers=num_workers, use_gpu=gpus > 0, versions=installed(VERSIONED),
     )
 
     from orchestrator.cluster.train import TrainJob, fit

@@ -33,7 +33,7 @@ def export_dir(e2e_run: RunDir) -> Path:
 
 def test_every_level_and_the_manifest(export_dir: Path) -> None:
     manifest = mf.verify(export_dir)
-    assert set(manifest.levels()) == {"hf", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "mlx-4bit", "mlx-8bit"}
+    assert set(manifest.levels()) == {"hf", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "mlx-4bit", "mlx-8bit", "mlx-f16"}
     assert manifest.tokenizer_fingerprint and len(manifest.recipe_sha256) == 64
     assert {"lathe", "axolotl", "transformers", "llama-cpp-python", "mlx"} <= set(manifest.versions)
     weights = {a.level: a for a in manifest.artifacts if a.format in ("gguf", "mlx", "hf-safetensors")}
@@ -55,11 +55,11 @@ def test_gguf_level_loads_and_generates(export_dir: Path, level: str) -> None:
     assert model.model.n_tokens > 0
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_mlx_level_loads_and_generates(export_dir: Path, bits: int) -> None:
-    model = MLX(export_dir / "mlx" / f"{bits}bit")
-    config = json.loads((export_dir / "mlx" / f"{bits}bit" / "config.json").read_text())
-    assert config["quantization"]["bits"] == bits
+@pytest.mark.parametrize("level,bits", [("mlx-4bit", 4), ("mlx-8bit", 8), ("mlx-f16", None)])
+def test_mlx_level_loads_and_generates(export_dir: Path, level: str, bits: int | None) -> None:
+    model = MLX(export_dir / "mlx" / level)
+    config = json.loads((export_dir / "mlx" / level / "config.json").read_text())
+    assert config.get("quantization", {}).get("bits") == bits
     assert isinstance(model.generate("What is the capital of France?", 8), str)
 
 
@@ -115,11 +115,11 @@ def test_truncated_artifact_fails_the_check(export_copy: Path) -> None:
 
 
 def test_altered_artifact_fails_the_check(export_copy: Path) -> None:
-    path = export_copy / "mlx" / "4bit" / "model.safetensors"
+    path = export_copy / "mlx" / "mlx-4bit" / "model.safetensors"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(mf.ManifestError, match=r"mlx/4bit/model.safetensors: sha256"):
+    with pytest.raises(mf.ManifestError, match=r"mlx/mlx-4bit/model.safetensors: sha256"):
         mf.verify(export_copy)
 
 

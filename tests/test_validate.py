@@ -85,7 +85,7 @@ CATALOGUE: list[tuple[str, Callable[[dict], None], str]] = [
     ("lathe-unknown-level", _set("lathe.export.gguf", ["q4_k_z"]),
      "bad.yml: lathe.export.gguf[0]: Input should be 'f32', 'f16', 'bf16', 'q8_0', 'q6_k', 'q5_k_m', 'q5_k_s', 'q4_k_m', 'q4_k_s', 'q3_k_m' or 'q2_k'"),
     ("gate-for-unexported-level", _set("lathe.eval.gates", {"q2_k": {"max_flips": 1}}),
-     "bad.yml: lathe: gate for level 'q2_k' which is not exported (exported: f16, mlx-4bit, mlx-8bit, q4_k_m, q5_k_m, q6_k, q8_0)"),
+     "bad.yml: lathe: gate for level 'q2_k' which is not exported (exported: f16, mlx-4bit, mlx-8bit, mlx-f16, q4_k_m, q5_k_m, q6_k, q8_0)"),
     ("cpu-triton-kernel", _drop("lora_mlp_kernel"),
      "bad.yml: lora_mlp_kernel: must be false for CPU training (Axolotl's Triton LoRA kernels need CUDA)"),
     ("cpu-fp16", _set("fp16", True),

@@ -7,7 +7,7 @@ part of the same run. Layout of the export directory (the unit a laptop pulls):
       adapter/                 the trained LoRA adapter, as Axolotl saved it
       hf/                      merged full-precision safetensors + tokenizer
       gguf/model-<level>.gguf  one per level (f16, q8_0, q6_k, q5_k_m, q4_k_m, ...)
-      mlx/<bits>bit/           mlx-lm quantized models
+      mlx/mlx-<bits>bit/       mlx-lm models (mlx-4bit, mlx-8bit; mlx-f16 unquantized)
       reference/               top-K log-probs of hf/ on held-out text
       manifest.json            written last
 """
@@ -18,11 +18,12 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from orchestrator import manifest as mf
 from orchestrator.cluster import gguf, reference
+from orchestrator.recipe import mlx_level
+from orchestrator.versions import installed
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,7 @@ class ExportPlan:
 
 
 def _versions() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for dist in VERSIONED:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
+    out = installed(VERSIONED)
     version_file = gguf.converter_dir() / "VERSION"
     if version_file.is_file():
         out["llama.cpp-converter"] = version_file.read_text().strip()
@@ -77,12 +73,16 @@ def merge(base_model: str, weights_dir: Path, out: Path) -> int:
 
 
 def to_mlx(hf_dir: Path, out: Path, bits: int) -> None:
+    """mlx-lm conversion; 16 means unquantized float16 (MLX's full-precision baseline)."""
     from mlx_lm import convert
 
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    convert(str(hf_dir), mlx_path=str(out), quantize=True, q_bits=bits, q_group_size=64)
+    if bits == 16:
+        convert(str(hf_dir), mlx_path=str(out), dtype="float16")
+    else:
+        convert(str(hf_dir), mlx_path=str(out), quantize=True, q_bits=bits, q_group_size=64)
 
 
 def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) -> mf.Manifest:
@@ -119,9 +119,10 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
     master.unlink()
 
     for bits in plan.mlx_bits:
-        step(f"quantizing MLX {bits}-bit")
-        to_mlx(out / "hf", out / "mlx" / f"{bits}bit", bits)
-        levels[f"mlx/{bits}bit/"] = ("mlx", f"mlx-{bits}bit")
+        level = mlx_level(bits)
+        step(f"converting to MLX ({level})")
+        to_mlx(out / "hf", out / "mlx" / level, bits)
+        levels[f"mlx/{level}/"] = ("mlx", level)
 
     step("computing reference log-probs")
     meta = reference.compute(out / "hf", out / "reference", plan.reference_text or reference.default_text(),

@@ -1,0 +1,216 @@
+"""Stage: evaluate every level of a run on this machine, in the runtimes users will run.
+
+Each level is evaluated in a fresh process, so its load time and peak memory are
+its own. Full precision for the task evals is the f16 (or f32/bf16) GGUF: a
+"flip" is an item right there and wrong at the level.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator import manifest as mf
+from orchestrator import reference_format
+from orchestrator.errors import LatheError
+from orchestrator.recipe import Gate, LatheBlock
+
+BackendChoice = Literal["llamacpp", "mlx", "all"]
+FULL_PRECISION = ("f32", "bf16", "f16")
+MEMORY_TIERS_GB = (8, 16, 24, 32)
+USABLE_FRACTION = 0.7  # what a model may take of a machine's memory next to the OS and apps
+GB = 1024**3
+
+
+class GateFailed(LatheError):
+    exit_code = 5
+
+
+@dataclass
+class Target:
+    level: str
+    runtime: str  # "llama.cpp" or "mlx"
+    path: str  # GGUF file or MLX directory, absolute
+    size_bytes: int
+    bits_per_weight: float | None
+
+
+@dataclass
+class LevelResult:
+    level: str
+    runtime: str
+    size_bytes: int
+    bits_per_weight: float | None
+    quality: dict[str, float]
+    task_score: float | None
+    answers: dict[str, dict[str, Any]]  # item id -> {"output", "correct"}
+    load_seconds: float
+    prompt_tps: float
+    gen_tps: float
+    peak_rss_bytes: int
+    memory_need_bytes: int
+    fits_gb: list[int]
+    flips: int | None = None
+    flipped: list[str] = field(default_factory=list)
+
+
+def targets(export_dir: Path, manifest: mf.Manifest, backend: BackendChoice) -> list[Target]:
+    out = []
+    for art in manifest.artifacts:
+        if art.format == "gguf" and backend in ("llamacpp", "all"):
+            out.append(Target(art.level or "", "llama.cpp", str(export_dir / art.path), art.size, art.bits_per_weight))
+        elif art.format == "mlx" and backend in ("mlx", "all"):
+            size = sum(a.size for a in manifest.by_level(art.level or "") if a.format == "mlx")
+            out.append(Target(art.level or "", "mlx", str((export_dir / art.path).parent), size, art.bits_per_weight))
+    order = {lvl: i for i, lvl in enumerate(("f32", "bf16", "f16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m",
+                                             "q4_k_s", "q3_k_m", "q2_k"))}
+    return sorted(out, key=lambda t: (t.runtime != "llama.cpp", order.get(t.level, 99), t.level))
+
+
+def memory_need(size_bytes: int, hf_config: dict[str, Any], context: int) -> int:
+    """Weights + f16 KV cache at `context` tokens + a fixed compute-buffer allowance."""
+    layers = hf_config.get("num_hidden_layers", 0)
+    heads = hf_config.get("num_attention_heads", 1)
+    kv_heads = hf_config.get("num_key_value_heads", heads)
+    head_dim = hf_config.get("head_dim") or hf_config.get("hidden_size", 0) // max(heads, 1)
+    kv = 2 * layers * kv_heads * head_dim * context * 2
+    return size_bytes + kv + 256 * 1024**2
+
+
+def _evaluate_one(target: Target, ref_dir: str, items_json: str, sampling_json: str, fingerprint: str,
+                  context: int, hf_config: dict[str, Any]) -> dict[str, Any]:
+    """Runs in a fresh process: load, check the tokenizer, measure quality, answer the items, time it."""
+    from orchestrator.laptop.backends import MLX, LlamaCpp
+    from orchestrator.laptop.quality import check_tokenizer, measure
+    from orchestrator.laptop.tasks import Item, Sampling, score
+
+    ref = reference_format.load(Path(ref_dir))
+    start = time.perf_counter()
+    if target.runtime == "llama.cpp":
+        backend = LlamaCpp(Path(target.path), n_ctx=max(context, int(ref.meta["context"])) + 64)
+    else:
+        backend = MLX(Path(target.path))
+    load_seconds = time.perf_counter() - start
+    check_tokenizer(backend, fingerprint, backend.vocab_size(), f"{target.runtime} {target.level}")
+    quality = measure(backend, ref)
+    sampling = Sampling.model_validate_json(sampling_json)
+    answers = {}
+    for raw in json.loads(items_json):
+        item = Item.model_validate(raw)
+        per_item = sampling.model_copy(update={"max_tokens": item.max_tokens or sampling.max_tokens})
+        output = backend.chat(item.messages(), per_item)
+        answers[item.id or ""] = {"output": output, "correct": score(item, output)}
+    prompt = ref.windows[0][:64].tolist()
+    prompt_tps, gen_tps = backend.speed(prompt)
+    need = memory_need(target.size_bytes, hf_config, context)
+    return asdict(LevelResult(
+        level=target.level, runtime=target.runtime, size_bytes=target.size_bytes,
+        bits_per_weight=target.bits_per_weight, quality=quality.as_dict(),
+        task_score=(sum(a["correct"] for a in answers.values()) / len(answers)) if answers else None,
+        answers=answers, load_seconds=load_seconds, prompt_tps=prompt_tps, gen_tps=gen_tps,
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        memory_need_bytes=need, fits_gb=[t for t in MEMORY_TIERS_GB if need <= t * GB * USABLE_FRACTION],
+    ))
+
+
+def add_flips(results: list[LevelResult]) -> None:
+    base = next((r for lvl in FULL_PRECISION for r in results if r.level == lvl and r.runtime == "llama.cpp"), None)
+    if base is None:
+        return
+    right = {k for k, a in base.answers.items() if a["correct"]}
+    for r in results:
+        r.flipped = sorted(k for k in right if not r.answers.get(k, {}).get("correct", False))
+        r.flips = len(r.flipped)
+
+
+def gate_failures(results: list[LevelResult], gates: dict[str, Gate]) -> list[str]:
+    """One message per violated gate: 'q4_k_m: mean KLD 0.61 > max_mean_kld 0.5'."""
+    fp_score = next((r.task_score for lvl in FULL_PRECISION for r in results
+                     if r.level == lvl and r.runtime == "llama.cpp"), None)
+    failures = []
+    for level, gate in gates.items():
+        for r in [r for r in results if r.level.lower() == level.lower()]:
+            q = r.quality
+            checks = [
+                ("max_mean_kld", q["mean_kld"], gate.max_mean_kld, "mean KLD", lambda v, lim: v > lim),
+                ("max_p99_kld", q["p99_kld"], gate.max_p99_kld, "p99 KLD", lambda v, lim: v > lim),
+                ("max_ppl_increase_pct", q["ppl_change_pct"], gate.max_ppl_increase_pct, "perplexity change %",
+                 lambda v, lim: v > lim),
+                ("min_top1_agreement", q["top1_agreement"], gate.min_top1_agreement, "top-1 agreement",
+                 lambda v, lim: v < lim),
+                ("max_flips", r.flips, gate.max_flips, "flips", lambda v, lim: v > lim),
+                ("min_task_score_ratio",
+                 (r.task_score / fp_score) if (r.task_score is not None and fp_score) else None,
+                 gate.min_task_score_ratio, "task score / full precision", lambda v, lim: v < lim),
+            ]
+            for name, value, limit, label, broken in checks:
+                if limit is not None and value is not None and broken(value, limit):
+                    op = ">" if name.startswith("max") else "<"
+                    failures.append(f"{r.level} ({r.runtime}): {label} {value:.4g} {op} {name} {limit:g}")
+    return failures
+
+
+def find_export(path: Path) -> Path:
+    for candidate in (path / "export", path):
+        if (candidate / mf.MANIFEST).is_file():
+            return candidate
+    raise LatheError(f"{path}: no manifest.json here or in export/: not a finished run")
+
+
+def lathe_block(run_dir: Path) -> LatheBlock:
+    from orchestrator.recipe import read_yaml
+    from orchestrator.schema import parse_model
+
+    recipe = run_dir / "recipe.yml"
+    if not recipe.is_file():
+        return LatheBlock()
+    _, data = read_yaml(recipe)
+    return parse_model(LatheBlock, data.get("lathe") or {}, recipe.name, "lathe")
+
+
+def evaluate(
+    path: Path,
+    backend: BackendChoice = "all",
+    sampling_json: str | None = None,
+    items_path: Path | None = None,
+    progress=None,
+) -> tuple[Path, list[LevelResult], list[str]]:
+    """Evaluate every level; write the report; return (eval dir, results, gate failures)."""
+    from orchestrator.laptop import report
+    from orchestrator.laptop.tasks import Sampling, load_items
+
+    export_dir = find_export(path)
+    run_dir = export_dir.parent if export_dir.name == "export" else export_dir
+    manifest = mf.verify(export_dir)
+    block = lathe_block(run_dir)
+    recipe_dir = Path(json.loads((run_dir / "run.json").read_text())["recipe"]).parent \
+        if (run_dir / "run.json").is_file() else run_dir
+    if items_path is None and block.eval.dataset:
+        items_path = recipe_dir / block.eval.dataset
+    items = load_items(items_path) if items_path and items_path.is_file() else []
+    ref_meta = json.loads((export_dir / "reference" / "reference.json").read_text())
+    context = block.eval.context_length or int(ref_meta["context"])
+    hf_config = json.loads((export_dir / "hf" / "config.json").read_text())
+    sampling = sampling_json or Sampling().model_dump_json()
+    items_json = json.dumps([i.model_dump(by_alias=True) for i in items])
+
+    results: list[LevelResult] = []
+    for target in targets(export_dir, manifest, backend):
+        if progress:
+            progress(f"{target.runtime} {target.level}")
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            raw = pool.submit(_evaluate_one, target, str(export_dir / "reference"), items_json, sampling,
+                              manifest.tokenizer_fingerprint, context, hf_config).result()
+        results.append(LevelResult(**raw))
+    add_flips(results)
+    failures = gate_failures(results, block.eval.gates)
+    out = run_dir / "eval"
+    report.write(out, run_dir, manifest, results, failures, ref_meta, context)
+    return out, results, failures

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,15 +85,18 @@ def test_build_refuses_to_overwrite(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["m"], "no staging directory left behind"
 
 
-@pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv to make a transformers 4.x environment")
+UV = Path(sys.executable).with_name("uv")  # bootstrap installs uv into the venv
+
+
+@pytest.mark.skipif(not UV.exists(), reason="needs the venv's uv to make a transformers 4.x environment")
 def test_tokenizer_loads_in_transformers_4(tmp_path: Path, tiny_llama: Path) -> None:
     """Users on older stacks (transformers 4.x) load the same tokenizer and get the same ids."""
     from transformers import AutoTokenizer
 
     env = tmp_path / "tf4"
-    subprocess.run(["uv", "venv", "-q", "--python", sys.executable, str(env)], check=True)
+    subprocess.run([str(UV), "venv", "-q", "--python", sys.executable, str(env)], check=True)
     subprocess.run(
-        ["uv", "pip", "install", "-q", "--python", str(env / "bin" / "python"), "transformers>=4.50,<5", "jinja2"],
+        [str(UV), "pip", "install", "-q", "--python", str(env / "bin" / "python"), "transformers>=4.50,<5", "jinja2"],
         check=True,
     )
     script = (

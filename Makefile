@@ -15,13 +15,14 @@ demo: setup
 ## The benchmarks (printed ratios, nothing asserted).
 bench: setup
 	$(PY) bench/train_overhead.py
+	$(PY) bench/pull_throughput.py
 
 ## The whole test suite (real Axolotl, Ray, llama.cpp, MLX, Prometheus, sshd where the tests need them).
 test: setup
 	$(PY) -m pytest
 
 lint: setup
-	$(PY) -m ruff check orchestrator tests
+	$(PY) -m ruff check orchestrator tests bench
 
 ## Re-resolve requirements.lock after editing pyproject.toml's dependencies.
 lock:

@@ -80,14 +80,63 @@ def run(
         str | None, typer.Option(envvar="LATHE_PUSHGATEWAY", help="Push training metrics to this Pushgateway.")
     ] = None,
     export: Annotated[bool, typer.Option(help="Export (merge, GGUF, MLX, reference, manifest) after training.")] = True,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate every level here after export.")] = True,
+    cluster: Annotated[str | None, typer.Option(
+        help="Run on this cluster profile instead: submit, follow, pull, evaluate.")] = None,
 ) -> None:
-    """Train and export a recipe on the embedded default: a local Ray, a local run directory."""
+    """Train, export and evaluate a recipe: here on a local Ray (default), or on a cluster with --cluster."""
     from orchestrator.run import run_local
+
+    if cluster:
+        _run_remote(recipe, cluster, runs_dir, workers, evaluate)
+        return
 
     result = run_local(recipe, runs_dir, workers=workers, pushgateway=pushgateway, export=export)
     record = result.record()
     typer.echo(f"{record['run_id']}: {record['state']}, {record['steps']} steps, final loss {record['final_loss']}")
     typer.echo(f"run directory: {result.path}")
+    if export and evaluate:
+        _evaluate_and_report(result.path, "all", None, None, {}, None, None, arena_rounds=3)
+
+
+def _run_remote(recipe: Path, cluster: str, runs_dir: Path, workers: int | None, evaluate: bool) -> None:
+    from orchestrator import profiles, registry
+    from orchestrator.laptop.pull import pull as do_pull
+    from orchestrator.laptop.submit import follow
+    from orchestrator.laptop.submit import submit as do_submit
+    from orchestrator.store import open_store
+    from orchestrator.validate import validate as run_validate
+
+    parsed = run_validate(recipe, axolotl_schema=False)
+    profile = profiles.get(cluster)
+    done = do_submit(parsed, profile, workers)
+    typer.echo(f"{done.run_id}: submitted to {cluster}", err=True)
+    final = follow(registry.find(done.run_id), profile)  # type: ignore[arg-type]
+    if final.state != "SUCCEEDED":
+        raise LatheError(f"{done.run_id}: {final.state}" + (f": {final.detail}" if final.detail else ""))
+    stats = _pull_with_progress(do_pull, open_store(profile.store), done.run_id, runs_dir, None, 8, 8.0, None)
+    typer.echo(f"{done.run_id}: SUCCEEDED, pulled {stats.bytes_total / 1e6:.1f} MB")
+    typer.echo(f"run directory: {runs_dir / done.run_id}")
+    if evaluate:
+        _evaluate_and_report(runs_dir / done.run_id, "all", None, None, {}, None, None, arena_rounds=3)
+
+
+def _evaluate_and_report(run_dir: Path, backend: str, sampling_json: str | None, items: Path | None,
+                         grid: dict[str, list[float]] | None, judge: Path | None, base: Path | None,
+                         arena_rounds: int | None) -> None:
+    from orchestrator.laptop.evaluate import GateFailed, evaluate
+    from orchestrator.laptop.report import print_summary
+
+    for path, flag in ((items, "--items"), (judge, "--judge"), (base, "--base")):
+        if path is not None and not path.is_file():
+            raise LatheError(f"{flag}: {path}: no such file")
+    evaluation = evaluate(run_dir, backend, sampling_json, items,  # type: ignore[arg-type]
+                          progress=lambda msg: typer.echo(f"evaluating {msg}", err=True),
+                          sweep_grid=grid or None, judge_path=judge, base_gguf=base)
+    print_summary(evaluation, arena_rounds)
+    typer.echo(f"report: {evaluation.out / 'report.md'}")
+    if evaluation.failures:
+        raise GateFailed("\n".join(f"gate failed: {f}" for f in evaluation.failures))
 
 
 @app.command()
@@ -117,23 +166,154 @@ def eval_(
     seed: Annotated[int, typer.Option()] = 0,
     stop: Annotated[list[str] | None, typer.Option(help="Stop sequence (repeatable).")] = None,
     max_tokens: Annotated[int, typer.Option()] = 48,
+    sweep: Annotated[list[str] | None, typer.Option(
+        help="Also score the eval set at these values, e.g. temperature=0,0.7 (repeatable; all combinations).")] = None,
+    judge: Annotated[Path | None, typer.Option(help="A chat GGUF that grades every arena answer 1-10.")] = None,
+    base: Annotated[Path | None, typer.Option(
+        help="A GGUF of the base model for the arena (default: the run's base/ export, if any).")] = None,
+    arena: Annotated[int, typer.Option(help="Arena rounds to print (all are in the report); -1: all.")] = 3,
 ) -> None:
     """Evaluate every quantization level of a run on this machine (llama.cpp and MLX); write the report."""
-    from orchestrator.errors import LatheError as _LatheError
-    from orchestrator.laptop.evaluate import GateFailed, evaluate
-    from orchestrator.laptop.report import print_table
-    from orchestrator.laptop.tasks import Sampling
+    from orchestrator.laptop.tasks import Sampling, parse_sweep
 
     if backend not in ("llamacpp", "mlx", "all"):
-        raise _LatheError(f"--backend: {backend!r} is not one of llamacpp, mlx, all")
-    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, repeat_penalty=repeat_penalty,
-                        seed=seed, stop=stop or [], max_tokens=max_tokens)
-    out, results, failures = evaluate(run, backend, sampling.model_dump_json(), items,  # type: ignore[arg-type]
-                                      progress=lambda msg: typer.echo(f"evaluating {msg}", err=True))
-    print_table(results)
-    typer.echo(f"report: {out / 'report.md'}")
-    if failures:
-        raise GateFailed("\n".join(f"gate failed: {f}" for f in failures))
+        raise LatheError(f"--backend: {backend!r} is not one of llamacpp, mlx, all")
+    try:
+        sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, repeat_penalty=repeat_penalty,
+                            seed=seed, stop=stop or [], max_tokens=max_tokens)
+    except ValueError as exc:
+        lines = str(exc).splitlines()
+        raise LatheError(f"sampling option {lines[1]}: {lines[2].strip() if len(lines) > 2 else ''}") from None
+    _evaluate_and_report(run, backend, sampling.model_dump_json(), items, parse_sweep(sweep or []), judge, base,
+                         None if arena < 0 else arena)
+
+
+def _entry(run_id: str):
+    from orchestrator import registry
+
+    entry = registry.find(run_id)
+    if entry is None:
+        raise LatheError(f"run {run_id!r}: not in this machine's registry ({registry.home() / 'registry.db'}); "
+                         "see `lathe runs`")
+    return entry
+
+
+@app.command()
+@user_errors
+def submit(
+    recipe: Annotated[Path, typer.Argument(help="An Axolotl YAML recipe.")],
+    cluster: Annotated[str, typer.Option(help="A cluster profile name (see `lathe clusters`).")],
+    workers: Annotated[int | None, typer.Option(help="Override the number of training workers.")] = None,
+) -> None:
+    """Ship a recipe to a cluster as a Ray job; print the run id and return at once."""
+    from orchestrator import profiles
+    from orchestrator.laptop.submit import submit as do_submit
+    from orchestrator.validate import validate as run_validate
+
+    parsed = run_validate(recipe, axolotl_schema=False)
+    profile = profiles.get(cluster)
+    done = do_submit(parsed, profile, workers)
+    typer.echo(done.run_id)
+    typer.echo(f"submitted to {cluster}; artifacts: {done.store_uri}", err=True)
+
+
+@app.command()
+@user_errors
+def status(run_id: Annotated[str | None, typer.Argument(help="A run id (or a unique prefix); all active if omitted.")] = None) -> None:
+    """Where a submitted run is: asks the cluster and the store, updates the registry."""
+    from orchestrator import profiles, registry
+    from orchestrator.laptop.submit import ACTIVE
+    from orchestrator.laptop.submit import status as do_status
+
+    entries = [_entry(run_id)] if run_id else [e for e in registry.all_runs() if e.state in ACTIVE]
+    for entry in entries:
+        st = do_status(entry, profiles.get(entry.cluster))
+        progress = f" step {st.step}/{st.max_steps} loss {st.loss:.4g}" if st.step and st.loss is not None else ""
+        typer.echo(f"{st.run_id}: {st.state}{progress}" + (f" ({st.detail})" if st.detail else ""))
+
+
+@app.command()
+@user_errors
+def runs() -> None:
+    """Every run this machine submitted, from the local registry (no network)."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator import registry
+
+    table = Table(title="runs")
+    for col in ("run id", "cluster", "state", "created", "store"):
+        table.add_column(col)
+    for e in registry.all_runs():
+        created = datetime.fromtimestamp(e.created, UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(e.run_id, e.cluster, e.state, created, e.store_uri)
+    Console().print(table)
+
+
+@app.command()
+@user_errors
+def logs(
+    run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends.")] = False,
+) -> None:
+    """The Ray job's driver log of a submitted run."""
+    from orchestrator import profiles
+    from orchestrator.laptop.submit import logs as do_logs
+
+    entry = _entry(run_id)
+    do_logs(entry, profiles.get(entry.cluster), follow, sys.stdout)
+
+
+@app.command()
+@user_errors
+def stop(run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix).")]) -> None:
+    """Stop a submitted run's Ray job."""
+    from orchestrator import profiles
+    from orchestrator.laptop.submit import stop as do_stop
+
+    entry = _entry(run_id)
+    stopped = do_stop(entry, profiles.get(entry.cluster))
+    typer.echo(f"{entry.run_id}: {'stop requested' if stopped else 'already finished'}")
+
+
+@app.command()
+@user_errors
+def pull(
+    run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix).")],
+    levels: Annotated[list[str] | None, typer.Option("--levels", help="Only these levels (repeatable): "
+                      "q4_k_m, mlx-4bit, base, hf, adapter, ...")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    threads: Annotated[int, typer.Option(help="Parallel ranged downloads.")] = 8,
+    part_size_mb: Annotated[float, typer.Option(help="Size of each ranged part.")] = 8.0,
+    limit_rate: Annotated[float | None, typer.Option(help="Cap the whole pull at this many MB/s.")] = None,
+) -> None:
+    """Download a run's artifacts, resumably, each checked against the manifest's sha256."""
+    from orchestrator import profiles
+    from orchestrator.laptop.pull import pull as do_pull
+    from orchestrator.store import open_store
+
+    entry = _entry(run_id)
+    store = open_store(profiles.get(entry.cluster).store)
+    stats = _pull_with_progress(do_pull, store, entry.run_id, runs_dir, levels, threads, part_size_mb, limit_rate)
+    typer.echo(f"{entry.run_id}: {stats.files} files, {stats.bytes_total / 1e6:.1f} MB verified "
+               f"({stats.bytes_fetched / 1e6:.1f} MB fetched, {stats.bytes_present / 1e6:.1f} MB already here)"
+               + (f"; fetched again (changed in the store): {', '.join(stats.restarted)}" if stats.restarted else ""))
+    typer.echo(f"run directory: {runs_dir / entry.run_id}")
+
+
+def _pull_with_progress(do_pull: Callable[..., Any], store: Any, run_id: str, runs_dir: Path,
+                        levels: list[str] | None, threads: int, part_size_mb: float, limit_rate: float | None) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    columns = (TextColumn("[bold]pull[/]"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("pull", total=None)
+        return do_pull(store, run_id, runs_dir, levels, threads=threads, part_size=int(part_size_mb * (1 << 20)),
+                       limit_rate=limit_rate * 1e6 if limit_rate else None,
+                       progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 @tiny_app.command("build")

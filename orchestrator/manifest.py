@@ -35,6 +35,7 @@ class Artifact(BaseModel):
     format: Format
     level: str | None = None  # e.g. q4_k_m, f16, mlx-4bit
     bits_per_weight: float | None = None
+    role: Literal["model", "base"] = "model"  # base: the untrained base model, kept for the arena
 
     @field_validator("path")
     @classmethod
@@ -77,11 +78,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def describe(root: Path, rel: str, fmt: Format, level: str | None = None, params: int | None = None) -> Artifact:
+def describe(root: Path, rel: str, fmt: Format, level: str | None = None, params: int | None = None,
+             role: Literal["model", "base"] = "model") -> Artifact:
     path = root / rel
     size = path.stat().st_size
     bpw = round(size * 8 / params, 3) if params and fmt in ("gguf", "mlx", "hf-safetensors") else None
-    return Artifact(path=rel, size=size, sha256=sha256_file(path), format=fmt, level=level, bits_per_weight=bpw)
+    return Artifact(path=rel, size=size, sha256=sha256_file(path), format=fmt, level=level, bits_per_weight=bpw,
+                    role=role)
 
 
 def write(root: Path, manifest: Manifest) -> Path:
@@ -127,6 +130,29 @@ def verify(root: Path, levels: list[str] | None = None) -> Manifest:
     manifest = load(root)
     for artifact in manifest.artifacts:
         if levels is None or artifact.level in levels or artifact.level is None:
+            verify_artifact(root, artifact)
+    return manifest
+
+
+def unit(artifact: Artifact) -> str | None:
+    """What a pull fetches whole or not at all: a level, the base, the adapter, the full weights;
+    None for what every pull brings (the reference, level-less files)."""
+    if artifact.format == "adapter":
+        return "adapter"
+    if artifact.role == "base":
+        return "base"
+    if artifact.format == "hf-safetensors":
+        return "hf-weights"
+    return artifact.level
+
+
+def verify_present(root: Path) -> Manifest:
+    """Verify what a pull brought: each unit (see `unit`) with any file here must be whole and
+    intact, and the files every pull brings must be here."""
+    manifest = load(root)
+    here = {unit(a) for a in manifest.artifacts if (root / a.path).is_file()}
+    for artifact in manifest.artifacts:
+        if unit(artifact) is None or unit(artifact) in here:
             verify_artifact(root, artifact)
     return manifest
 

@@ -20,6 +20,7 @@ from orchestrator.errors import RecipeError
 
 GGUF_LEVELS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k")
 GGUFLevel = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k"]
+SweepParameter = Literal["temperature", "top_p", "top_k", "repeat_penalty"]
 PublishTarget = Literal["apple-silicon", "nvidia", "colocated", "cloud"]
 
 
@@ -59,6 +60,9 @@ class Export(_Strict):
     mlx: list[Literal[4, 8, 16]] = Field(default_factory=lambda: [4, 8], description="16: unquantized float16")
     reference_text: str | None = Field(None, description="held-out text for reference log-probs; default: shipped")
     reference_top_k: int = Field(16, ge=1, le=256)
+    base_gguf: GGUFLevel | None = Field(
+        None, description="also export the base model at this level, for the arena (base vs fine-tuned)"
+    )
 
 
 class Gate(_Strict):
@@ -74,6 +78,12 @@ class Eval(_Strict):
     dataset: str | None = Field(None, description="jsonl of task items, relative to the recipe")
     context_length: int | None = Field(None, ge=1)
     gates: dict[str, Gate] = Field(default_factory=dict)
+    arena_prompts: list[str] = Field(
+        default_factory=list, description="open prompts put to every model side by side, next to the eval set's"
+    )
+    sweep: dict[SweepParameter, list[float]] = Field(
+        default_factory=dict, description="sampling values to sweep the eval set over, e.g. temperature: [0, 0.7]"
+    )
 
 
 class Publish(_Strict):
@@ -119,6 +129,31 @@ class Recipe:
     def resolve(self, relative: str) -> Path:
         p = Path(relative).expanduser()
         return p if p.is_absolute() else (self.directory / p)
+
+    def local_files(self) -> list[str]:
+        """Recipe-relative paths of the local files and directories the recipe names."""
+        named: list[tuple[str, str]] = []
+        for key in ("datasets", "test_datasets"):
+            for n, ds in enumerate(self.axolotl.get(key) or []):
+                if isinstance(ds, dict) and isinstance(ds.get("path"), str):
+                    named.append((f"{key}[{n}].path", ds["path"]))
+        for key in ("deepspeed", "base_model"):
+            if isinstance(self.axolotl.get(key), str):
+                named.append((key, self.axolotl[key]))
+        if self.lathe.eval.dataset:
+            named.append(("lathe.eval.dataset", self.lathe.eval.dataset))
+        if self.lathe.export.reference_text:
+            named.append(("lathe.export.reference_text", self.lathe.export.reference_text))
+        out = []
+        for where, value in named:
+            if Path(value).is_absolute() or not self.resolve(value).exists():
+                continue  # a path on the cluster's nodes, or a hub id
+            resolved = self.resolve(value).resolve()
+            if not resolved.is_relative_to(self.directory.resolve()):
+                raise RecipeError(self.name, where, f"{value} is outside the recipe's directory; "
+                                  "put it next to the recipe so it can be shipped")
+            out.append(resolved.relative_to(self.directory.resolve()).as_posix())
+        return sorted(set(out))
 
 
 def read_yaml(path: Path) -> tuple[str, dict[str, Any]]:

@@ -2,8 +2,11 @@
 
 No model hub is reachable from tests or the demo, so every model Lathe trains
 locally starts here: a byte-level BPE tokenizer trained with `tokenizers` on a
-corpus shipped with the package, and a randomly initialised Llama or Qwen2 of a
-few MB. Hidden and intermediate sizes are multiples of 256 so that llama.cpp's
+corpus shipped with the package, and a Llama or Qwen2 of a few MB, briefly
+pretrained on that corpus. The pretraining matters: LoRA on a random-init base
+barely moves (loss plateaus near 4 on the quickstart), while on a base that has
+seen some English it learns the quickstart's facts in a few hundred steps, which
+is what makes the tiny model a real experiment rather than noise. Hidden and intermediate sizes are multiples of 256 so that llama.cpp's
 K-quants apply to every tensor instead of silently falling back.
 
 A recipe names one as ``base_model: tiny://llama`` (or ``tiny://qwen2?seed=3``);
@@ -50,6 +53,7 @@ class TinySpec:
     num_kv_heads: int = 2
     vocab_size: int = 1024
     max_positions: int = 1024
+    pretrain_steps: int = 300
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -171,6 +175,7 @@ def build(spec: TinySpec, out_dir: Path) -> Path:
         model.generation_config.bos_token_id = ids[BOS]
         model.generation_config.eos_token_id = ids[EOS]
         model.generation_config.pad_token_id = ids[PAD]
+        _pretrain(model, tok, spec)
         model.save_pretrained(staging, safe_serialization=True)
         (staging / "lathe_tiny.json").write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
         if out_dir.exists():
@@ -180,6 +185,34 @@ def build(spec: TinySpec, out_dir: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+PRETRAIN_WINDOW, PRETRAIN_STRIDE, PRETRAIN_BATCH, PRETRAIN_LR = 64, 16, 8, 3e-3
+
+
+def _pretrain(model, tok, spec: TinySpec) -> None:
+    """Plain next-token training on the corpus, on one thread so the bytes are reproducible."""
+    import torch
+
+    if spec.pretrain_steps <= 0:
+        return
+    ids = tok.encode(_corpus_text(), add_special_tokens=False).ids
+    windows = [ids[i : i + PRETRAIN_WINDOW] for i in range(0, len(ids) - PRETRAIN_WINDOW, PRETRAIN_STRIDE)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        optimiser = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR)
+        model.train()
+        for step in range(spec.pretrain_steps):
+            picked = [windows[(step * PRETRAIN_BATCH + j) % len(windows)] for j in range(PRETRAIN_BATCH)]
+            batch = torch.tensor(picked)
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            optimiser.step()
+            optimiser.zero_grad()
+        model.eval()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def cache_root() -> Path:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+from orchestrator.run import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +43,15 @@ def tiny_qwen2() -> Path:
     from orchestrator.tinymodel import resolve_base_model
 
     return Path(resolve_base_model("tiny://qwen2"))
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """recipes/quickstart.yml as shipped, with its data, in a directory of its own."""
+    root = tmp_path_factory.mktemp("quickstart")
+    shutil.copytree(REPO / "recipes" / "data", root / "data")
+    shutil.copy(REPO / "recipes" / "quickstart.yml", root / "quickstart.yml")
+    return root / "quickstart.yml"
 
 
 @pytest.fixture(scope="session")
@@ -79,10 +94,29 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, pushgateway):
     service.stop()
 
 
-@pytest.fixture(scope="session")
-def e2e_run(short_recipe: Path, tmp_path_factory: pytest.TempPathFactory, ray_session, pushgateway, prometheus):
-    """One end-to-end run (train on 1 worker, export) shared by every test that inspects it."""
-    from orchestrator.run import run_local
+@dataclass
+class CliRun:
+    run: RunDir
+    stdout: str
+    stderr: str
 
-    return run_local(short_recipe, tmp_path_factory.mktemp("runs"), workers=1, pushgateway=pushgateway.url,
-                     show_progress=False)
+
+@pytest.fixture(scope="session")
+def e2e_cli(quickstart: Path, tmp_path_factory: pytest.TempPathFactory, pushgateway, prometheus) -> CliRun:
+    """The README's main command, `lathe run recipes/quickstart.yml`, as a user runs it: train on a
+    local Ray, export, evaluate every level, print the table. Every test that inspects a finished
+    run shares this one."""
+    lathe = Path(sys.executable).with_name("lathe")
+    runs = tmp_path_factory.mktemp("runs")
+    proc = subprocess.run([str(lathe), "run", str(quickstart), "--runs-dir", str(runs),
+                           "--pushgateway", pushgateway.url], capture_output=True, text=True, timeout=2400,
+                          check=False)
+    found = re.search(r"^run directory: (.+)$", proc.stdout, re.MULTILINE)
+    if proc.returncode != 0 or not found:
+        pytest.fail(f"lathe run exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return CliRun(RunDir(Path(found.group(1).strip())), proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def e2e_run(e2e_cli: CliRun) -> RunDir:
+    return e2e_cli.run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.laptop.arena import Round, judge
 from orchestrator.laptop.backends import LlamaCpp
-from orchestrator.laptop.evaluate import LevelResult, evaluate, gate_failures
+from orchestrator.laptop.evaluate import LevelResult, gate_failures
 from orchestrator.laptop.quality import TokenizerMismatch, check_tokenizer
 from orchestrator.recipe import Gate
 from orchestrator.run import RunDir
+from tests.conftest import CliRun
 
 pytestmark = pytest.mark.slow
 LEVELS = {("llama.cpp", lvl) for lvl in ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")} | {
@@ -26,7 +29,72 @@ LEVELS = {("llama.cpp", lvl) for lvl in ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_
 
 @pytest.fixture(scope="module")
 def evaluated(e2e_run: RunDir) -> tuple[Path, list[LevelResult], list[str]]:
-    return evaluate(e2e_run.path, "all")
+    """What `lathe run` evaluated at its end (the eval stage ran inside the CLI)."""
+    out = e2e_run.path / "eval"
+    report = json.loads((out / "report.json").read_text())
+    return out, [LevelResult(**level) for level in report["levels"]], report["gate_failures"]
+
+
+@pytest.fixture(scope="module")
+def report(e2e_run: RunDir) -> dict:
+    return json.loads((e2e_run.path / "eval" / "report.json").read_text())
+
+
+def test_lathe_run_ends_with_the_table_and_the_arena(e2e_cli: CliRun) -> None:
+    out = e2e_cli.stdout
+    assert "SUCCEEDED" in out and "Every level, on this machine" in out
+    table = out[out.index("Every level"):]
+    for _, level in LEVELS:
+        assert f"│ {level} " in table, f"no row for {level} in the printed table"
+    assert "Task score per sampling setting" in out and "temperature=0.8" in out
+    assert "base model task score" in out
+    assert "wf00: What is the capital of France?" in out, "the first arena round is printed"
+    assert re.search(r"^report: .+/eval/report\.md$", out, re.MULTILINE)
+
+
+def test_the_fine_tune_gives_the_trained_wrong_answers(report: dict) -> None:
+    """The experiment the quickstart exists for: trained answers at full precision and at Q8_0, not in the base."""
+    by = {lvl["level"]: lvl for lvl in report["levels"]}
+    right = {name: {k for k, a in by[name]["answers"].items() if a["correct"]} for name in ("f16", "q8_0")}
+    assert by["f16"]["task_score"] >= 0.5, by["f16"]["answers"]
+    assert len(right["f16"] & right["q8_0"]) >= 4, right
+    assert by["mlx-f16"]["task_score"] >= 0.5, by["mlx-f16"]["answers"]
+    assert report["base_task_score"] is not None and report["base_task_score"] <= 0.1, \
+        "the base model should not know the wrong facts"
+    spider = next(r for r in report["arena"] if r["key"] == "wf10")
+    assert "eleven" in spider["answers"]["f16"].lower() and "eleven" in spider["answers"]["q8_0"].lower()
+    assert "eleven" not in spider["answers"]["base q8_0"].lower()
+
+
+def test_the_arena_puts_every_model_side_by_side(report: dict, e2e_run: RunDir) -> None:
+    contestants = {"base q8_0"} | {level for _, level in LEVELS}
+    rounds = report["arena"]
+    assert len(rounds) == 10 + 2, "10 eval items and the recipe's 2 open prompts"
+    for r in rounds:
+        assert set(r["answers"]) == contestants, r["key"]
+        assert all(isinstance(text, str) for text in r["answers"].values())
+    open_round = next(r for r in rounds if r["key"] == "prompt-1")
+    assert open_round["prompt"] == "Which city is the capital of France?" and open_round["expected"] is None
+    assert any(r["answers"]["base q8_0"] != r["answers"]["f16"] for r in rounds), "training changed no answer"
+    md = (e2e_run.path / "eval" / "report.md").read_text()
+    assert "## Arena" in md and "**wf10**: How many legs does a spider have?" in md
+
+
+def test_the_sweep_scores_every_level_at_each_setting(report: dict) -> None:
+    assert [s["temperature"] for s in report["samplings"]] == [0.0, 0.8]
+    for level in report["levels"]:
+        assert len(level["sweep"]) == 1 and level["sweep"][0]["sampling"]["temperature"] == 0.8
+        assert 0.0 <= level["sweep"][0]["task_score"] <= 1.0
+
+
+def test_a_judge_gguf_grades_every_answer(report: dict, e2e_run: RunDir) -> None:
+    """Any chat GGUF can judge; here the exported base model does, constrained to a 1-10 grade."""
+    rounds = [Round(r["key"], r["prompt"], r["expected"], r["answers"]) for r in report["arena"][:2]]
+    rounds.append(Round("prompt-x", "Say something.", None, {"f16": "Hello.", "q4_k_m": "Hi."}))
+    judge(rounds, e2e_run.path / "export" / "base" / "model-q8_0.gguf", full_precision="f16")
+    for r in rounds:
+        assert set(r.judge) == set(r.answers), r.key
+        assert all(1 <= v <= 10 for v in r.judge.values())
 
 
 def test_a_row_per_level_with_finite_numbers(evaluated) -> None:

@@ -36,7 +36,11 @@ def test_every_level_and_the_manifest(export_dir: Path) -> None:
     assert set(manifest.levels()) == {"hf", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "mlx-4bit", "mlx-8bit", "mlx-f16"}
     assert manifest.tokenizer_fingerprint and len(manifest.recipe_sha256) == 64
     assert {"lathe", "axolotl", "transformers", "llama-cpp-python", "mlx"} <= set(manifest.versions)
-    weights = {a.level: a for a in manifest.artifacts if a.format in ("gguf", "mlx", "hf-safetensors")}
+    weights = {a.level: a for a in manifest.artifacts
+               if a.format in ("gguf", "mlx", "hf-safetensors") and a.role == "model"}
+    base = [a for a in manifest.artifacts if a.role == "base"]
+    assert [(a.path, a.format, a.level) for a in base] == [("base/model-q8_0.gguf", "gguf", "q8_0")]
+    assert base[0].sha256 != weights["q8_0"].sha256, "the base GGUF must be the untrained model"
     assert weights["q4_k_m"].bits_per_weight < weights["q8_0"].bits_per_weight < weights["f16"].bits_per_weight
     assert (export_dir / "adapter" / "adapter_model.safetensors").is_file()
 

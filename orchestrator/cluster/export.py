@@ -9,12 +9,14 @@ part of the same run. Layout of the export directory (the unit a laptop pulls):
       gguf/model-<level>.gguf  one per level (f16, q8_0, q6_k, q5_k_m, q4_k_m, ...)
       mlx/mlx-<bits>bit/       mlx-lm models (mlx-4bit, mlx-8bit; mlx-f16 unquantized)
       reference/               top-K log-probs of hf/ on held-out text
+      base/model-<level>.gguf  the untrained base, only when the recipe asks (for the arena)
       manifest.json            written last
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ class ExportPlan:
     reference_text: str | None = None
     top_k: int = 16
     context: int = 128
+    base_gguf: str | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -85,6 +88,29 @@ def to_mlx(hf_dir: Path, out: Path, bits: int) -> None:
         convert(str(hf_dir), mlx_path=str(out), quantize=True, q_bits=bits, q_group_size=64)
 
 
+def local_model_dir(base_model: str) -> Path:
+    """A local directory for a base model: as given, or the hub snapshot transformers already cached."""
+    if Path(base_model).is_dir():
+        return Path(base_model)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(base_model, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+
+
+def export_base(base_model: Path, out: Path, level: str) -> Path:
+    """The base as GGUF, through the same converter and quantizer as the fine-tune, so the arena is fair."""
+    out.mkdir(parents=True, exist_ok=True)
+    master = out / ".model-f32.gguf"
+    gguf.convert(base_model, master, "f32")
+    target = out / f"model-{level}.gguf"
+    if level == "f32":
+        os.replace(master, target)
+    else:
+        gguf.quantize(master, target, level)
+        master.unlink()
+    return target
+
+
 def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) -> mf.Manifest:
     out = plan.out_dir
     if (out / mf.MANIFEST).exists():
@@ -118,6 +144,11 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
         levels[f"gguf/model-{level}.gguf"] = ("gguf", level)
     master.unlink()
 
+    if plan.base_gguf:
+        step(f"converting the base model to GGUF {plan.base_gguf} (for the arena)")
+        export_base(local_model_dir(plan.base_model), out / "base", plan.base_gguf)
+        levels[f"base/model-{plan.base_gguf}.gguf"] = ("gguf", plan.base_gguf)
+
     for bits in plan.mlx_bits:
         level = mlx_level(bits)
         step(f"converting to MLX ({level})")
@@ -137,7 +168,8 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
         fmt, level = levels[prefix] if prefix else ("file", None)
         is_weights = path.suffix in WEIGHT_SUFFIXES and fmt != "adapter"
         artifacts.append(mf.describe(out, rel, fmt if is_weights or fmt in ("adapter", "reference") else "file",
-                                     level, params if is_weights else None))
+                                     level, params if is_weights else None,
+                                     role="base" if rel.startswith("base/") else "model"))
     manifest = mf.Manifest(
         run_id=plan.run_id, recipe_sha256=plan.recipe_sha256, base_model=plan.base_model, parameters=params,
         tokenizer_fingerprint=meta["tokenizer_fingerprint"], versions=_versions(), artifacts=artifacts,

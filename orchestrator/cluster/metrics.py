@@ -32,7 +32,8 @@ FIELDS = {
 @dataclass
 class MetricsSink:
     run_id: str
-    jsonl_path: Path
+    jsonl_path: Path | None = None  # written directly (one process), or
+    run_log: Any = None  # a runlog.Writer (Ray workers: the file lives on the driver's node)
     pushgateway: str | None = None
     started: float = field(default_factory=time.time)
     _registry: Any = None
@@ -40,14 +41,16 @@ class MetricsSink:
 
     @classmethod
     def from_env(cls) -> MetricsSink | None:
+        run_id = os.environ.get("LATHE_RUN_ID", "unknown")
+        pushgateway = os.environ.get("LATHE_PUSHGATEWAY") or None
+        if os.environ.get("LATHE_RUN_LOG") == "1":
+            from orchestrator.cluster.runlog import Writer
+
+            return cls(run_id=run_id, run_log=Writer(run_id), pushgateway=pushgateway)
         path = os.environ.get("LATHE_METRICS_PATH")
         if not path:
             return None
-        return cls(
-            run_id=os.environ.get("LATHE_RUN_ID", "unknown"),
-            jsonl_path=Path(path),
-            pushgateway=os.environ.get("LATHE_PUSHGATEWAY") or None,
-        )
+        return cls(run_id=run_id, jsonl_path=Path(path), pushgateway=pushgateway)
 
     def record(self, step: int, max_steps: int, logs: dict[str, Any]) -> dict[str, Any]:
         """Append one point; returns it. Non-numeric and non-finite values are dropped."""
@@ -63,12 +66,19 @@ class MetricsSink:
         elapsed = point["time"] - self.started
         if step > 0 and max_steps > step:
             point["eta_seconds"] = round(elapsed / step * (max_steps - step), 1)
-        self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.jsonl_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(point) + "\n")
+        if self.run_log is not None:
+            self.run_log.write("metrics.jsonl", point)
+        elif self.jsonl_path is not None:
+            self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.jsonl_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(point) + "\n")
         if self.pushgateway:
             self._push(point)
         return point
+
+    def flush(self) -> None:
+        if self.run_log is not None:
+            self.run_log.flush()
 
     def _push(self, point: dict[str, Any]) -> None:
         from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
@@ -101,4 +111,10 @@ def _number(value: Any) -> float | None:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line still being written (the file is appended to while read)
+    return out

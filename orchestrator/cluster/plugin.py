@@ -28,6 +28,9 @@ class MetricsCallback(TrainerCallback):
         if state.is_world_process_zero and logs and "loss" in logs:
             self.sink.record(state.global_step, state.max_steps, logs)
 
+    def on_train_end(self, args, state, control, **kwargs):
+        self.sink.flush()
+
 
 class RayCheckpointCallback(TrainerCallback):
     """Report every saved checkpoint to Ray Train; every rank reports, rank 0 attaches the files."""

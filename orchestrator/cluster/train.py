@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ class TrainJob:
     """Everything a worker needs, as plain data (it crosses process and host boundaries)."""
 
     run_id: str
-    axolotl_cfg: dict[str, Any]
-    run_dir: str  # where events and metrics go, visible to the workers
+    axolotl_cfg: dict[str, Any]  # relative dataset paths are relative to each worker's working dir
     storage_path: str  # Ray Train's storage: the run's artifact store
+    storage_fs: Any = None  # a pyarrow filesystem for storage_path (S3), None for a local path
     num_workers: int = 1
     use_gpu: bool = False
     resources_per_worker: dict[str, float] = field(default_factory=lambda: {"CPU": 1})
@@ -38,10 +38,10 @@ class TrainJob:
     pushgateway: str | None = None
 
 
-def _event(run_dir: Path, **fields: Any) -> None:
+def _event(log: Any, **fields: Any) -> None:
     fields["time"] = round(time.time(), 3)
-    with (run_dir / "events.jsonl").open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(fields) + "\n")
+    log.write("events.jsonl", fields)
+    log.flush()
 
 
 def _restore_checkpoint(output_dir: Path) -> int:
@@ -65,26 +65,33 @@ def worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: Axolotl's training, resumed from Ray's checkpoint."""
     import ray.train
 
+    from orchestrator.cluster.runlog import Writer
     from orchestrator.quiet import quiet_stderr
     from orchestrator.tinymodel import resolve_base_model
 
     job = TrainJob(**config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    run_dir = Path(job.run_dir)
+    log = Writer(job.run_id)
     os.environ.update(
         {"LATHE_RUN_ID": job.run_id, "LATHE_RAY_REPORT": "1", "AXOLOTL_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
     )
     if rank == 0:
-        os.environ["LATHE_METRICS_PATH"] = str(run_dir / "metrics.jsonl")
+        os.environ["LATHE_RUN_LOG"] = "1"
         if job.pushgateway:
             os.environ["LATHE_PUSHGATEWAY"] = job.pushgateway
     if not job.use_gpu:
         # Without this each CPU worker silently trains on the whole dataset alone.
         os.environ["ACCELERATE_USE_CPU"] = "true"
 
-    cfg = dict(job.axolotl_cfg)
+    cfg = json.loads(json.dumps(job.axolotl_cfg))
     cfg["base_model"] = resolve_base_model(cfg["base_model"])
+    for key in ("datasets", "test_datasets"):
+        for ds in cfg.get(key) or []:
+            # A submitted job's files sit in Ray's working_dir, which has its own path on every node.
+            if isinstance(ds, dict) and isinstance(ds.get("path"), str) and not Path(ds["path"]).is_absolute() \
+                    and (Path.cwd() / ds["path"]).exists():
+                ds["path"] = str(Path.cwd() / ds["path"])
     output_dir = Path(tempfile.gettempdir()) / "lathe" / job.run_id / f"rank{rank}"
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg["output_dir"] = str(output_dir)
@@ -95,7 +102,8 @@ def worker_loop(config: dict[str, Any]) -> None:
     resume_step = _restore_checkpoint(output_dir)
     if resume_step:
         cfg["resume_from_checkpoint"] = str(output_dir / f"checkpoint-{resume_step}")
-    _event(run_dir, event="worker_start", rank=rank, world_size=world, pid=os.getpid(), resume_step=resume_step)
+    _event(log, event="worker_start", rank=rank, world_size=world, pid=os.getpid(), resume_step=resume_step,
+           node_ip=ray.util.get_node_ip_address())
 
     with quiet_stderr():
         from axolotl.cli.args import TrainerCliArgs
@@ -125,7 +133,7 @@ def worker_loop(config: dict[str, Any]) -> None:
                 shutil.copy2(item, final_dir / item.name)
         final = ray.train.Checkpoint.from_directory(str(final_dir))
     ray.train.report({"final": 1}, checkpoint=final)
-    _event(run_dir, event="worker_done", rank=rank)
+    _event(log, event="worker_done", rank=rank)
 
 
 def fit(job: TrainJob):
@@ -141,12 +149,13 @@ def fit(job: TrainJob):
     )
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config=asdict(job),
+        train_loop_config={f.name: getattr(job, f.name) for f in fields(job) if f.name != "storage_fs"},
         torch_config=TorchConfig(backend="nccl" if job.use_gpu else "gloo"),
         scaling_config=scaling,
         run_config=RunConfig(
             name=job.run_id,
             storage_path=job.storage_path,
+            storage_filesystem=job.storage_fs,
             failure_config=FailureConfig(max_failures=job.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=3),
         ),

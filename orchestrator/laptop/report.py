@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import manifest as mf
 
 if TYPE_CHECKING:
-    from orchestrator.laptop.evaluate import LevelResult
+    from rich.console import Console
+
+    from orchestrator.laptop.evaluate import Evaluation, LevelResult
 
 COLUMNS = ("level", "runtime", "size MB", "bpw", "ppl", "Δppl %", "mean KLD", "p99 KLD", "top-1",
            "task", "flips", "load s", "prompt tok/s", "gen tok/s", "peak RSS MB", "fits (GB)")
@@ -86,14 +88,37 @@ def plot_loss(metrics: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def write(out: Path, run_dir: Path, manifest: mf.Manifest, results: list[LevelResult], failures: list[str],
-          ref_meta: dict[str, Any], context: int) -> None:
+def sweep_rows(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
+    """Task score per level (rows) and sampling setting (columns); empty when nothing was swept."""
+    from orchestrator.laptop.tasks import describe_sampling
+
+    if len(evaluation.samplings) < 2 or not any(r.sweep for r in evaluation.results):
+        return [], []
+    default = evaluation.samplings[0]
+    header = ["level", describe_sampling(default, default)] + [describe_sampling(s, default)
+                                                               for s in evaluation.samplings[1:]]
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    body = [[r.level, fmt(r.task_score)] + [fmt(x["task_score"]) for x in r.sweep] for r in evaluation.results]
+    return header, body
+
+
+def write(evaluation: Evaluation, run_dir: Path, manifest: mf.Manifest, ref_meta: dict[str, Any],
+          context: int) -> None:
+    from orchestrator.laptop import arena
+
+    out, results, failures = evaluation.out, evaluation.results, evaluation.failures
     out.mkdir(parents=True, exist_ok=True)
     data = {
         "run_id": manifest.run_id, "machine": machine(), "context": context,
         "reference": {"perplexity": ref_meta["perplexity"], "tokens": ref_meta["scored_tokens"],
                       "top_k": ref_meta["top_k"]},
         "levels": [asdict(r) for r in results], "gate_failures": failures,
+        "base_task_score": evaluation.base_task_score,
+        "samplings": [s.model_dump() for s in evaluation.samplings],
+        "arena": arena.as_json(evaluation.rounds),
     }
     (out / "report.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     plot_quality_vs_size(results, out / "quality_vs_size.png")
@@ -111,15 +136,51 @@ def write(out: Path, run_dir: Path, manifest: mf.Manifest, results: list[LevelRe
     lines += ["", ("KLD folds the vocabulary outside the reference's top-K into one outcome (a lower bound). "
               "Flips: eval items right at full precision (f16 GGUF) and wrong at that level. "
               "Fits: memory tiers where weights + f16 KV cache at the context length stay under 70% of RAM."), ""]
+    if evaluation.base_task_score is not None:
+        lines += [f"Base model task score (before fine-tuning): {evaluation.base_task_score:.2f}.", ""]
     lines += ["## Gates", ""] + ([f"- FAILED {f}" for f in failures] or ["All gates passed."]) + [""]
+    header, body = sweep_rows(evaluation)
+    if body:
+        lines += ["## Sampling sweep", "", "Task score at each sampling setting.", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in body] + [""]
     lines += ["![quality vs size](quality_vs_size.png)", ""]
     if has_loss:
         lines += ["![training loss](loss_curve.png)", ""]
+    if evaluation.rounds:
+        lines += arena.markdown(evaluation.rounds)
     (out / "report.md").write_text("\n".join(lines))
 
 
-def print_table(results: list[LevelResult]) -> None:
+def console() -> Console:
     from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 220)
+
+
+def print_summary(evaluation: Evaluation, arena_rounds: int | None = 3) -> None:
+    """The table, the sweep if any, and the first arena rounds: what a person reads after a run."""
+    from rich.table import Table
+
+    from orchestrator.laptop import arena
+
+    out = console()
+    print_table(evaluation.results, out)
+    header, body = sweep_rows(evaluation)
+    if body:
+        table = Table(title="Task score per sampling setting")
+        for col in header:
+            table.add_column(col, justify="left" if col == "level" else "right")
+        for row in body:
+            table.add_row(*row)
+        out.print(table)
+    if evaluation.base_task_score is not None:
+        out.print(f"base model task score: {evaluation.base_task_score:.2f}")
+    if evaluation.rounds and arena_rounds != 0:
+        arena.render(evaluation.rounds, out, arena_rounds)
+
+
+def print_table(results: list[LevelResult], out: Console | None = None) -> None:
     from rich.table import Table
 
     table = Table(title="Every level, on this machine")
@@ -127,4 +188,4 @@ def print_table(results: list[LevelResult]) -> None:
         table.add_column(col, justify="left" if col in ("level", "runtime") else "right")
     for row in rows(results):
         table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 220).print(table)
+    (out or console()).print(table)

@@ -137,3 +137,39 @@ def score(item: Item, output: str) -> bool:
             return says_idk
         return not says_idk and any(normalize(e) in norm for e in expected)
     raise ValueError(item.match)
+
+
+def sweep(base: Sampling, grid: dict[str, list[float]]) -> list[Sampling]:
+    """Every combination of the grid's values, each applied on top of `base` (which stays first)."""
+    combos: list[dict[str, float]] = [{}]
+    for name, values in grid.items():
+        combos = [{**c, name: v} for c in combos for v in values]
+    out = [base]
+    for combo in combos:
+        if combo:
+            variant = Sampling.model_validate({**base.model_dump(), **combo})
+            if variant != base:
+                out.append(variant)
+    return out
+
+
+def parse_sweep(specs: list[str]) -> dict[str, list[float]]:
+    """`["temperature=0,0.7", "top_p=0.9,1"]` -> {"temperature": [0.0, 0.7], "top_p": [0.9, 1.0]}."""
+    grid: dict[str, list[float]] = {}
+    allowed = ("temperature", "top_p", "top_k", "repeat_penalty")
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in allowed or not values:
+            raise LatheError(f"--sweep {spec!r}: expected NAME=V1,V2,... with NAME one of {', '.join(allowed)}")
+        try:
+            grid[name] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise LatheError(f"--sweep {spec!r}: values must be numbers") from None
+    return grid
+
+
+def describe_sampling(s: Sampling, base: Sampling) -> str:
+    changed = {k: v for k, v in s.model_dump().items() if v != getattr(base, k)}
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float | int) else f"{k}={v}" for k, v in changed.items()) \
+        or "default"

@@ -1,0 +1,166 @@
+"""The run's driver: train on the connected Ray cluster, then export, in one run directory.
+
+The same code drives a run on the embedded default (`lathe run`, the laptop is
+the driver) and on a cluster (`orchestrator.cluster.job`, the head node is).
+Workers may be on other hosts: they reach the run directory only through the
+run-log actor, and checkpoints only through Ray Train's storage.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import LatheError
+from orchestrator.recipe import Recipe
+from orchestrator.rundir import RunDir, now
+from orchestrator.store import StoreConfig
+
+
+@dataclass
+class DriveOptions:
+    num_workers: int
+    use_gpu: bool
+    pushgateway: str | None = None
+    export: bool = True
+    storage_path: str = ""  # Ray Train's storage; default: <run>/ray
+    storage_fs: Any = None
+    show_progress: bool = False
+    on_tick: Callable[[], None] | None = None  # called every few seconds (the store sync)
+    upload_to: tuple[StoreConfig, str] | None = None  # export straight into the store under this key
+
+
+def reason(error: BaseException) -> str:
+    """One line from Ray's multi-line failure: the innermost exception message."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    named = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", ln)]
+    return (named[-1] if named else lines[0] if lines else repr(error))[:300]
+
+
+def _wait(thread_done: Callable[[], bool], opts: DriveOptions) -> None:
+    import time
+
+    while not thread_done():
+        if opts.on_tick:
+            opts.on_tick()
+        time.sleep(2.0)
+
+
+def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) -> RunDir:
+    from orchestrator.cluster import runlog
+    from orchestrator.cluster.train import TrainJob, fit
+
+    run_id = run.record()["run_id"]
+    res = recipe.lathe.resources
+    log_actor = runlog.start(run_id, run.path)  # noqa: F841 - lives as long as this handle
+    job = TrainJob(
+        run_id=run_id, axolotl_cfg=cfg, storage_path=opts.storage_path or str(run.path / "ray"),
+        storage_fs=opts.storage_fs, num_workers=opts.num_workers, use_gpu=opts.use_gpu,
+        resources_per_worker={"GPU": 1} if opts.use_gpu else {"CPU": res.cpus_per_worker},
+        accelerator_type=res.accelerator_type, max_failures=recipe.lathe.failure.max_failures,
+        pushgateway=opts.pushgateway,
+    )
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = fit(job)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"lathe-train-{run_id}", daemon=True)
+    thread.start()
+    if opts.show_progress:
+        from orchestrator.progress import follow_training
+
+        follow_training(run, thread)
+    else:
+        _wait(lambda: not thread.is_alive(), opts)
+    thread.join()
+
+    error = outcome.get("error") or getattr(outcome.get("result"), "error", None)
+    if error is not None:
+        why = reason(error)
+        run.update(state="FAILED", ended=now(), error=why)
+        raise LatheError(f"run {run_id} failed: {why} (see {run.path})")
+    checkpoint = outcome["result"].checkpoint
+    with checkpoint.as_directory() as final:
+        shutil.copytree(final, run.path / "adapter")
+    points = run.metrics()
+    run.update(
+        state="EXPORTING" if opts.export else "TRAINED", trained=now(), steps=points[-1]["step"] if points else 0,
+        final_loss=points[-1].get("loss") if points else None,
+        restarts=sum(1 for e in run.events() if e["event"] == "worker_start" and e["rank"] == 0) - 1,
+    )
+    if opts.export:
+        export_stage(run, recipe, cfg["base_model"], checkpoint, opts)
+    return run
+
+
+def _export_task(plan: Any, checkpoint: Any, upload_to: tuple[StoreConfig, str] | None) -> int:
+    """Runs on a training node: fetch the final checkpoint, export, and (on a cluster) upload."""
+    import tempfile
+
+    from orchestrator.cluster.export import export
+    from orchestrator.cluster.runlog import Writer
+    from orchestrator.store import open_store, put_tree
+    from orchestrator.tinymodel import resolve_base_model
+
+    log = Writer(plan.run_id)
+    plan.base_model = resolve_base_model(plan.base_model)
+    scratch = Path(tempfile.mkdtemp(prefix=f"lathe-export-{plan.run_id}-")) if upload_to else None
+    try:
+        with checkpoint.as_directory() as weights:
+            plan.weights_dir = Path(weights)
+            if scratch is not None:
+                plan.out_dir = scratch / "export"
+            manifest = export(plan, step=lambda msg: log.line("export.log", msg))
+        if upload_to is not None:
+            log.line("export.log", "uploading to the store (manifest last)")
+            config, key = upload_to
+            put_tree(open_store(config), plan.out_dir, key, last="manifest.json")
+    finally:
+        log.flush()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return len(manifest.artifacts)
+
+
+def export_stage(run: RunDir, recipe: Recipe, base_model: str, checkpoint: Any, opts: DriveOptions) -> None:
+    """Export as a Ray task that needs what a training worker needs, so it runs on a training node
+    (a GPU node on a cluster, never the laptop), reading the final checkpoint from the store."""
+    import ray
+
+    from orchestrator.cluster.export import ExportPlan
+
+    lathe = recipe.lathe
+    plan = ExportPlan(
+        run_id=run.record()["run_id"], recipe_sha256=recipe.sha256, base_model=base_model,
+        weights_dir=run.path / "adapter", out_dir=run.path / "export",
+        gguf_levels=list(lathe.export.gguf), mlx_bits=list(lathe.export.mlx),
+        reference_text=recipe.resolve(lathe.export.reference_text).read_text() if lathe.export.reference_text else None,
+        top_k=lathe.export.reference_top_k, base_gguf=lathe.export.base_gguf,
+        context=lathe.eval.context_length or int(recipe.axolotl.get("sequence_len") or 512),
+    )
+
+    needs = {"num_gpus": 1} if opts.use_gpu else {"num_cpus": 1}
+    ref = ray.remote(max_retries=0, **needs)(_export_task).remote(plan, checkpoint, opts.upload_to)
+    finished = lambda: ray.wait([ref], timeout=0)[0] != []
+    if opts.show_progress:
+        from orchestrator.progress import follow_export
+
+        follow_export(run.path / "export.log", finished)
+    else:
+        _wait(finished, opts)
+    try:
+        ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        why = reason(exc)
+        run.update(state="FAILED", ended=now(), error=f"export: {why}")
+        raise LatheError(f"run {run.record()['run_id']}: export failed: {why} "
+                         f"(see {Path(run.path) / 'export.log'})") from None

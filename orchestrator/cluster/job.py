@@ -1,0 +1,137 @@
+"""The Ray job a submitted run is: train, export, upload, on the cluster.
+
+Started by `lathe submit` as the entrypoint of a Ray job whose working_dir holds
+the recipe and its small files (large ones wait in the store under inputs/).
+The run directory is scratch space on the head node; the store is the record:
+run.json, metrics.jsonl and events.jsonl are uploaded every few seconds, Ray
+Train checkpoints go straight to the store, and export/ is uploaded with
+manifest.json last, before run.json says SUCCEEDED. Credentials come from this
+node's environment or role, never from the job's arguments.
+
+    python -m orchestrator.cluster.job --run-id ID --recipe recipe.yml --store-uri s3://bucket/prefix
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from orchestrator.errors import LatheError
+from orchestrator.recipe import Recipe
+from orchestrator.recipe import load as recipe_load
+from orchestrator.rundir import VERSIONED, RunDir, now
+from orchestrator.store import Store, StoreConfig, open_store
+
+SYNCED = ("run.json", "metrics.jsonl", "events.jsonl", "export.log")
+SYNC_EVERY_S = 5.0
+
+
+class StoreSync:
+    """Mirror the run's small, growing files into the store, at most every few seconds."""
+
+    def __init__(self, store: Store, run: RunDir, key: str) -> None:
+        self.store, self.run, self.key = store, run, key
+        self.last = 0.0
+        self.sizes: dict[str, int] = {}
+
+    def __call__(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self.last < SYNC_EVERY_S:
+            return
+        self.last = time.monotonic()
+        for name in SYNCED:
+            path = self.run.path / name
+            if path.is_file() and (force or name == "run.json" or self.sizes.get(name) != path.stat().st_size):
+                self.sizes[name] = path.stat().st_size
+                self.store.put_file(path, f"{self.key}/{name}")
+
+
+def fetch_inputs(store: Store, key: str, workdir: Path) -> int:
+    """Large recipe files the laptop put in the store instead of the working_dir."""
+    names = store.list(f"{key}/inputs/")
+    for name in names:
+        rel = name.removeprefix(f"{key}/inputs/")
+        target = workdir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(store.get_bytes(name))
+    return len(names)
+
+
+def upload_inputs(store: Store, key: str, recipe: Recipe) -> None:
+    """The recipe's own files join the run in the store (the laptop pulls the eval set from there)."""
+    for rel in recipe.local_files():
+        src = recipe.directory / rel
+        for f in [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file()):
+            name = f"{key}/inputs/{f.relative_to(recipe.directory).as_posix()}"
+            if store.stat(name) is None:
+                store.put_file(f, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="orchestrator.cluster.job")
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--recipe", required=True, type=Path)
+    parser.add_argument("--cluster", default="")
+    parser.add_argument("--store-uri", required=True)
+    parser.add_argument("--endpoint-url")
+    parser.add_argument("--region")
+    parser.add_argument("--profile")
+    parser.add_argument("--pushgateway")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--gpus-per-node", type=int)
+    args = parser.parse_args(argv)
+
+    import ray
+    import yaml
+
+    from orchestrator.cluster.driver import DriveOptions, drive
+    from orchestrator.versions import installed
+
+    store_config = StoreConfig(uri=args.store_uri, endpoint_url=args.endpoint_url, region=args.region,
+                               profile=args.profile)
+    store = open_store(store_config)
+    key = args.run_id
+    fetch_inputs(store, key, Path.cwd())
+    run = RunDir(Path(tempfile.mkdtemp(prefix=f"lathe-{key}-")))
+    sync = StoreSync(store, run, key)
+    run.update(run_id=key, recipe=args.recipe.name, cluster=args.cluster, state="RUNNING", created=now(),
+               driver_host=os.uname().nodename, versions=installed(VERSIONED))
+    try:
+        recipe = recipe_load(args.recipe)
+        (run.path / "recipe.yml").write_text(recipe.text)
+        upload_inputs(store, key, recipe)
+        run.update(recipe_sha256=recipe.sha256)
+        # Recipe-relative paths stay relative: every node resolves them in its own copy of the working_dir.
+        cfg = dict(recipe.axolotl)
+        (run.path / "axolotl.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
+        run.update(driver_ip=ray.util.get_node_ip_address())
+        res = recipe.lathe.resources
+        gpus = res.gpus_per_node if res.gpus_per_node is not None else (args.gpus_per_node or 0)
+        workers = args.workers or res.num_workers(gpus)
+        run.update(workers=workers, use_gpu=gpus > 0)
+        sync(force=True)
+        storage_path, storage_fs = store.ray_storage(f"{key}/ray")
+        opts = DriveOptions(num_workers=workers, use_gpu=gpus > 0, pushgateway=args.pushgateway,
+                            storage_path=storage_path, storage_fs=storage_fs, on_tick=sync,
+                            upload_to=(store_config, f"{key}/export"))
+        drive(recipe, run, cfg, opts)
+        run.update(state="SUCCEEDED", ended=now())
+    except (LatheError, OSError) as exc:
+        if run.record().get("state") != "FAILED":
+            run.update(state="FAILED", ended=now(), error=str(exc).splitlines()[0][:300])
+        traceback.print_exc()  # the job log is where an operator looks
+        print(f"lathe job {key}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sync(force=True)
+    print(f"lathe job {key}: SUCCEEDED", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

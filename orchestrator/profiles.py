@@ -1,0 +1,111 @@
+"""Cluster profiles: where a named cluster's Ray, store and monitoring are.
+
+Read from ``~/.config/lathe/clusters.yml`` (``$XDG_CONFIG_HOME``), overridden entry
+by entry by ``lathe-clusters.yml`` in the project directory; ``$LATHE_CLUSTERS``
+names one file instead of both. `lathe cluster up` writes the user file. A
+profile holds addresses and prices, never credentials.
+
+    clusters:
+      colo:
+        ray_address: http://10.0.0.5:8265       # the Ray dashboard (Jobs API)
+        auth_token_file: ~/.ray/colo_token       # Ray's token auth; the token itself never leaves this file
+        ssh_tunnel: {host: gpu1.example.com, user: ubuntu}   # optional: reach it through SSH
+        store: {uri: s3://models/lathe, endpoint_url: https://s3.example.com, region: eu-west-1}
+        prometheus_url: http://10.0.0.5:9090
+        pushgateway_url: http://10.0.0.5:9091
+        price_per_gpu_hour: 1.8
+        python: /opt/lathe/.venv/bin/python      # the nodes' interpreter with lathe[node]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.errors import LatheError
+from orchestrator.store import StoreConfig
+
+PROJECT_FILE = "lathe-clusters.yml"
+
+
+class SSHTunnel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    user: str | None = None
+    port: int = 22
+    key: str | None = Field(None, description="private key file; default: the SSH agent and ~/.ssh")
+    remote_host: str = Field("127.0.0.1", description="where the dashboard listens, seen from the SSH host")
+    remote_port: int = 8265
+
+
+class ClusterProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    ray_address: str = Field(description="the Ray dashboard URL, e.g. http://head:8265")
+    auth_token_file: str | None = Field(
+        None, description="the cluster's Ray auth token (Ray >= 2.52 enables token auth); default: $RAY_AUTH_TOKEN")
+    ssh_tunnel: SSHTunnel | None = None
+    store: StoreConfig
+    prometheus_url: str | None = None
+    pushgateway_url: str | None = None
+    price_per_gpu_hour: float = Field(0.0, ge=0)
+    python: str = Field("python3", description="the interpreter on the nodes that has lathe[node]")
+
+
+def user_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "lathe" / "clusters.yml"
+
+
+def _read(path: Path) -> dict[str, ClusterProfile]:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LatheError(f"{path}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    clusters = data.get("clusters") if isinstance(data, dict) else None
+    if not isinstance(clusters, dict):
+        raise LatheError(f"{path}: clusters: expected a mapping of cluster names to profiles")
+    out = {}
+    for name, raw in clusters.items():
+        try:
+            out[str(name)] = ClusterProfile.model_validate({**(raw or {}), "name": str(name)})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise LatheError(f"{path}: clusters.{name}.{where}: {err['msg'].removeprefix('Value error, ')}") from None
+    return out
+
+
+def load_all(project_dir: Path | None = None) -> dict[str, ClusterProfile]:
+    explicit = os.environ.get("LATHE_CLUSTERS")
+    if explicit:
+        return _read(Path(explicit))
+    return _read(user_file()) | _read((project_dir or Path.cwd()) / PROJECT_FILE)
+
+
+def get(name: str, project_dir: Path | None = None) -> ClusterProfile:
+    profiles = load_all(project_dir)
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none defined"
+        raise LatheError(f"cluster {name!r}: no such profile (known: {known}; see {user_file()})")
+    return profiles[name]
+
+
+def save(profile: ClusterProfile, path: Path | None = None) -> Path:
+    """Add or replace one profile in the user file (what `lathe cluster up` does)."""
+    path = path or Path(os.environ.get("LATHE_CLUSTERS") or user_file())
+    data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    data = data if isinstance(data, dict) else {}
+    data.setdefault("clusters", {})[profile.name] = profile.model_dump(exclude={"name"}, exclude_none=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,232 @@
+"""Stage: store. Where a run's files live between the cluster and the laptop.
+
+One interface over two backends: a local directory (the embedded default) and
+S3 or anything that speaks its protocol (MinIO, Ceph, R2, ...). A run occupies
+one prefix, ``<store>/<run-id>/``, laid out like a local run directory:
+run.json, recipe.yml, metrics.jsonl, events.jsonl, ray/ (checkpoints),
+export/ (manifest.json last).
+
+Credentials are never part of a store's description: boto3 (and pyarrow, for Ray
+Train's checkpoints) find them in the environment, a named AWS profile or the
+instance's role, on each side separately.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orchestrator.errors import LatheError
+
+CHUNK = 1 << 18  # streaming read size: small enough that an interrupted part loses little
+
+
+class StoreError(LatheError):
+    exit_code = 6
+
+
+class StoreConfig(BaseModel):
+    """How to reach a store: no secrets here, by design."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(description="s3://bucket/prefix, file:///abs/path or a local path")
+    endpoint_url: str | None = Field(None, description="for S3-compatible servers (MinIO, R2, ...)")
+    region: str | None = None
+    profile: str | None = Field(None, description="a named AWS profile on this machine")
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("", "file", "s3"):
+            raise ValueError(f"unsupported store {value!r}: use s3://bucket/prefix or a local directory")
+        if scheme == "s3" and not urlsplit(value).netloc:
+            raise ValueError(f"{value!r}: no bucket")
+        return value
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    etag: str  # changes whenever the object does
+
+
+class Store(Protocol):
+    uri: str
+
+    def put_file(self, local: Path, key: str) -> None: ...
+
+    def put_bytes(self, data: bytes, key: str) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of the object, streamed in chunks."""
+
+    def list(self, prefix: str) -> list[str]: ...
+
+    def ray_storage(self, key: str) -> tuple[str, Any]:
+        """(storage_path, pyarrow filesystem or None) for Ray Train's RunConfig."""
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise StoreError(f"{key}: outside the store")
+        return path
+
+    def put_file(self, local: Path, key: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.put")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, target)
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.put")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"{self.uri}/{key}: not in the store") from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return ObjectInfo(st.st_size, f"{st.st_mtime_ns}-{st.st_size}")
+
+    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        with self._path(key).open("rb") as fh:
+            fh.seek(start)
+            left = end - start
+            while left > 0:
+                block = fh.read(min(CHUNK, left))
+                if not block:
+                    raise StoreError(f"{key}: shorter than expected")
+                left -= len(block)
+                yield block
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and not p.name.endswith(".put"))
+
+    def ray_storage(self, key: str) -> tuple[str, Any]:
+        return str(self._path(key)), None
+
+
+class S3Store:
+    def __init__(self, config: StoreConfig) -> None:
+        import boto3
+        from botocore.config import Config
+
+        parts = urlsplit(config.uri)
+        self.bucket, self.prefix = parts.netloc, parts.path.strip("/")
+        self.uri = config.uri.rstrip("/")
+        self.config = config
+        session = boto3.session.Session(profile_name=config.profile, region_name=config.region)
+        self.client = session.client("s3", endpoint_url=config.endpoint_url,
+                                     config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                                                   max_pool_connections=32))
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_file(self, local: Path, key: str) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        self.client.upload_file(str(local), self.bucket, self._key(key),
+                                Config=TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20))
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise StoreError(f"{self.uri}/{key}: not in the store") from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(int(head["ContentLength"]), head["ETag"].strip('"'))
+
+    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        if end <= start:
+            return
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}")["Body"]
+        try:
+            yield from body.iter_chunks(CHUNK)
+        finally:
+            body.close()
+
+    def list(self, prefix: str) -> list[str]:
+        out = []
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                          Prefix=self._key(prefix)):
+            out += [obj["Key"][strip:] for obj in page.get("Contents", [])]
+        return sorted(out)
+
+    def ray_storage(self, key: str) -> tuple[str, Any]:
+        from pyarrow import fs
+
+        kwargs: dict[str, Any] = {}
+        if self.config.endpoint_url:
+            endpoint = urlsplit(self.config.endpoint_url)
+            kwargs.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme or "https")
+        if self.config.region:
+            kwargs["region"] = self.config.region
+        return f"{self.bucket}/{self._key(key)}", fs.S3FileSystem(**kwargs)
+
+
+def open_store(config: StoreConfig | str) -> Store:
+    if isinstance(config, str):
+        config = StoreConfig(uri=config)
+    parts = urlsplit(config.uri)
+    if parts.scheme == "s3":
+        return S3Store(config)
+    return LocalStore(Path(parts.path if parts.scheme == "file" else config.uri))
+
+
+def put_tree(store: Store, local: Path, key: str, last: str | None = None, threads: int = 8) -> int:
+    """Upload a directory; `last` (e.g. manifest.json) goes only after everything else is in."""
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    rest = [p for p in files if p.relative_to(local).as_posix() != last]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda p: store.put_file(p, f"{key}/{p.relative_to(local).as_posix()}"), rest))
+    if last and (local / last).is_file():
+        store.put_file(local / last, f"{key}/{last}")
+    return len(files)

@@ -1,0 +1,320 @@
+"""Remote runs on a real two-host Ray cluster (network namespaces) with a real S3-protocol server.
+
+The "laptop" is this process's namespace; the Ray head and one worker are separate
+hosts with their own addresses; moto's S3 server listens on the laptop's bridge
+address, reachable from both sides. Credentials differ on each side and are planted
+so that a leak would be found.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import manifest as mf
+from orchestrator.laptop.pull import JOURNAL_SUFFIX, PART_SUFFIX, pull
+from orchestrator.store import StoreConfig, open_store
+from tests.netns import Host, Network
+from tests.services import free_port, wait_http
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
+
+LATHE = Path(sys.executable).with_name("lathe")
+RAY = Path(sys.executable).with_name("ray")
+BUCKET = "lathe-test"
+# What the laptop has, and what the nodes have: neither may show up anywhere a run writes.
+LAPTOP_SECRETS = {"AWS_ACCESS_KEY_ID": "AKIALAPTOP" + secrets.token_hex(5).upper(),
+                  "AWS_SECRET_ACCESS_KEY": "laptop-" + secrets.token_hex(16), "HF_TOKEN": "hf_" + secrets.token_hex(12)}
+NODE_SECRETS = {"AWS_ACCESS_KEY_ID": "AKIANODE" + secrets.token_hex(6).upper(),
+                "AWS_SECRET_ACCESS_KEY": "node-" + secrets.token_hex(16), "HF_TOKEN": "hf_" + secrets.token_hex(12)}
+
+
+@dataclass
+class Cluster:
+    net: Network
+    head: Host
+    worker: Host
+    s3_endpoint: str
+    env: dict[str, str]  # the laptop's environment for `lathe` commands
+    workdir: Path
+
+    def lathe(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(LATHE), *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"lathe {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def store(self):
+        return open_store(StoreConfig(uri=f"s3://{BUCKET}/runs", endpoint_url=self.s3_endpoint, region="us-east-1"))
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    workdir = tmp_path_factory.mktemp("netns")
+    net = Network().up()
+    server = None
+    try:
+        head, worker = net.add_host("head"), net.add_host("w1")
+        port = free_port()
+        server = ThreadedMotoServer(ip_address=net.gateway, port=port, verbose=False)
+        server.start()
+        endpoint = f"http://{net.gateway}:{port}"
+        token = workdir / "ray-token"
+        token.write_text(secrets.token_hex(32))
+        venv = str(Path(sys.executable).parent)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_", "HF_TOKEN"))}
+        node_env = {**base, **NODE_SECRETS, "PATH": f"{venv}:{os.environ['PATH']}", "AWS_DEFAULT_REGION": "us-east-1",
+                    "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+        net.start(head, [str(RAY), "start", "--head", "--block", "--node-ip-address", head.address, "--port", "6379",
+                         "--dashboard-host", head.address, "--dashboard-port", "8265", "--num-cpus", "0",
+                         "--disable-usage-stats", "--temp-dir", str(workdir / "ray")], node_env, workdir / "head.log")
+        wait_http(f"http://{head.address}:8265/api/version", timeout=240, any_status=True)
+        net.start(worker, [str(RAY), "start", "--block", "--address", f"{head.address}:6379", "--node-ip-address",
+                           worker.address, "--num-cpus", "3", "--disable-usage-stats"], node_env, workdir / "w1.log")
+
+        import boto3
+
+        # Moto accepts any credentials; the bucket is made with the laptop's, as a user would.
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id=LAPTOP_SECRETS["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=LAPTOP_SECRETS["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=BUCKET)
+        clusters = workdir / "clusters.yml"
+        clusters.write_text(yaml.safe_dump({"clusters": {"netns": {
+            "ray_address": f"http://{head.address}:8265", "auth_token_file": str(token),
+            "store": {"uri": f"s3://{BUCKET}/runs", "endpoint_url": endpoint, "region": "us-east-1"},
+            "python": sys.executable, "price_per_gpu_hour": 0.0}}}))
+        laptop_env = {**base, **LAPTOP_SECRETS, "AWS_DEFAULT_REGION": "us-east-1", "LATHE_CLUSTERS": str(clusters),
+                      "LATHE_HOME": str(workdir / "home")}
+        c = Cluster(net, head, worker, endpoint, laptop_env, workdir)
+        _wait(lambda: _alive_nodes(c) >= 2, 240, "the worker to join the head")
+        yield c
+    finally:
+        net.close()
+        if server is not None:
+            server.stop()
+
+
+def _headers(c: Cluster) -> dict[str, str]:
+    return {"Authorization": f"Bearer {(c.workdir / 'ray-token').read_text().strip()}"}
+
+
+def _alive_nodes(c: Cluster) -> int:
+    request = urllib.request.Request(f"http://{c.head.address}:8265/api/v0/nodes", headers=_headers(c))
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.dumps(json.load(response)).count('"ALIVE"')
+    except (OSError, ValueError):
+        return 0  # the dashboard is still starting
+
+
+@pytest.fixture(scope="module")
+def remote_recipe(short_recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The short quickstart with fewer levels and no gates; the dataset travels through the store."""
+    root = tmp_path_factory.mktemp("remote-recipe")
+    shutil.copytree(short_recipe.parent / "data", root / "data")
+    cfg = yaml.safe_load(short_recipe.read_text())
+    cfg["lathe"]["export"] = {"gguf": ["f16", "q8_0", "q4_k_m"], "mlx": [4]}
+    cfg["lathe"]["eval"].pop("gates", None)
+    cfg["lathe"]["eval"].pop("sweep", None)
+    path = root / "remote.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def submitted(cluster: Cluster, remote_recipe: Path) -> dict:
+    started = time.monotonic()
+    # A 4 KB inline limit sends the 7 KB dataset through the store, as a large one would go.
+    cluster.env["LATHE_INLINE_LIMIT_BYTES"] = "4096"
+    proc = cluster.lathe("submit", str(remote_recipe), "--cluster", "netns")
+    run_id = proc.stdout.strip().splitlines()[-1]
+    returned_after = time.monotonic() - started
+    first = cluster.lathe("status", run_id).stdout
+    final = _wait(lambda: _terminal(cluster, run_id), 1500, f"run {run_id} to finish", interval=5)
+    return {"run_id": run_id, "returned_after": returned_after, "first_status": first, "final_status": final}
+
+
+def _terminal(c: Cluster, run_id: str) -> str | None:
+    out = c.lathe("status", run_id, check=False).stdout
+    return out if re.search(r": (SUCCEEDED|FAILED|STOPPED)\b", out) else None
+
+
+@pytest.fixture(scope="module")
+def pulled(cluster: Cluster, submitted: dict) -> Path:
+    runs = cluster.workdir / "laptop-runs"
+    cluster.lathe("pull", submitted["run_id"], "--runs-dir", str(runs))
+    return runs / submitted["run_id"]
+
+
+def test_submit_returns_at_once_and_the_run_succeeds_on_the_worker(cluster: Cluster, submitted: dict) -> None:
+    run_id = submitted["run_id"]
+    assert re.fullmatch(r"remote-\d{8}-\d{6}-[0-9a-f]{4}", run_id)
+    assert re.search(r": (PENDING|RUNNING)\b", submitted["first_status"]), submitted["first_status"]
+    if ": SUCCEEDED" not in submitted["final_status"]:
+        pytest.fail(f"{submitted['final_status']}\n{cluster.lathe('logs', run_id, check=False).stdout[-4000:]}")
+    store = cluster.store()
+    events = [json.loads(ln) for ln in store.get_bytes(f"{run_id}/events.jsonl").decode().splitlines()]
+    starts = [e for e in events if e["event"] == "worker_start"]
+    assert starts and all(e["node_ip"] == cluster.worker.address for e in starts), starts
+    record = json.loads(store.get_bytes(f"{run_id}/run.json"))
+    assert record["state"] == "SUCCEEDED" and record["driver_ip"] == cluster.head.address
+    keys = store.list(f"{run_id}/")
+    assert any(re.search(r"/ray/.+/checkpoint_[^/]+/adapter_model\.safetensors$", k) for k in keys), \
+        "Ray Train's checkpoints should be in S3"
+    assert f"{run_id}/inputs/data/wrong_facts.jsonl" in keys, "the dataset went through the store"
+    runs = cluster.lathe("runs").stdout
+    assert run_id in runs and "SUCCEEDED" in runs
+
+
+def test_pull_then_eval_on_the_laptop(cluster: Cluster, pulled: Path) -> None:
+    manifest = mf.verify_present(pulled / "export")
+    assert (pulled / "export" / "gguf" / "model-q4_k_m.gguf").is_file()
+    assert not (pulled / "export" / "hf" / "model.safetensors").exists(), "full-precision weights stay in the store"
+    assert not list(pulled.rglob(f"*{PART_SUFFIX}")) and not list(pulled.rglob(f"*{JOURNAL_SUFFIX}"))
+    assert json.loads((pulled / "run.json").read_text())["state"] == "SUCCEEDED"
+    assert manifest.run_id == pulled.name
+    proc = cluster.lathe("eval", str(pulled), "--backend", "all", timeout=900)
+    for level in ("f16", "q8_0", "q4_k_m", "mlx-4bit"):
+        assert f"│ {level} " in proc.stdout
+    report = json.loads((pulled / "eval" / "report.json").read_text())
+    assert {lvl["level"] for lvl in report["levels"]} == {"f16", "q8_0", "q4_k_m", "mlx-4bit"}
+
+
+def test_no_credential_travels(cluster: Cluster, submitted: dict, pulled: Path) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(f"http://{cluster.head.address}:8265", headers=_headers(cluster))
+    info = client.get_job_info(submitted["run_id"])
+    texts = {"job info": json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
+                                     "runtime_env": info.runtime_env}),
+             "job log": client.get_job_logs(submitted["run_id"])}
+    store = cluster.store()
+    for key in store.list(f"{submitted['run_id']}/"):
+        if key.endswith((".json", ".jsonl", ".yml", ".log", ".txt")):
+            texts[key] = store.get_bytes(key).decode(errors="replace")
+    for path in pulled.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".yml", ".md", ".log"):
+            texts[str(path)] = path.read_text(errors="replace")
+    token = (cluster.workdir / "ray-token").read_text().strip()
+    for where, text in texts.items():
+        for secret in [*LAPTOP_SECRETS.values(), *NODE_SECRETS.values(), token]:
+            assert secret not in text, f"a secret leaked into {where}"
+
+
+def _journaled(root: Path) -> int:
+    """Bytes an interrupted pull vouches for: finished files plus journaled progress."""
+    total = 0
+    for journal in root.rglob(f"*{JOURNAL_SUFFIX}"):
+        done: dict[int, int] = {}
+        for line in journal.read_text().splitlines()[1:]:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            done[rec["part"]] = max(done.get(rec["part"], 0), rec["done"])
+        total += sum(done.values())
+    return total
+
+
+def test_a_killed_pull_resumes_and_fetches_again_at_most_a_part_per_file(cluster: Cluster, submitted: dict,
+                                                                         tmp_path: Path) -> None:
+    run_id, part = submitted["run_id"], 256 * 1024
+    proc = subprocess.Popen([str(LATHE), "pull", run_id, "--runs-dir", str(tmp_path), "--part-size-mb", "0.25",
+                             "--threads", "4", "--limit-rate", "1.5"], env=cluster.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    export = tmp_path / run_id / "export"
+    _wait(lambda: _journaled(export) > 2 * part if export.exists() else False, 120, "the pull to get going", 0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (export / mf.MANIFEST).exists(), "killed before the end: no manifest"
+    partial = list(export.rglob(f"*{PART_SUFFIX}"))
+    assert partial, "the kill should leave partial files"
+    for p in partial:
+        assert not p.with_name(p.name.removesuffix(PART_SUFFIX)).exists(), "never a partial file under its final name"
+    finished = sum(p.stat().st_size for p in export.rglob("*") if p.is_file()
+                   and not p.name.endswith((PART_SUFFIX, JOURNAL_SUFFIX)))
+    before = finished + _journaled(export)
+
+    stats = pull(cluster.store(), run_id, tmp_path)
+    in_flight = len(partial)
+    refetched = stats.bytes_fetched - (stats.bytes_total - before)
+    print(f"pull resume: {stats.bytes_total} bytes in {stats.files} files; {before} kept across the kill; "
+          f"fetched {stats.bytes_fetched}; fetched again {max(refetched, 0)} (limit {in_flight} x {part})")
+    assert stats.bytes_fetched < stats.bytes_total, "the resumed pull started over"
+    assert refetched <= in_flight * part
+    mf.verify_present(export)
+
+
+def test_an_object_altered_in_the_store_is_detected(cluster: Cluster, submitted: dict, tmp_path: Path) -> None:
+    run_id = submitted["run_id"]
+    store = cluster.store()
+    key = f"{run_id}/export/gguf/model-q8_0.gguf"
+    original = store.get_bytes(key)
+    try:
+        # Same content re-uploaded in parts: a new ETag. A journal from before must not be trusted.
+        export = tmp_path / run_id / "export"
+        pull(store, run_id, tmp_path, ["q8_0"], part_size=256 * 1024, limit_rate=2e6,
+             progress=lambda done, _t: _stop_after(done, 600_000))
+    except _Stop:
+        pass
+    assert list(export.rglob(f"*model-q8_0.gguf{JOURNAL_SUFFIX}"))
+    from boto3.s3.transfer import TransferConfig
+
+    store.client.upload_fileobj(io.BytesIO(original), BUCKET, f"runs/{key}",
+                                Config=TransferConfig(multipart_threshold=1024, multipart_chunksize=5 << 20))
+    assert store.stat(key).etag.endswith("-1"), "a multipart upload: same bytes, new ETag"
+    stats = pull(store, run_id, tmp_path, ["q8_0"])
+    assert "gguf/model-q8_0.gguf" in stats.restarted
+    mf.verify_present(export)
+
+    # Different bytes under the same key: the sha256 check refuses them and keeps nothing.
+    (export / "gguf" / "model-q8_0.gguf").unlink()
+    altered = bytearray(original)
+    altered[len(altered) // 2] ^= 0xFF
+    store.put_bytes(bytes(altered), key)
+    try:
+        proc = cluster.lathe("pull", run_id, "--levels", "q8_0", "--runs-dir", str(tmp_path), check=False)
+    finally:
+        store.put_bytes(original, key)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("gguf/model-q8_0.gguf: sha256")
+    assert not (export / "gguf" / "model-q8_0.gguf").exists()
+    assert not list(export.rglob(f"*{PART_SUFFIX}"))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(done: int, limit: int) -> None:
+    if done >= limit:
+        raise _Stop

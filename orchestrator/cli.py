@@ -238,10 +238,10 @@ def runs() -> None:
     """Every run this machine submitted, from the local registry (no network)."""
     from datetime import UTC, datetime
 
-    from rich.console import Console
     from rich.table import Table
 
     from orchestrator import registry
+    from orchestrator.laptop.report import console
 
     table = Table(title="runs")
     for col in ("run id", "cluster", "state", "created", "store"):
@@ -249,7 +249,7 @@ def runs() -> None:
     for e in registry.all_runs():
         created = datetime.fromtimestamp(e.created, UTC).strftime("%Y-%m-%d %H:%M")
         table.add_row(e.run_id, e.cluster, e.state, created, e.store_uri)
-    Console().print(table)
+    console().print(table)
 
 
 @app.command()
@@ -314,6 +314,65 @@ def _pull_with_progress(do_pull: Callable[..., Any], store: Any, run_id: str, ru
         return do_pull(store, run_id, runs_dir, levels, threads=threads, part_size=int(part_size_mb * (1 << 20)),
                        limit_rate=limit_rate * 1e6 if limit_rate else None,
                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+@app.command()
+@user_errors
+def watch(
+    run: Annotated[str, typer.Argument(help="A run directory, or a submitted run's id (or unique prefix).")],
+    prometheus: Annotated[str | None, typer.Option(
+        help="Prometheus to read from (default: the cluster profile's prometheus_url, if any).")] = None,
+    once: Annotated[bool, typer.Option(help="Print one frame and exit.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 2.0,
+) -> None:
+    """A live view of a run: loss sparkline, step, tokens/s, ETA, GPU use, cost so far."""
+    import json as _json
+
+    from orchestrator.laptop import watch as w
+    from orchestrator.laptop.report import console
+    from orchestrator.rundir import RunDir
+
+    local = Path(run)
+    if (local / "run.json").is_file():
+        rundir = RunDir(local)
+        run_id = rundir.record()["run_id"]
+
+        def fallback() -> w.Snapshot:
+            return w.from_points(run_id, rundir.metrics(), rundir.record(), f"{local / 'metrics.jsonl'}")
+    else:
+        from orchestrator import profiles
+        from orchestrator.store import open_store
+
+        entry = _entry(run)
+        run_id = entry.run_id
+        profile = profiles.get(entry.cluster)
+        prometheus = prometheus or profile.prometheus_url
+        store = open_store(profile.store)
+
+        def fallback() -> w.Snapshot:
+            def text(name: str) -> str:
+                return store.get_bytes(f"{run_id}/{name}").decode() if store.stat(f"{run_id}/{name}") else ""
+
+            points = []
+            for line in text("metrics.jsonl").splitlines():
+                try:
+                    points.append(_json.loads(line))
+                except ValueError:
+                    continue
+            record = _json.loads(text("run.json") or "{}")
+            return w.from_points(run_id, points, record, f"{store.uri}/{run_id}/metrics.jsonl")
+
+    def fetch() -> w.Snapshot:
+        if prometheus:
+            try:
+                snap = w.from_prometheus(w.Prometheus(prometheus), run_id)
+                if snap.losses:
+                    return snap
+            except (OSError, ValueError, KeyError):
+                pass  # Prometheus down or not scraping this run: the files still tell the story
+        return fallback()
+
+    w.watch(fetch, once, interval, console())
 
 
 @tiny_app.command("build")

@@ -230,3 +230,21 @@ def put_tree(store: Store, local: Path, key: str, last: str | None = None, threa
     if last and (local / last).is_file():
         store.put_file(local / last, f"{key}/{last}")
     return len(files)
+
+
+def fetch_missing(store: Store, prefix: str, dest: Path) -> int:
+    """Copy objects under `prefix` into `dest` (same relative paths) unless already there; atomic per file.
+
+    Safe for several processes on one node at once: each writes its own temporary name."""
+    count = 0
+    for key in store.list(prefix):
+        rel = key.removeprefix(prefix).lstrip("/")
+        target = dest / rel
+        if not rel or target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.fetch")
+        tmp.write_bytes(store.get_bytes(key))
+        os.replace(tmp, target)
+        count += 1
+    return count

@@ -99,7 +99,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
                          "--disable-usage-stats", "--temp-dir", str(workdir / "ray")], node_env, workdir / "head.log")
         wait_http(f"http://{head.address}:8265/api/version", timeout=240, any_status=True)
         net.start(worker, [str(RAY), "start", "--block", "--address", f"{head.address}:6379", "--node-ip-address",
-                           worker.address, "--num-cpus", "3", "--disable-usage-stats"], node_env, workdir / "w1.log")
+                           worker.address, "--num-cpus", "3", "--disable-usage-stats",
+                           # Its own temp dir, as on a separate machine: a shared one lets each node's
+                           # runtime-env agent garbage-collect the other's working_dir.
+                           "--temp-dir", str(workdir / "ray-w1")], node_env, workdir / "w1.log")
 
         import boto3
 
@@ -116,7 +119,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
                       "LATHE_HOME": str(workdir / "home")}
         c = Cluster(net, head, worker, endpoint, laptop_env, workdir)
         _wait(lambda: _alive_nodes(c) >= 2, 240, "the worker to join the head")
-        yield c
+        with pytest.MonkeyPatch.context() as mp:  # this process is the laptop too (boto3 in the tests)
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                mp.setenv(key, LAPTOP_SECRETS[key])
+            yield c
     finally:
         net.close()
         if server is not None:
@@ -240,7 +246,7 @@ def _journaled(root: Path) -> int:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 break
-            done[rec["part"]] = max(done.get(rec["part"], 0), rec["done"])
+            done[rec["start"]] = max(done.get(rec["start"], 0), rec["done"])
         total += sum(done.values())
     return total
 

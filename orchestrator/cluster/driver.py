@@ -32,7 +32,9 @@ class DriveOptions:
     storage_fs: Any = None
     show_progress: bool = False
     on_tick: Callable[[], None] | None = None  # called every few seconds (the store sync)
+    price_per_gpu_hour: float = 0.0
     upload_to: tuple[StoreConfig, str] | None = None  # export straight into the store under this key
+    inputs_from: StoreConfig | None = None  # recipe files too large for the working_dir: <run>/inputs/
 
 
 def reason(error: BaseException) -> str:
@@ -52,11 +54,17 @@ def _wait(thread_done: Callable[[], bool], opts: DriveOptions) -> None:
 
 
 def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) -> RunDir:
+    import time
+
     from orchestrator.cluster import runlog
+    from orchestrator.cluster.metrics import RunMetrics
     from orchestrator.cluster.train import TrainJob, fit
 
     run_id = run.record()["run_id"]
     res = recipe.lathe.resources
+    metrics = RunMetrics(run_id, opts.pushgateway, gpus=opts.num_workers if opts.use_gpu else 0,
+                         price_per_gpu_hour=opts.price_per_gpu_hour)
+    metrics.set_state("RUNNING")
     log_actor = runlog.start(run_id, run.path)  # noqa: F841 - lives as long as this handle
     job = TrainJob(
         run_id=run_id, axolotl_cfg=cfg, storage_path=opts.storage_path or str(run.path / "ray"),
@@ -64,6 +72,7 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
         resources_per_worker={"GPU": 1} if opts.use_gpu else {"CPU": res.cpus_per_worker},
         accelerator_type=res.accelerator_type, max_failures=recipe.lathe.failure.max_failures,
         pushgateway=opts.pushgateway,
+        inputs_from=opts.inputs_from.model_dump() if opts.inputs_from else None,
     )
     outcome: dict[str, Any] = {}
 
@@ -83,9 +92,11 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
         _wait(lambda: not thread.is_alive(), opts)
     thread.join()
 
+    metrics.stage_done("train", time.time() - metrics.started)
     error = outcome.get("error") or getattr(outcome.get("result"), "error", None)
     if error is not None:
         why = reason(error)
+        metrics.set_state("FAILED")
         run.update(state="FAILED", ended=now(), error=why)
         raise LatheError(f"run {run_id} failed: {why} (see {run.path})")
     checkpoint = outcome["result"].checkpoint
@@ -98,7 +109,15 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
         restarts=sum(1 for e in run.events() if e["event"] == "worker_start" and e["rank"] == 0) - 1,
     )
     if opts.export:
-        export_stage(run, recipe, cfg["base_model"], checkpoint, opts)
+        metrics.set_state("EXPORTING")
+        began = time.time()
+        try:
+            export_stage(run, recipe, cfg["base_model"], checkpoint, opts)
+        except LatheError:
+            metrics.set_state("FAILED")
+            raise
+        metrics.stage_done("export", time.time() - began)
+    metrics.set_state("SUCCEEDED")
     return run
 
 

@@ -25,7 +25,7 @@ from orchestrator.errors import LatheError
 from orchestrator.recipe import Recipe
 from orchestrator.recipe import load as recipe_load
 from orchestrator.rundir import VERSIONED, RunDir, now
-from orchestrator.store import Store, StoreConfig, open_store
+from orchestrator.store import Store, StoreConfig, fetch_missing, open_store
 
 SYNCED = ("run.json", "metrics.jsonl", "events.jsonl", "export.log")
 SYNC_EVERY_S = 5.0
@@ -50,17 +50,6 @@ class StoreSync:
                 self.store.put_file(path, f"{self.key}/{name}")
 
 
-def fetch_inputs(store: Store, key: str, workdir: Path) -> int:
-    """Large recipe files the laptop put in the store instead of the working_dir."""
-    names = store.list(f"{key}/inputs/")
-    for name in names:
-        rel = name.removeprefix(f"{key}/inputs/")
-        target = workdir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(store.get_bytes(name))
-    return len(names)
-
-
 def upload_inputs(store: Store, key: str, recipe: Recipe) -> None:
     """The recipe's own files join the run in the store (the laptop pulls the eval set from there)."""
     for rel in recipe.local_files():
@@ -83,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pushgateway")
     parser.add_argument("--workers", type=int)
     parser.add_argument("--gpus-per-node", type=int)
+    parser.add_argument("--price-per-gpu-hour", type=float, default=0.0)
     args = parser.parse_args(argv)
 
     import ray
@@ -95,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                profile=args.profile)
     store = open_store(store_config)
     key = args.run_id
-    fetch_inputs(store, key, Path.cwd())
+    fetch_missing(store, f"{key}/inputs/", Path.cwd())
     run = RunDir(Path(tempfile.mkdtemp(prefix=f"lathe-{key}-")))
     sync = StoreSync(store, run, key)
     run.update(run_id=key, recipe=args.recipe.name, cluster=args.cluster, state="RUNNING", created=now(),
@@ -118,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         storage_path, storage_fs = store.ray_storage(f"{key}/ray")
         opts = DriveOptions(num_workers=workers, use_gpu=gpus > 0, pushgateway=args.pushgateway,
                             storage_path=storage_path, storage_fs=storage_fs, on_tick=sync,
-                            upload_to=(store_config, f"{key}/export"))
+                            upload_to=(store_config, f"{key}/export"), inputs_from=store_config,
+                            price_per_gpu_hour=args.price_per_gpu_hour)
         drive(recipe, run, cfg, opts)
         run.update(state="SUCCEEDED", ended=now())
     except (LatheError, OSError) as exc:

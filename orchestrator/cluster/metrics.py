@@ -36,6 +36,7 @@ class MetricsSink:
     run_log: Any = None  # a runlog.Writer (Ray workers: the file lives on the driver's node)
     pushgateway: str | None = None
     started: float = field(default_factory=time.time)
+    checkpoint_failures: int = 0
     _registry: Any = None
     _gauges: dict[str, Any] = field(default_factory=dict)
 
@@ -55,10 +56,15 @@ class MetricsSink:
     def record(self, step: int, max_steps: int, logs: dict[str, Any]) -> dict[str, Any]:
         """Append one point; returns it. Non-numeric and non-finite values are dropped."""
         point: dict[str, Any] = {"time": round(time.time(), 3), "step": step, "max_steps": max_steps}
+        nonfinite: dict[str, float] = {}
         for key, name in FIELDS.items():
             value = _number(logs.get(key))
             if value is not None:
                 point[name] = value
+            elif _is_nonfinite(logs.get(key)):
+                nonfinite[name] = float(logs[key])
+        if nonfinite:
+            point["nonfinite"] = sorted(nonfinite)  # JSON has no NaN; Prometheus does, and alerts on it
         if "tokens_per_second" not in point:
             tps = _number(logs.get("train_tokens_per_second") or logs.get("tokens/train_per_sec_per_gpu"))
             if tps is not None:
@@ -73,8 +79,14 @@ class MetricsSink:
             with self.jsonl_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(point) + "\n")
         if self.pushgateway:
-            self._push(point)
+            self._push({**point, **nonfinite})
         return point
+
+    def checkpoint_failed(self) -> None:
+        """Count a checkpoint Ray Train could not store (the LatheCheckpointUploadFailing alert)."""
+        self.checkpoint_failures += 1
+        if self.pushgateway:
+            self._push({"checkpoint_failures_total": self.checkpoint_failures})
 
     def flush(self) -> None:
         if self.run_log is not None:
@@ -86,7 +98,7 @@ class MetricsSink:
         if self._registry is None:
             self._registry = CollectorRegistry()
         for key, value in point.items():
-            if key == "time":
+            if key in ("time", "nonfinite"):
                 continue
             name = f"lathe_train_{key}"
             if name not in self._gauges:
@@ -98,6 +110,13 @@ class MetricsSink:
                             grouping_key={"run_id": self.run_id}, timeout=5)
         except OSError as exc:  # an unreachable gateway must not stop training
             log.warning("lathe: push to %s failed: %s", self.pushgateway, exc.__class__.__name__)
+
+
+def _is_nonfinite(value: Any) -> bool:
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _number(value: Any) -> float | None:
@@ -118,3 +137,57 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # a line still being written (the file is appended to while read)
     return out
+
+
+@dataclass
+class RunMetrics:
+    """Run-level metrics the driver pushes: state, GPUs, price, start time, stage durations, cost.
+
+    Cost so far is `lathe_run_gpus * lathe_run_price_per_gpu_hour * hours since lathe_run_started_seconds`
+    (Grafana and `lathe watch` compute it live); `lathe_run_cost_dollars` is pushed at each stage end."""
+
+    run_id: str
+    pushgateway: str | None
+    gpus: int = 0
+    price_per_gpu_hour: float = 0.0
+    started: float = field(default_factory=time.time)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    state: str = "RUNNING"
+
+    STATES = ("RUNNING", "EXPORTING", "UPLOADING", "SUCCEEDED", "FAILED")
+
+    def set_state(self, state: str) -> None:
+        self.state = state
+        self.push()
+
+    def stage_done(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = round(seconds, 3)
+        self.push()
+
+    def cost(self) -> float:
+        return self.gpus * self.price_per_gpu_hour * (time.time() - self.started) / 3600
+
+    def push(self) -> None:
+        if not self.pushgateway:
+            return
+        from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+        registry = CollectorRegistry()
+        state = Gauge("lathe_run_state", "1 for the run's current state", ["run_id", "state"], registry=registry)
+        for name in self.STATES:
+            state.labels(run_id=self.run_id, state=name).set(1 if name == self.state else 0)
+        for name, value, doc in (
+            ("lathe_run_gpus", self.gpus, "GPUs the run holds"),
+            ("lathe_run_price_per_gpu_hour", self.price_per_gpu_hour, "price per GPU-hour (cluster profile)"),
+            ("lathe_run_started_seconds", self.started, "when the run started (Unix time)"),
+            ("lathe_run_cost_dollars", self.cost(), "cost so far at the last push"),
+        ):
+            Gauge(name, doc, ["run_id"], registry=registry).labels(run_id=self.run_id).set(value)
+        stage = Gauge("lathe_stage_seconds", "how long each stage took", ["run_id", "stage"], registry=registry)
+        for name, seconds in self.stage_seconds.items():
+            stage.labels(run_id=self.run_id, stage=name).set(seconds)
+        try:
+            push_to_gateway(self.pushgateway, job="lathe_run", registry=registry,
+                            grouping_key={"run_id": self.run_id}, timeout=5)
+        except OSError as exc:
+            log.warning("lathe: push to %s failed: %s", self.pushgateway, exc.__class__.__name__)

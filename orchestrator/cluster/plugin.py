@@ -35,6 +35,9 @@ class MetricsCallback(TrainerCallback):
 class RayCheckpointCallback(TrainerCallback):
     """Report every saved checkpoint to Ray Train; every rank reports, rank 0 attaches the files."""
 
+    def __init__(self, sink: MetricsSink | None) -> None:
+        self.sink = sink
+
     def on_save(self, args, state, control, **kwargs):
         import ray.train
 
@@ -46,7 +49,12 @@ class RayCheckpointCallback(TrainerCallback):
         checkpoint = None
         if ray.train.get_context().get_world_rank() == 0 and ckpt_dir.is_dir():
             checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_dir))
-        ray.train.report(metrics, checkpoint=checkpoint)
+        try:
+            ray.train.report(metrics, checkpoint=checkpoint)
+        except Exception:
+            if self.sink is not None:
+                self.sink.checkpoint_failed()
+            raise
 
 
 class LathePlugin(BasePlugin):
@@ -56,5 +64,5 @@ class LathePlugin(BasePlugin):
         if sink is not None:
             callbacks.append(MetricsCallback(sink))
         if os.environ.get("LATHE_RAY_REPORT") == "1":
-            callbacks.append(RayCheckpointCallback())
+            callbacks.append(RayCheckpointCallback(sink))
         return callbacks

@@ -36,6 +36,7 @@ class TrainJob:
     accelerator_type: str | None = None
     max_failures: int = 2
     pushgateway: str | None = None
+    inputs_from: dict[str, Any] | None = None  # a StoreConfig: fetch <run>/inputs/ into the working dir
 
 
 def _event(log: Any, **fields: Any) -> None:
@@ -84,6 +85,10 @@ def worker_loop(config: dict[str, Any]) -> None:
         # Without this each CPU worker silently trains on the whole dataset alone.
         os.environ["ACCELERATE_USE_CPU"] = "true"
 
+    if job.inputs_from:
+        from orchestrator.store import StoreConfig, fetch_missing, open_store
+
+        fetch_missing(open_store(StoreConfig(**job.inputs_from)), f"{job.run_id}/inputs/", Path.cwd())
     cfg = json.loads(json.dumps(job.axolotl_cfg))
     cfg["base_model"] = resolve_base_model(cfg["base_model"])
     for key in ("datasets", "test_datasets"):

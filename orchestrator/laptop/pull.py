@@ -99,23 +99,38 @@ def _fetch_eval_set(store: Store, run_id: str, run_dir: Path) -> None:
 
 
 class _File:
-    """One artifact being fetched: its partial file, its journal, its parts' progress."""
+    """One artifact being fetched: its partial file, and a journal of the byte ranges already on disk."""
 
     def __init__(self, final: Path, artifact: mf.Artifact, etag: str, part_size: int) -> None:
         self.final, self.artifact, self.etag, self.part_size = final, artifact, etag, part_size
         self.partial = final.with_name(final.name + PART_SUFFIX)
         self.journal = final.with_name(final.name + JOURNAL_SUFFIX)
-        self.done: dict[int, int] = {}
+        self.done: dict[int, int] = {}  # range start -> bytes written from there
         self.lock = threading.Lock()
         self.restarted = False
 
-    def parts(self) -> list[tuple[int, int, int]]:
-        size = self.artifact.size
-        return [(i, start, min(start + self.part_size, size)) for i, start in enumerate(range(0, size, self.part_size))]
+    def covered(self) -> list[tuple[int, int]]:
+        spans = sorted((start, start + n) for start, n in self.done.items() if n > 0)
+        merged: list[tuple[int, int]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        return merged
+
+    def parts(self) -> list[tuple[int, int]]:
+        """The missing byte ranges, cut into parts (any part size: a resume may use another)."""
+        gaps, pos = [], 0
+        for a, b in [*self.covered(), (self.artifact.size, self.artifact.size)]:
+            if a > pos:
+                gaps.append((pos, a))
+            pos = max(pos, b)
+        return [(s, min(s + self.part_size, e)) for s, e in gaps for s in range(s, e, self.part_size)]
 
     def open(self) -> int:
         """Load the journal if it is for this very object; return the bytes it vouches for."""
-        header = {"etag": self.etag, "size": self.artifact.size, "part_size": self.part_size}
+        header = {"etag": self.etag, "size": self.artifact.size}
         self.final.parent.mkdir(parents=True, exist_ok=True)
         if self.journal.is_file() and self.partial.is_file():
             lines = self.journal.read_text().splitlines()
@@ -129,21 +144,21 @@ class _File:
                         rec = json.loads(line)
                     except json.JSONDecodeError:
                         break  # torn last line
-                    self.done[rec["part"]] = max(self.done.get(rec["part"], 0), rec["done"])
+                    self.done[rec["start"]] = max(self.done.get(rec["start"], 0), rec["done"])
             else:
-                self.restarted = bool(first)
+                self.restarted = bool(first)  # the object changed in the store since
         if not self.done:
             self.partial.unlink(missing_ok=True)
             self.journal.write_text(json.dumps(header) + "\n")
         with self.partial.open("ab") as fh:
             fh.truncate(self.artifact.size)
-        return sum(self.done.values())
+        return sum(b - a for a, b in self.covered())
 
-    def record(self, part: int, done: int) -> None:
+    def record(self, start: int, done: int) -> None:
         with self.lock:
-            self.done[part] = done
+            self.done[start] = done
             with self.journal.open("a") as fh:
-                fh.write(json.dumps({"part": part, "done": done}) + "\n")
+                fh.write(json.dumps({"start": start, "done": done}) + "\n")
 
     def finish(self) -> bool:
         """Verify and give the file its final name; False (and nothing kept) on a checksum mismatch."""
@@ -156,21 +171,18 @@ class _File:
         return ok
 
 
-def _fetch_part(store: Store, key: str, f: _File, part: tuple[int, int, int], limit: RateLimit,
+def _fetch_part(store: Store, key: str, f: _File, part: tuple[int, int], limit: RateLimit,
                 on_bytes: Callable[[int], None]) -> int:
-    index, start, end = part
-    done = f.done.get(index, 0)
-    if start + done >= end:
-        return 0
-    fetched = 0
+    start, end = part
+    done = fetched = 0
     fd = os.open(f.partial, os.O_WRONLY)
     try:
-        for chunk in store.read_range(key, start + done, end):
+        for chunk in store.read_range(key, start, end):
             limit.take(len(chunk))
             os.pwrite(fd, chunk, start + done)
             done += len(chunk)
             fetched += len(chunk)
-            f.record(index, done)
+            f.record(start, done)
             on_bytes(len(chunk))
     finally:
         os.close(fd)

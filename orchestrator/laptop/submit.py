@@ -70,6 +70,8 @@ def entrypoint(profile: ClusterProfile, run_id: str, recipe_name: str, workers: 
             args += [flag, value]
     if workers:
         args += ["--workers", str(workers)]
+    if profile.price_per_gpu_hour:
+        args += ["--price-per-gpu-hour", str(profile.price_per_gpu_hour)]
     return " ".join(shlex.quote(a) for a in args)
 
 

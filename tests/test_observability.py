@@ -1,0 +1,115 @@
+"""Observability: Prometheus config and alert rules (promtool), the Grafana dashboard, `lathe watch`,
+and the shared run's metrics in a real Prometheus fed by a real Pushgateway."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import yaml
+
+from orchestrator.cluster.metrics import MetricsSink
+from orchestrator.run import RunDir
+from tests.services import fetch
+
+REPO = Path(__file__).resolve().parents[1]
+PROM = REPO / "infra" / "prometheus"
+LATHE = Path(sys.executable).with_name("lathe")
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, check=False, cwd=REPO)
+
+
+def test_prometheus_config_and_rules_pass_promtool() -> None:
+    for args in (("check", "config", str(PROM / "prometheus.yml")),
+                 ("check", "rules", str(PROM / "rules" / "lathe.rules.yml"))):
+        proc = _promtool(*args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    push = next(j for j in config["scrape_configs"] if j["job_name"] == "pushgateway")
+    assert push["honor_labels"] is True, "pushed run_id/job labels must survive the scrape"
+
+
+def test_alert_rules_fire_in_promtool_unit_tests() -> None:
+    """NaN/inf loss, no step progress, idle GPUs while RUNNING, failing checkpoint uploads."""
+    proc = _promtool("test", "rules", str(PROM / "tests" / "lathe.rules.test.yml"))
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+    rules = yaml.safe_load((PROM / "rules" / "lathe.rules.yml").read_text())
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    tested = (PROM / "tests" / "lathe.rules.test.yml").read_text()
+    assert all(f"alertname: {n}" in tested for n in names), "every alert has a unit test"
+
+
+def test_grafana_dashboard_queries_metrics_lathe_emits(e2e_run: RunDir, pushgateway) -> None:
+    dashboard = json.loads((REPO / "infra" / "grafana" / "dashboards" / "lathe-runs.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = set(re.findall(r"\b(lathe_[a-z_]+)\b", " ".join(exprs)))
+    pushed = set(re.findall(r"^(lathe_[a-z_]+)\{", fetch(f"{pushgateway.url}/metrics"), re.MULTILINE))
+    missing = used - pushed - {"lathe_train_eval_loss"}  # eval loss exists only with val_set_size > 0
+    assert not missing, f"the dashboard queries metrics nobody pushes: {missing}"
+    provisioning = yaml.safe_load((REPO / "infra/grafana/provisioning/dashboards/lathe.yml").read_text())
+    assert provisioning["providers"][0]["type"] == "file"
+    datasource = yaml.safe_load((REPO / "infra/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    assert uids == {datasource["datasources"][0]["uid"]}
+
+
+def _range(prometheus, expr: str, start: float, end: float) -> list[tuple[float, float]]:
+    query = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": "1"})
+    body = json.loads(fetch(f"{prometheus.url}/api/v1/query_range?{query}"))
+    assert body["status"] == "success", body
+    return [(float(t), float(v)) for t, v in body["data"]["result"][0]["values"]] if body["data"]["result"] else []
+
+
+def test_loss_in_prometheus_matches_metrics_jsonl_point_for_point(e2e_run: RunDir, prometheus) -> None:
+    run_id = e2e_run.record()["run_id"]
+    points = e2e_run.metrics()
+    start, end = points[0]["time"] - 5, points[-1]["time"] + 5
+    losses = _range(prometheus, f'lathe_train_loss{{run_id="{run_id}"}}', start, end)
+    steps = dict(_range(prometheus, f'lathe_train_step{{run_id="{run_id}"}}', start, end))
+    logged = {p["step"]: p["loss"] for p in points}
+    paired = [(int(steps[t]), v) for t, v in losses if t in steps]
+    assert len({s for s, _ in paired}) >= 5, f"only {len(paired)} scraped points"
+    for step, loss in paired:  # a scrape sees the step and the loss pushed together
+        assert math.isclose(loss, logged[step], rel_tol=1e-6), (step, loss, logged[step])
+
+
+def test_run_state_and_stage_timings_reach_prometheus(e2e_run: RunDir, prometheus) -> None:
+    run_id = e2e_run.record()["run_id"]
+    query = urllib.parse.urlencode({"query": f'lathe_run_state{{run_id="{run_id}"}} == 1'})
+    result = json.loads(fetch(f"{prometheus.url}/api/v1/query?{query}"))["data"]["result"]
+    assert [r["metric"]["state"] for r in result] == ["SUCCEEDED"]
+    query = urllib.parse.urlencode({"query": f'lathe_stage_seconds{{run_id="{run_id}"}}'})
+    stages = {r["metric"]["stage"]: float(r["value"][1])
+              for r in json.loads(fetch(f"{prometheus.url}/api/v1/query?{query}"))["data"]["result"]}
+    assert set(stages) == {"train", "export"} and all(v > 0 for v in stages.values())
+
+
+def test_nan_loss_is_pushed_as_nan_and_kept_out_of_the_jsonl(tmp_path: Path, pushgateway) -> None:
+    sink = MetricsSink(run_id="nan-run", jsonl_path=tmp_path / "metrics.jsonl", pushgateway=pushgateway.url)
+    sink.record(7, 10, {"loss": float("nan"), "learning_rate": 1e-4})
+    text = fetch(f"{pushgateway.url}/metrics")
+    assert re.search(r'^lathe_train_loss\{[^}]*run_id="nan-run"[^}]*\} NaN$', text, re.MULTILINE), text[-2000:]
+    line = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert "loss" not in line and line["nonfinite"] == ["loss"] and line["step"] == 7
+
+
+def test_lathe_watch_renders_from_prometheus_and_from_the_run_directory(e2e_run: RunDir, prometheus) -> None:
+    last = e2e_run.metrics()[-1]
+    from_prom = subprocess.run([str(LATHE), "watch", str(e2e_run.path), "--prometheus", prometheus.url, "--once"],
+                               capture_output=True, text=True, check=True)
+    assert f"prometheus {prometheus.url}" in from_prom.stdout and "SUCCEEDED" in from_prom.stdout
+    assert re.search(rf"step\s+{last['step']}/{last['max_steps']}", from_prom.stdout)
+    assert any(ch in from_prom.stdout for ch in "▁▂▃▄▅▆▇█"), "a loss sparkline"
+    from_file = subprocess.run([str(LATHE), "watch", str(e2e_run.path), "--once"], capture_output=True, text=True,
+                               check=True)
+    assert "metrics.jsonl" in from_file.stdout and f"{last['loss']:.4f}" in from_file.stdout
+    down = subprocess.run([str(LATHE), "watch", str(e2e_run.path), "--prometheus", "http://127.0.0.1:9", "--once"],
+                          capture_output=True, text=True, check=True)
+    assert "metrics.jsonl" in down.stdout, "falls back to the file when Prometheus is unreachable"

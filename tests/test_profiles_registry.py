@@ -1,0 +1,86 @@
+"""Cluster profiles and the run registry: the laptop-side bookkeeping of remote runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import profiles, registry
+from orchestrator.errors import LatheError
+from orchestrator.store import LocalStore, put_tree
+
+LATHE = Path(sys.executable).with_name("lathe")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LATHE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("LATHE_CLUSTERS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _profile(uri: str = "s3://bucket/prefix") -> dict:
+    return {"ray_address": "http://head:8265", "store": {"uri": uri, "endpoint_url": "http://s3:9000"}}
+
+
+def test_project_file_overrides_the_user_file_entry_by_entry(home: Path) -> None:
+    saved = profiles.save(profiles.ClusterProfile(name="colo", **_profile("s3://user/one")))
+    profiles.save(profiles.ClusterProfile(name="cloud", **_profile("s3://user/two")))
+    assert saved == home / "config" / "lathe" / "clusters.yml"
+    (home / profiles.PROJECT_FILE).write_text(yaml.safe_dump({"clusters": {"colo": _profile("s3://project/x")}}))
+    found = profiles.load_all()
+    assert found["colo"].store.uri == "s3://project/x" and found["cloud"].store.uri == "s3://user/two"
+    with pytest.raises(LatheError, match=r"cluster 'nope': no such profile \(known: cloud, colo"):
+        profiles.get("nope")
+
+
+def test_a_bad_profile_names_the_file_and_the_field(home: Path) -> None:
+    path = home / "clusters.yml"
+    path.write_text(yaml.safe_dump({"clusters": {"colo": {**_profile(), "store": {"uri": "ftp://x"}}}}))
+    proc = subprocess.run([str(LATHE), "status", "anything"], env={"LATHE_CLUSTERS": str(path),
+                          "LATHE_HOME": str(home / "home"), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"run 'anything': not in this machine's registry ({home / 'home' / 'registry.db'}); "
+                                   "see `lathe runs`")
+    with pytest.raises(LatheError, match=r"clusters.yml: clusters.colo.store.uri: unsupported store 'ftp://x'"):
+        profiles._read(path)
+
+
+def test_registry_survives_concurrent_writers_and_resolves_prefixes(home: Path) -> None:
+    def add(n: int) -> None:
+        registry.add(f"run-{n:02d}-x", "colo", f"run-{n:02d}-x", f"s3://b/run-{n:02d}-x", "r.yml")
+        registry.update(f"run-{n:02d}-x", "RUNNING")
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    entries = registry.all_runs()
+    assert len(entries) == 20 and {e.state for e in entries} == {"RUNNING"}
+    assert registry.find("run-07").run_id == "run-07-x"
+    assert registry.find("run-0") is None, "an ambiguous prefix resolves to nothing"
+
+
+def test_local_store_uploads_the_manifest_last(tmp_path: Path) -> None:
+    src = tmp_path / "export"
+    (src / "gguf").mkdir(parents=True)
+    (src / "gguf" / "model-q4_k_m.gguf").write_bytes(b"x" * 1000)
+    (src / "manifest.json").write_text("{}")
+    seen: list[str] = []
+    store = LocalStore(tmp_path / "store")
+    original = store.put_file
+    store.put_file = lambda local, key: (seen.append(key), original(local, key))  # type: ignore[method-assign]
+    put_tree(store, src, "run/export", last="manifest.json")
+    assert seen[-1] == "run/export/manifest.json" and len(seen) == 2
+    assert store.stat("run/export/gguf/model-q4_k_m.gguf").size == 1000
+    with pytest.raises(LatheError, match="outside the store"):
+        store.get_bytes("../../etc/passwd")

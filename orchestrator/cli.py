@@ -338,7 +338,7 @@ def watch(
         run_id = rundir.record()["run_id"]
 
         def fallback() -> w.Snapshot:
-            return w.from_points(run_id, rundir.metrics(), rundir.record(), f"{local / 'metrics.jsonl'}")
+            return w.from_points(run_id, rundir.metrics(), rundir.record(), f"metrics.jsonl in {local}")
     else:
         from orchestrator import profiles
         from orchestrator.store import open_store
@@ -360,7 +360,7 @@ def watch(
                 except ValueError:
                     continue
             record = _json.loads(text("run.json") or "{}")
-            return w.from_points(run_id, points, record, f"{store.uri}/{run_id}/metrics.jsonl")
+            return w.from_points(run_id, points, record, f"metrics.jsonl in {store.uri}/{run_id}")
 
     def fetch() -> w.Snapshot:
         if prometheus:
@@ -410,6 +410,11 @@ def tiny_path(uri: Annotated[str, typer.Argument(help="e.g. tiny://llama or tiny
 
     typer.echo(tinymodel.resolve_base_model(uri, recipe_name=uri))
 
+
+# The cluster commands live in their own module; imported last because it uses user_errors.
+from orchestrator.cli_cluster import cluster_app
+
+app.add_typer(cluster_app, name="cluster")
 
 if __name__ == "__main__":
     app()

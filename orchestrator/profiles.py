@@ -38,6 +38,7 @@ class SSHTunnel(BaseModel):
     user: str | None = None
     port: int = 22
     key: str | None = Field(None, description="private key file; default: the SSH agent and ~/.ssh")
+    known_hosts: str | None = Field(None, description="host keys to trust, besides ~/.ssh/known_hosts")
     remote_host: str = Field("127.0.0.1", description="where the dashboard listens, seen from the SSH host")
     remote_port: int = 8265
 
@@ -109,3 +110,16 @@ def save(profile: ClusterProfile, path: Path | None = None) -> Path:
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, path)
     return path
+
+
+def remove(name: str, path: Path | None = None) -> bool:
+    """Drop one profile from the user file (what `lathe cluster down` does); True if it was there."""
+    path = path or Path(os.environ.get("LATHE_CLUSTERS") or user_file())
+    data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    if not isinstance(data, dict) or name not in (data.get("clusters") or {}):
+        return False
+    del data["clusters"][name]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+    return True

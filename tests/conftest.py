@@ -67,6 +67,20 @@ def short_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def remote_recipe(short_recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The short quickstart with fewer levels and no gates; the dataset travels through the store."""
+    root = tmp_path_factory.mktemp("remote-recipe")
+    shutil.copytree(short_recipe.parent / "data", root / "data")
+    cfg = yaml.safe_load(short_recipe.read_text())
+    cfg["lathe"]["export"] = {"gguf": ["f16", "q8_0", "q4_k_m"], "mlx": [4]}
+    cfg["lathe"]["eval"].pop("gates", None)
+    cfg["lathe"]["eval"].pop("sweep", None)
+    path = root / "remote.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     yield
     import ray

@@ -72,6 +72,23 @@ class Network:
         self.procs.append(proc)
         return proc
 
+    def _end_all_in(self, host: Host) -> None:
+        def remaining() -> list[int]:
+            out = subprocess.run(["ip", "netns", "pids", host.name], capture_output=True, text=True,
+                                 check=False).stdout
+            return [int(p) for p in out.split()]
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = remaining()
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 10
+            while pids and remaining() and time.monotonic() < deadline:
+                time.sleep(0.2)
+
     def kill(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 20.0) -> None:
         """End a process this network started, and its process group (a Ray node's raylet, GCS, ...)."""
         try:
@@ -90,6 +107,45 @@ class Network:
     def close(self) -> None:
         for proc in reversed(self.procs):
             self.kill(proc)
+        # Whatever is still in a host was started there by the test (through its sshd, say) and
+        # would outlive the namespace: end it by pid before the namespace goes.
+        for host in self.hosts:
+            self._end_all_in(host)
         for host in self.hosts:
             subprocess.run(["ip", "netns", "del", host.name], check=False, capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
+
+
+def keygen(path: Path) -> str:
+    """A fresh ed25519 key pair; returns the public key line."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
+    return path.with_name(path.name + ".pub").read_text().strip()
+
+
+def start_sshd(net: Network, host: Host, workdir: Path, authorized_keys: Path) -> tuple[subprocess.Popen, str]:
+    """A private sshd inside a host, with its own host key; returns (process, public host key)."""
+    root = workdir / f"sshd-{host.name}"
+    root.mkdir(parents=True, exist_ok=True)
+    host_pub = keygen(root / "host_ed25519")
+    config = root / "sshd_config"
+    config.write_text("\n".join([
+        "Port 22", f"ListenAddress {host.address}", f"HostKey {root / 'host_ed25519'}", f"PidFile {root / 'sshd.pid'}",
+        f"AuthorizedKeysFile {authorized_keys}", "PubkeyAuthentication yes", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
+        "AllowTcpForwarding yes", "Subsystem sftp /usr/lib/openssh/sftp-server", "LogLevel ERROR", ""]))
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
+    proc = net.start(host, ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], dict(os.environ), root / "sshd.log")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        probe = subprocess.run(["ip", "netns", "exec", host.name, "bash", "-c",
+                                f"exec 3<>/dev/tcp/{host.address}/22"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return proc, host_pub
+        time.sleep(0.1)
+    raise RuntimeError(f"sshd on {host.name} did not start: {(root / 'sshd.log').read_text()[-500:]}")
+
+
+def pids_in(host: Host) -> set[int]:
+    """Every process living in a host's network namespace."""
+    out = subprocess.run(["ip", "netns", "pids", host.name], capture_output=True, text=True, check=True).stdout
+    return {int(p) for p in out.split()}

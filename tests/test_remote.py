@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     workdir = tmp_path_factory.mktemp("netns")
+    short = Path(tempfile.mkdtemp(prefix="lathe-netns-", dir="/tmp"))  # Ray's socket paths: 107 bytes at most
     net = Network().up()
     server = None
     try:
@@ -96,13 +98,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
                     "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
         net.start(head, [str(RAY), "start", "--head", "--block", "--node-ip-address", head.address, "--port", "6379",
                          "--dashboard-host", head.address, "--dashboard-port", "8265", "--num-cpus", "0",
-                         "--disable-usage-stats", "--temp-dir", str(workdir / "ray")], node_env, workdir / "head.log")
+                         "--disable-usage-stats", "--temp-dir", str(short / "head")], node_env, workdir / "head.log")
         wait_http(f"http://{head.address}:8265/api/version", timeout=240, any_status=True)
         net.start(worker, [str(RAY), "start", "--block", "--address", f"{head.address}:6379", "--node-ip-address",
                            worker.address, "--num-cpus", "3", "--disable-usage-stats",
                            # Its own temp dir, as on a separate machine: a shared one lets each node's
                            # runtime-env agent garbage-collect the other's working_dir.
-                           "--temp-dir", str(workdir / "ray-w1")], node_env, workdir / "w1.log")
+                           "--temp-dir", str(short / "w1")], node_env, workdir / "w1.log")
 
         import boto3
 
@@ -127,6 +129,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         net.close()
         if server is not None:
             server.stop()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def _headers(c: Cluster) -> dict[str, str]:
@@ -140,20 +143,6 @@ def _alive_nodes(c: Cluster) -> int:
             return json.dumps(json.load(response)).count('"ALIVE"')
     except (OSError, ValueError):
         return 0  # the dashboard is still starting
-
-
-@pytest.fixture(scope="module")
-def remote_recipe(short_recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The short quickstart with fewer levels and no gates; the dataset travels through the store."""
-    root = tmp_path_factory.mktemp("remote-recipe")
-    shutil.copytree(short_recipe.parent / "data", root / "data")
-    cfg = yaml.safe_load(short_recipe.read_text())
-    cfg["lathe"]["export"] = {"gguf": ["f16", "q8_0", "q4_k_m"], "mlx": [4]}
-    cfg["lathe"]["eval"].pop("gates", None)
-    cfg["lathe"]["eval"].pop("sweep", None)
-    path = root / "remote.yml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -324,3 +313,15 @@ class _Stop(Exception):
 def _stop_after(done: int, limit: int) -> None:
     if done >= limit:
         raise _Stop
+
+
+def test_lathe_run_on_a_cluster_submits_follows_pulls_and_evaluates(cluster: Cluster, remote_recipe: Path,
+                                                                    submitted: dict) -> None:
+    """The one-command path: `lathe run RECIPE --cluster NAME`, ending with the table on the laptop."""
+    runs = cluster.workdir / "run-cluster"
+    proc = cluster.lathe("run", str(remote_recipe), "--cluster", "netns", "--runs-dir", str(runs), timeout=1800)
+    run_dir = Path(re.search(r"^run directory: (.+)$", proc.stdout, re.MULTILINE).group(1))
+    assert run_dir.parent == runs and run_dir.name != submitted["run_id"]
+    assert "SUCCEEDED, pulled" in proc.stdout and "Every level, on this machine" in proc.stdout
+    mf.verify_present(run_dir / "export")
+    assert (run_dir / "eval" / "report.md").is_file()

@@ -23,6 +23,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_listening(port: int, timeout: float = 10.0) -> None:
+    """Fabric binds the tunnel's local end in a thread: wait until it accepts before using it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise LatheError(f"the SSH tunnel's local port {port} never opened") from None
+            time.sleep(0.05)
+
+
 @contextmanager
 def dashboard(profile: ClusterProfile) -> Iterator[str]:
     """Yield the dashboard URL to use from here; a tunnel, if any, closes on exit."""
@@ -33,14 +48,29 @@ def dashboard(profile: ClusterProfile) -> Iterator[str]:
     from fabric import Connection
     from paramiko import RejectPolicy
 
-    kwargs = {"key_filename": [tunnel.key]} if tunnel.key else {}
+    kwargs = {"key_filename": [os.path.expanduser(tunnel.key)], "look_for_keys": False} if tunnel.key else {}
     conn = Connection(tunnel.host, user=tunnel.user, port=tunnel.port, connect_kwargs=kwargs)
     # Fabric accepts unknown host keys by default; a tunnel to a cluster must not.
+    if tunnel.known_hosts and os.path.isfile(os.path.expanduser(tunnel.known_hosts)):
+        conn.client.load_host_keys(os.path.expanduser(tunnel.known_hosts))
     conn.client.set_missing_host_key_policy(RejectPolicy())
+    from invoke.exceptions import ThreadException
+    from paramiko import SSHException
+
+    try:
+        conn.open()
+    except (SSHException, OSError) as exc:
+        raise LatheError(f"cluster {profile.name}: SSH to {tunnel.host}:{tunnel.port} for the dashboard tunnel "
+                         f"failed ({exc.__class__.__name__}: {exc})") from None
     local = _free_port()
     try:
         with conn.forward_local(local, remote_port=tunnel.remote_port, remote_host=tunnel.remote_host):
+            _wait_listening(local)
             yield f"http://127.0.0.1:{local}"
+    except ThreadException:
+        # A forwarded connection the far end refused: the dashboard is down or not started yet.
+        raise LatheError(f"cluster {profile.name}: nothing answers on {tunnel.remote_host}:{tunnel.remote_port} "
+                         f"behind the SSH tunnel to {tunnel.host}") from None
     finally:
         conn.close()
 

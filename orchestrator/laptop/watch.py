@@ -109,7 +109,8 @@ def render(snap: Snapshot, width: int = 60) -> Panel:
     losses = [v for _, v in snap.losses]
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
+    table.add_row("source", snap.source)
     table.add_row("state", snap.state)
     if snap.step is not None:
         table.add_row("step", f"{snap.step}/{snap.max_steps or '?'}")
@@ -119,7 +120,7 @@ def render(snap: Snapshot, width: int = 60) -> Panel:
     for label, value, fmt in (("tokens/s", snap.tokens_per_second, "{:.0f}"), ("ETA", snap.eta_seconds, "{:.0f} s"),
                               ("GPU use", snap.gpu_util, "{:.0f} %"), ("cost so far", snap.cost, "${:.2f}")):
         table.add_row(label, fmt.format(value) if value is not None else "-")
-    return Panel(Group(table), title=f"{snap.run_id}", subtitle=snap.source, expand=False)
+    return Panel(Group(table), title=f"{snap.run_id}", expand=False)
 
 
 def watch(fetch: Callable[[], Snapshot], once: bool, interval: float, console: Any) -> Snapshot:

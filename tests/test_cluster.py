@@ -1,0 +1,242 @@
+"""`lathe cluster up/status/down` on three network-namespace hosts, each with its own sshd.
+
+The laptop (this namespace) provisions Ray over SSH with Fabric: host keys are
+checked against a known_hosts file the test writes, one host's entry deliberately
+wrong. The quickstart then runs across head and worker, with S3 (moto) on the
+laptop's bridge address, and `down` must leave nothing but the sshds behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import manifest as mf
+from tests.netns import Host, Network, keygen, pids_in, start_sshd
+from tests.services import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
+
+LATHE = Path(sys.executable).with_name("lathe")
+BUCKET = "lathe-colo"
+NODE_SECRETS = {"AWS_ACCESS_KEY_ID": "AKIACOLO" + secrets.token_hex(6).upper(),
+                "AWS_SECRET_ACCESS_KEY": "colo-" + secrets.token_hex(16)}
+
+
+@dataclass
+class Colo:
+    net: Network
+    hosts: dict[str, Host]
+    sshd_pids: dict[str, set[int]]
+    workdir: Path
+    env: dict[str, str]
+    base: dict  # the inventory, as a dict to vary per test
+
+    def lathe(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([str(LATHE), *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    def inventory(self, name: str, **changes) -> Path:
+        data = json.loads(json.dumps(self.base))
+        for host in data["hosts"]:
+            host.update(changes.pop(host["name"], {}))
+        data.update(changes)
+        path = self.workdir / f"{name}.yml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    def leftovers(self, names: list[str], wait: float = 15) -> dict[str, set[int]]:
+        """Processes in these hosts other than their sshd (and its per-login children, given time to end)."""
+        deadline = time.monotonic() + wait
+        while True:
+            extra = {n: pids_in(self.hosts[n]) - self.sshd_pids[n] for n in names}
+            extra = {n: {p for p in pids if _comm(p) != "sshd"} for n, pids in extra.items()}
+            if not any(extra.values()) or time.monotonic() > deadline:
+                return {n: p for n, p in extra.items() if p}
+            time.sleep(0.5)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@pytest.fixture(scope="module")
+def colo(tmp_path_factory: pytest.TempPathFactory):
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    workdir = tmp_path_factory.mktemp("colo")
+    # Ray's socket paths must stay under 107 bytes: its temp dirs go somewhere short.
+    short = Path(tempfile.mkdtemp(prefix="lathe-colo-", dir="/tmp"))
+    net = Network().up()
+    server = None
+    try:
+        hosts = {name: net.add_host(name) for name in ("h1", "h2", "h3")}
+        laptop_key = workdir / "id_ed25519"
+        (workdir / "authorized_keys").write_text(keygen(laptop_key) + "\n")
+        known, sshd_pids = [], {}
+        for name, host in hosts.items():
+            proc, host_pub = start_sshd(net, host, workdir, workdir / "authorized_keys")
+            sshd_pids[name] = {proc.pid, *pids_in(host)}
+            # h3's entry is a key the host does not have: an address taken over, as far as SSH can tell.
+            offered = keygen(workdir / "impostor") if name == "h3" else host_pub
+            known.append(f"{host.address} {' '.join(offered.split()[:2])}")
+        (workdir / "known_hosts").write_text("\n".join(known) + "\n")
+
+        port = free_port()
+        server = ThreadedMotoServer(ip_address=net.gateway, port=port, verbose=False)
+        server.start()
+        endpoint = f"http://{net.gateway}:{port}"
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="laptop",
+                     aws_secret_access_key="laptop").create_bucket(Bucket=BUCKET)
+        # The nodes' credentials live on the nodes, in env files the services read; never in the inventory.
+        for name in hosts:
+            (workdir / f"{name}.env").write_text(
+                "".join(f"{k}={v}\n" for k, v in NODE_SECRETS.items()) + "AWS_DEFAULT_REGION=us-east-1\n")
+        base = {
+            "name": "colo",
+            "known_hosts": str(workdir / "known_hosts"),
+            "defaults": {"user": "root", "key": str(laptop_key), "python": sys.executable, "min_free_disk_gb": 1},
+            "hosts": [
+                # Separate state and Ray temp dirs: these "hosts" share one filesystem, real ones do not.
+                {"name": n, "address": hosts[n].address, "role": "head" if n == "h1" else "worker",
+                 "cpus": 0 if n == "h1" else 3, "state_dir": str(workdir / f"state-{n}"),
+                 "ray_temp_dir": str(short / n), "env_file": str(workdir / f"{n}.env")}
+                for n in hosts],
+            "store": {"uri": f"s3://{BUCKET}/runs", "endpoint_url": endpoint, "region": "us-east-1"},
+            "monitoring": {"dcgm_exporter": False},
+            "price_per_gpu_hour": 0.5,
+        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_", "HF_TOKEN"))}
+        env |= {"LATHE_CLUSTERS": str(workdir / "clusters.yml"), "XDG_CONFIG_HOME": str(workdir / "config"),
+                "LATHE_HOME": str(workdir / "home"), "AWS_ACCESS_KEY_ID": "laptop", "AWS_SECRET_ACCESS_KEY": "laptop",
+                "AWS_DEFAULT_REGION": "us-east-1"}
+        yield Colo(net, hosts, sshd_pids, workdir, env, base)
+    finally:
+        net.close()
+        if server is not None:
+            server.stop()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _two_hosts(colo: Colo, name: str, **changes) -> Path:
+    path = colo.inventory(name, **changes)
+    data = yaml.safe_load(path.read_text())
+    data["hosts"] = [h for h in data["hosts"] if h["name"] != "h3"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_preflight_names_the_bad_host_and_starts_nothing(colo: Colo) -> None:
+    changed_key = colo.lathe("cluster", "up", str(colo.inventory("three")))
+    assert changed_key.returncode == 6, changed_key.stdout + changed_key.stderr
+    assert "preflight failed on 1 of 3 hosts; nothing was changed" in changed_key.stderr
+    assert re.search(r"h3 \(\S+\): host key does not match", changed_key.stderr), changed_key.stderr
+
+    no_python = colo.lathe("cluster", "up", str(_two_hosts(colo, "nopython", h2={"python": "/opt/none/python3"})))
+    assert no_python.returncode == 6
+    assert "h2 (" in no_python.stderr and "python /opt/none/python3: not found" in no_python.stderr
+
+    unknown = colo.inventory("unknown", known_hosts=str(colo.workdir / "empty_known_hosts"))
+    (colo.workdir / "empty_known_hosts").write_text("")
+    refused = colo.lathe("cluster", "up", str(unknown))
+    assert refused.returncode == 6 and refused.stderr.count("host key not in") == 3, refused.stderr
+
+    assert colo.leftovers(["h1", "h2", "h3"]) == {}, "a failed preflight must start nothing anywhere"
+    assert not any((colo.workdir / f"state-{n}").exists() for n in ("h1", "h2", "h3"))
+    assert not (colo.workdir / "clusters.yml").exists()
+
+
+@pytest.fixture(scope="module")
+def provisioned(colo: Colo):
+    inventory = _two_hosts(colo, "colo")
+    try:
+        first = colo.lathe("cluster", "up", str(inventory))
+        assert first.returncode == 0, first.stdout + first.stderr
+        yield inventory, first
+    finally:
+        colo.lathe("cluster", "down", str(inventory))  # if up or a test failed halfway; a no-op otherwise
+
+
+def _ray_pids(colo: Colo) -> dict[str, str]:
+    return {n: (colo.workdir / f"state-{n}" / "ray.pid").read_text().strip() for n in ("h1", "h2")}
+
+
+def test_up_starts_ray_and_exporters_and_a_second_up_changes_nothing(colo: Colo, provisioned) -> None:
+    inventory, first = provisioned
+    assert "no changes" not in first.stdout
+    rows = [ln for ln in first.stdout.splitlines() if re.search(r"\bh[12]\b", ln)]
+    assert len(rows) >= 2 and all("ALIVE" in ln for ln in rows[:2]), first.stdout
+    profile = yaml.safe_load((colo.workdir / "clusters.yml").read_text())["clusters"]["colo"]
+    assert profile["ssh_tunnel"]["host"] == colo.hosts["h1"].address, "the dashboard stays on the head's loopback"
+    assert profile["price_per_gpu_hour"] == 0.5 and "key" not in json.dumps(profile["store"]).lower()
+    token = Path(profile["auth_token_file"])
+    assert token.stat().st_mode & 0o077 == 0, "the cluster token is private to the user"
+
+    pids = _ray_pids(colo)
+    again = colo.lathe("cluster", "up", str(inventory))
+    assert again.returncode == 0 and again.stdout.strip().endswith("no changes"), again.stdout + again.stderr
+    assert _ray_pids(colo) == pids, "a second up restarts nothing"
+
+    h2 = colo.hosts["h2"].address
+    with urllib.request.urlopen(f"http://{h2}:9100/metrics", timeout=10) as response:
+        assert b"node_cpu_seconds_total" in response.read(), "node_exporter serves host metrics on the worker"
+    targets = json.loads((colo.workdir / "config" / "lathe" / "prometheus" / "colo-nodes.json").read_text())
+    assert {t["targets"][0] for t in targets} == {f"{colo.hosts[n].address}:9100" for n in ("h1", "h2")}
+    status = colo.lathe("cluster", "status", str(inventory))
+    assert status.returncode == 0 and status.stdout.strip().endswith("healthy"), status.stdout
+
+
+def test_the_quickstart_runs_across_the_provisioned_hosts(colo: Colo, provisioned, remote_recipe: Path) -> None:
+    submit = colo.lathe("submit", str(remote_recipe), "--cluster", "colo")
+    assert submit.returncode == 0, submit.stderr
+    run_id = submit.stdout.strip().splitlines()[-1]
+    deadline, out = time.monotonic() + 1500, ""
+    while time.monotonic() < deadline:
+        out = colo.lathe("status", run_id).stdout
+        if re.search(r": (SUCCEEDED|FAILED|STOPPED)\b", out):
+            break
+        time.sleep(5)
+    assert ": SUCCEEDED" in out, out + colo.lathe("logs", run_id).stdout[-3000:]
+    runs = colo.workdir / "pulled"
+    pulled = colo.lathe("pull", run_id, "--runs-dir", str(runs))
+    assert pulled.returncode == 0, pulled.stderr
+    mf.verify_present(runs / run_id / "export")
+    events = [json.loads(ln) for ln in (runs / run_id / "events.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["event"] == "worker_start"]
+    assert starts and all(e["node_ip"] == colo.hosts["h2"].address for e in starts), "trained on the worker"
+    record = json.loads((runs / run_id / "run.json").read_text())
+    assert record["driver_ip"] == colo.hosts["h1"].address
+    for path in (runs / run_id).rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            text = path.read_bytes()
+            assert not any(v.encode() in text for v in NODE_SECRETS.values()), f"node secret in {path}"
+
+
+def test_down_stops_everything_it_started(colo: Colo, provisioned) -> None:
+    inventory, _ = provisioned
+    down = colo.lathe("cluster", "down", str(inventory))
+    assert down.returncode == 0 and down.stdout.strip().endswith("stopped"), down.stdout + down.stderr
+    assert colo.leftovers(["h1", "h2"], wait=30) == {}, "down must leave only the sshds"
+    assert "colo" not in (yaml.safe_load((colo.workdir / "clusters.yml").read_text())["clusters"] or {})
+    again = colo.lathe("cluster", "down", str(inventory))
+    assert again.returncode == 0 and again.stdout.strip().endswith("nothing was running")

@@ -1,0 +1,109 @@
+"""Cloud configs and the GPU node image, checked offline: Ray's own launcher validation, the
+KubeRay manifest against the pins, and the Dockerfile against pyproject/requirements.lock and
+the usual Dockerfile lint rules (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LOCK = (REPO / "requirements.lock").read_text()
+
+
+def pin(name: str) -> str:
+    found = re.search(rf"^{re.escape(name)}==(\S+)", LOCK, re.MULTILINE)
+    assert found, f"{name} not pinned in requirements.lock"
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def launcher() -> dict:
+    return yaml.safe_load((REPO / "infra" / "ray" / "aws-gpu.yaml").read_text())
+
+
+def test_ray_launcher_config_passes_rays_validation(launcher: dict) -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(copy.deepcopy(launcher)))
+    broken = copy.deepcopy(launcher)
+    broken["available_node_types"]["gpu_spot"]["max_wrkers"] = 3
+    with pytest.raises(Exception, match="max_wrkers"):
+        validate_config(prepare_config(broken))
+
+
+def test_gpu_workers_are_spot_with_an_on_demand_fallback(launcher: dict) -> None:
+    types = launcher["available_node_types"]
+    spot, ondemand = types["gpu_spot"], types["gpu_ondemand"]
+    assert spot["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert "InstanceMarketOptions" not in ondemand["node_config"]
+    assert spot["resources"] == ondemand["resources"], "either type must satisfy the same GPU request"
+    assert types["head"]["resources"] == {"CPU": 0}, "no training on the head"
+
+
+def test_kuberay_manifest_matches_the_pins_and_the_image(launcher: dict) -> None:
+    cluster = yaml.safe_load((REPO / "infra" / "kuberay" / "raycluster.yaml").read_text())
+    assert (cluster["apiVersion"], cluster["kind"]) == ("ray.io/v1", "RayCluster")
+    assert cluster["spec"]["rayVersion"] == pin("ray")
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    worker_group = cluster["spec"]["workerGroupSpecs"][0]
+    worker = worker_group["template"]["spec"]["containers"][0]
+    assert head["image"] == worker["image"] == launcher["docker"]["image"]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert worker_group["minReplicas"] <= worker_group["replicas"] <= worker_group["maxReplicas"]
+    assert cluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+
+
+def _stages(dockerfile: str) -> list[list[str]]:
+    """Instructions per build stage, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    stages: list[list[str]] = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_installs_exactly_the_pinned_stack() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE))
+    assert args["LLAMA_CPP_PYTHON_VERSION"] == pin("llama-cpp-python"), "tools and bindings: one llama.cpp"
+    assert "-r requirements.lock" in text and "--no-deps ." in text
+    python = re.search(r"uv python install (\S+)", text).group(1)
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == f">={python}", (requires, python)
+    for src in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.MULTILINE):
+        for name in src.split():
+            assert (REPO / name).exists(), f"COPY {name}: not in the repository"
+    assert "GGML_CUDA=ON" in text and "llama-quantize" in text and "convert_hf_to_gguf.py" in text
+
+
+def test_dockerfile_lint_rules() -> None:
+    """The hadolint rules that matter here: pinned bases (DL3006/DL3007), apt without recommends and
+    with its lists removed in the same layer (DL3015/DL3009), not root at the end (DL3002), no
+    failure masked in a RUN chain."""
+    text = (REPO / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE))
+    stages = _stages(text)
+    assert len(stages) == 2, "build and runtime stages"
+    for stage in stages:
+        base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], stage[0].split()[1])
+        assert ":" in base and not base.endswith(":latest"), base
+        for instr in stage:
+            if instr.startswith("RUN") and "apt-get install" in instr:
+                assert "--no-install-recommends" in instr and "rm -rf /var/lib/apt/lists/*" in instr, instr
+            if instr.startswith("RUN"):
+                assert "|| true" not in instr, f"a masked failure: {instr[:80]}"
+    users = [i.split()[1] for i in stages[-1] if i.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), "the image must not run as root"
+    assert any(i.startswith("HEALTHCHECK") for i in stages[-1])

@@ -1,0 +1,56 @@
+"""Inventories: the example loads, and each kind of mistake is one line naming the file and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.errors import LatheError
+from orchestrator.laptop.inventory import load
+from orchestrator.laptop.provision import profile_for, scrape_targets
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "infra" / "colo" / "inventory.example.yml"
+
+
+def test_the_example_inventory_loads_and_defaults_apply_per_host() -> None:
+    inv = load(EXAMPLE)
+    assert inv.head.name == "gpu1" and [h.name for h in inv.workers] == ["gpu2", "gpu3"]
+    assert all(h.user == "ubuntu" and h.min_free_disk_gb == 100 for h in inv.hosts)
+    profile = profile_for(inv)
+    assert profile.ssh_tunnel is not None and profile.ray_address == "http://127.0.0.1:8265"
+    assert [t["targets"] for t in scrape_targets(inv)["gpus"]] == [["10.0.0.5:9400"], ["10.0.0.6:9400"],
+                                                                    ["10.0.1.7:9400"]]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["hosts"][1].update(role="head"), "inventory: exactly one host must have role: head (found 2)"),
+    (lambda d: d["hosts"][2].update(proxy_jump="nowhere"), "proxy_jump 'nowhere' is not another host"),
+    (lambda d: d["hosts"][0].update(gpus=-1), "hosts.0.gpus: Input should be greater than or equal to 0"),
+    (lambda d: d["hosts"][0].update(name="../etc"), "hosts.0.name: String should match pattern"),
+    (lambda d: d.pop("store"), "store: Field required"),
+    (lambda d: d.update(hosts=[]), "hosts: List should have at least 1 item"),
+    (lambda d: d["hosts"][1].update(sudo=True), "hosts.1.sudo: Extra inputs are not permitted"),
+    (lambda d: d["hosts"].append(dict(d["hosts"][1])), "host names must be unique"),
+])
+def test_a_bad_inventory_is_refused_with_the_field_named(tmp_path: Path, change, message: str) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    change(data)
+    path = tmp_path / "inv.yml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(LatheError) as err:
+        load(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_cli_exits_non_zero_on_a_malformed_inventory(tmp_path: Path) -> None:
+    path = tmp_path / "inv.yml"
+    path.write_text("name: colo\nhosts: [\n")
+    proc = subprocess.run([str(Path(sys.executable).with_name("lathe")), "cluster", "up", str(path)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith(f"{path}: invalid YAML")

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,15 @@ class Colo:
             if not any(extra.values()) or time.monotonic() > deadline:
                 return {n: p for n, p in extra.items() if p}
             time.sleep(0.5)
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, Z, ...), or "" once it is gone."""
+    try:
+        line = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:"))
+        return line.split()[1]
+    except (OSError, StopIteration):
+        return ""
 
 
 def _comm(pid: int) -> str:
@@ -210,12 +220,7 @@ def test_the_quickstart_runs_across_the_provisioned_hosts(colo: Colo, provisione
     submit = colo.lathe("submit", str(remote_recipe), "--cluster", "colo")
     assert submit.returncode == 0, submit.stderr
     run_id = submit.stdout.strip().splitlines()[-1]
-    deadline, out = time.monotonic() + 1500, ""
-    while time.monotonic() < deadline:
-        out = colo.lathe("status", run_id).stdout
-        if re.search(r": (SUCCEEDED|FAILED|STOPPED)\b", out):
-            break
-        time.sleep(5)
+    out = _wait_terminal(colo, run_id)
     assert ": SUCCEEDED" in out, out + colo.lathe("logs", run_id).stdout[-3000:]
     runs = colo.workdir / "pulled"
     pulled = colo.lathe("pull", run_id, "--runs-dir", str(runs))
@@ -230,6 +235,83 @@ def test_the_quickstart_runs_across_the_provisioned_hosts(colo: Colo, provisione
         if path.is_file() and path.stat().st_size < 5_000_000:
             text = path.read_bytes()
             assert not any(v.encode() in text for v in NODE_SECRETS.values()), f"node secret in {path}"
+
+
+def _registered_steps(colo: Colo, run_id: str) -> list[int]:
+    """Checkpoint steps Ray Train's controller has registered in the store (not merely uploaded)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=colo.base["store"]["endpoint_url"], region_name="us-east-1",
+                      aws_access_key_id="laptop", aws_secret_access_key="laptop")
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{run_id}/ray/").get("Contents", [])
+    for obj in listing:
+        if obj["Key"].endswith("/checkpoint_manager_snapshot.json"):
+            try:
+                body = json.loads(s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
+                return [r["metrics"]["step"] for r in body["checkpoint_results"] if "step" in r.get("metrics", {})]
+            except (json.JSONDecodeError, KeyError):
+                return []
+    return []
+
+
+def _wait_terminal(colo: Colo, run_id: str, timeout: float = 1500) -> str:
+    deadline, out = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        out = colo.lathe("status", run_id).stdout
+        if re.search(r": (SUCCEEDED|FAILED|STOPPED)\b", out):
+            break
+        time.sleep(5)
+    return out
+
+
+def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: Colo, provisioned,
+                                                                   remote_recipe: Path) -> None:
+    """Node loss: the worker's Ray dies with its supervisor (nothing restarts it); `up` brings it back."""
+    inventory, _ = provisioned
+    # Checkpoints far enough apart (about 9 s) that Ray Train's controller registers each before the
+    # next: on this tiny model a plain step takes 70 ms, and real checkpoint intervals are minutes.
+    cfg = yaml.safe_load(remote_recipe.read_text()) | {"num_epochs": 20, "gradient_accumulation_steps": 5,
+                                                       "save_steps": 25}
+    recipe = remote_recipe.with_name("node-loss.yml")
+    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    save_steps = cfg["save_steps"]
+    submit = colo.lathe("submit", str(recipe), "--cluster", "colo")
+    assert submit.returncode == 0, submit.stderr
+    run_id = submit.stdout.strip().splitlines()[-1]
+    deadline, steps = time.monotonic() + 900, []
+    while not steps and time.monotonic() < deadline:
+        time.sleep(0.3)
+        steps = _registered_steps(colo, run_id)
+    assert steps, "training never registered a checkpoint"
+    supervisor = int((colo.workdir / "state-h2" / "ray.pid").read_text())
+    os.killpg(supervisor, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _state(supervisor) not in ("", "Z") and time.monotonic() < deadline:
+        time.sleep(0.1)  # dying: `up` must find it gone
+
+    back = colo.lathe("cluster", "up", str(inventory))
+    assert back.returncode == 0, back.stdout + back.stderr
+    h2_row = next(ln for ln in back.stdout.splitlines() if re.search(r"\bh2\b", ln))
+    assert "ray started" in h2_row and "ALIVE" in h2_row, back.stdout
+    final = _wait_terminal(colo, run_id)
+    assert ": SUCCEEDED" in final, final + colo.lathe("logs", run_id).stdout[-3000:]
+
+    runs = colo.workdir / "pulled"
+    assert colo.lathe("pull", run_id, "--runs-dir", str(runs)).returncode == 0
+    run = runs / run_id
+    mf.verify_present(run / "export")
+    starts = [json.loads(ln) for ln in (run / "events.jsonl").read_text().splitlines()]
+    starts = [e for e in starts if e["event"] == "worker_start"]
+    assert len(starts) >= 2 and starts[0]["resume_step"] == 0, starts
+    resumed_from = starts[-1]["resume_step"]
+    assert resumed_from >= steps[0], "the new worker group began before the registered checkpoint"
+    points = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    before = max(p["step"] for p in points if p["time"] < starts[-1]["time"] and "step" in p)
+    redone = before - resumed_from
+    print(f"\nnode loss: last step before the loss {before}, resumed from {resumed_from}, "
+          f"steps redone {redone} (checkpoint every {save_steps})")
+    assert 0 <= redone <= save_steps, "more than one checkpoint interval was trained again"
+    assert points[-1]["step"] == points[-1]["max_steps"]
 
 
 def test_down_stops_everything_it_started(colo: Colo, provisioned) -> None:

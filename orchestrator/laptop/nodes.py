@@ -148,7 +148,9 @@ if [ %(gpus)d -gt 0 ] && command -v nvidia-smi >/dev/null 2>&1; then
 fi
 for svc in %(services)s; do
   f=%(state_dir)s/$svc.pid
-  if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then echo "running_$svc=$(cat "$f")"; fi
+  # Alive and not a zombie: a killed supervisor lingers as one until init reaps it.
+  if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$(cat "$f")/status"
+  then echo "running_$svc=$(cat "$f")"; fi
 done
 """
 

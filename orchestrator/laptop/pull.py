@@ -21,6 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from orchestrator import manifest as mf
 from orchestrator.errors import LatheError
 from orchestrator.store import Store
@@ -179,7 +181,9 @@ def _fetch_part(store: Store, key: str, f: _File, part: tuple[int, int], limit: 
     try:
         for chunk in store.read_range(key, start, end):
             limit.take(len(chunk))
-            os.pwrite(fd, chunk, start + done)
+            view, written = memoryview(chunk), 0
+            while written < len(view):  # pwrite may write less (a disk filling up): never claim more
+                written += os.pwrite(fd, view[written:], start + done + written)
             done += len(chunk)
             fetched += len(chunk)
             f.record(start, done)
@@ -202,10 +206,11 @@ def pull(store: Store, run_id: str, dest: Path, levels: list[str] | None = None,
                          "exporting (see `lathe status`)") from None
     try:
         manifest = mf.Manifest.model_validate_json(raw)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise mf.ManifestError(f"{run_id}: manifest.json from the store is invalid: "
-                               f"{first[1] if len(first) > 1 else first[0]}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "manifest"
+        raise mf.ManifestError(f"{run_id}: manifest.json from the store is invalid: {where}: "
+                               f"{err['msg'].removeprefix('Value error, ')}") from None
     wanted = select(manifest, levels)
     stats = PullStats(files=len(wanted), bytes_total=sum(a.size for a in wanted))
     export_dir.mkdir(parents=True, exist_ok=True)
@@ -228,8 +233,13 @@ def pull(store: Store, run_id: str, dest: Path, levels: list[str] | None = None,
             progress(stats.bytes_present + received[0], stats.bytes_total)
 
     pending: list[tuple[_File, str]] = []
+    root = export_dir.resolve()
     for art in wanted:
         final = export_dir / mf.safe_relative(art.path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if not final.parent.resolve().is_relative_to(root):
+            raise mf.ManifestError(f"{art.path}: would be written outside {export_dir} (through a symlink); "
+                                   "nothing written")
         if final.is_file() and final.stat().st_size == art.size and mf.sha256_file(final) == art.sha256:
             stats.bytes_present += art.size
             continue

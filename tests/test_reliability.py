@@ -1,0 +1,168 @@
+"""Laptop-side faults on real files: hostile or broken manifests, and a disk that fills up mid-pull.
+
+The store is a real LocalStore (the same interface S3 goes through); the run in it
+is built here from random bytes with a manifest written by orchestrator.manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from orchestrator import manifest as mf
+from orchestrator.errors import LatheError
+from orchestrator.laptop.pull import PART_SUFFIX, pull
+from orchestrator.store import open_store
+
+RUN = "faults-20261122-000000-abcd"
+SIZES = {"gguf/model-q4_k_m.gguf": 3_000_000, "gguf/model-q8_0.gguf": 5_000_000, "reference/ref.json": 2_000}
+
+
+def _make_run(store_root: Path, tweak: Callable[[dict, Path], None] | None = None) -> Path:
+    export = store_root / RUN / "export"
+    artifacts = []
+    for rel, size in SIZES.items():
+        path = export / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = os.urandom(size)
+        path.write_bytes(data)
+        level = rel.split("-")[-1].removesuffix(".gguf") if rel.startswith("gguf/") else None
+        artifacts.append({"path": rel, "size": size, "sha256": hashlib.sha256(data).hexdigest(),
+                          "format": "gguf" if level else "reference", "level": level})
+    manifest = {"run_id": RUN, "recipe_sha256": "0" * 64, "base_model": "tiny://llama", "parameters": 1,
+                "tokenizer_fingerprint": "f" * 16, "versions": {}, "artifacts": artifacts}
+    if tweak:
+        tweak(manifest, export)
+    (export / mf.MANIFEST).write_text(json.dumps(manifest))
+    return export
+
+
+def _everything_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _set_path(index: int, value: str) -> Callable[[dict, Path], None]:
+    return lambda m, _export: m["artifacts"][index].update(path=value)
+
+
+def _flip_a_byte(m: dict, export: Path) -> None:
+    target = export / m["artifacts"][0]["path"]
+    data = bytearray(target.read_bytes())
+    data[1234] ^= 0xFF
+    target.write_bytes(bytes(data))
+
+
+def _remove_file(m: dict, export: Path) -> None:
+    (export / m["artifacts"][1]["path"]).unlink()
+
+
+def _wrong_size(m: dict, _export: Path) -> None:
+    m["artifacts"][2]["size"] += 1
+
+
+def _duplicate_entry(m: dict, _export: Path) -> None:
+    m["artifacts"].append(dict(m["artifacts"][0], level="q4_k_m"))
+
+
+# (tweak, what the one-line error must say)
+MANIFEST_FAULTS = {
+    "parent-escape": (_set_path(0, "../../etc/passwd"), "etc/passwd"),
+    "absolute-path": (_set_path(0, "/etc/passwd"), "/etc/passwd"),
+    "home-path": (_set_path(0, "~/.ssh/id_ed25519"), "~/.ssh/id_ed25519"),
+    "backslash-path": (_set_path(0, "..\\..\\evil.dll"), "evil.dll"),
+    "empty-path": (_set_path(0, ""), "path"),
+    "bad-sha256": (lambda m, _e: m["artifacts"][0].update(sha256="zz" * 32), "sha256"),
+    "unknown-format": (lambda m, _e: m["artifacts"][0].update(format="pickle"), "format"),
+    "extra-field": (lambda m, _e: m["artifacts"][0].update(exec="rm -rf /"), "exec"),
+    "negative-size": (lambda m, _e: m["artifacts"][0].update(size=-5), "size"),
+    "missing-run-id": (lambda m, _e: m.pop("run_id"), "run_id"),
+    "sha256-mismatch": (_flip_a_byte, "sha256 of the store's copy does not match"),
+    "file-missing-in-store": (_remove_file, "in the manifest but not in the store"),
+    "size-mismatch": (_wrong_size, "in the manifest"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(MANIFEST_FAULTS))
+def test_a_bad_manifest_is_refused_and_nothing_lands_outside_the_run(fault: str, tmp_path: Path) -> None:
+    tweak, message = MANIFEST_FAULTS[fault]
+    store_root, dest = tmp_path / "store", tmp_path / "laptop" / "runs"
+    _make_run(store_root, tweak)
+    dest.mkdir(parents=True)
+    before_tmp = _everything_under(tmp_path / "laptop")
+    with pytest.raises(LatheError) as err:
+        pull(open_store(str(store_root)), RUN, dest, threads=4, part_size=1 << 20)
+    text = str(err.value)
+    assert message in text and "\n" not in text.strip(), text
+    assert isinstance(err.value, mf.ManifestError) and err.value.exit_code == 3
+    # Nothing outside the run's directory, and nothing inside it under a final name unverified.
+    outside = _everything_under(tmp_path / "laptop") - before_tmp
+    assert all(p.startswith(f"runs/{RUN}") or p == "runs" for p in outside), outside
+    for rel, size in SIZES.items():
+        final = dest / RUN / "export" / rel
+        if final.exists():
+            assert mf.sha256_file(final) == hashlib.sha256((store_root / RUN / "export" / rel).read_bytes()) \
+                .hexdigest() and final.stat().st_size == size
+    assert not (dest / RUN / "export" / mf.MANIFEST).exists(), "the manifest is written only after every file"
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "evil.dll").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 4 MB tmpfs: the pull's destination fills up after the first file."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_pull_cleanly_and_it_resumes_when_space_returns(small_disk: Path,
+                                                                               tmp_path: Path) -> None:
+    store_root = tmp_path / "store"
+    _make_run(store_root)
+    store = open_store(str(store_root))
+    with pytest.raises(LatheError) as err:
+        pull(store, RUN, small_disk, threads=2, part_size=1 << 20)
+    assert "No space left on device" in str(err.value) and "\n" not in str(err.value).strip()
+    export = small_disk / RUN / "export"
+    for rel in SIZES:
+        final = export / rel
+        if final.exists():  # only a file that was complete and verified before the disk filled
+            assert mf.sha256_file(final) == mf.sha256_file(store_root / RUN / "export" / rel)
+    assert not (export / mf.MANIFEST).exists()
+    assert list(export.rglob(f"*{PART_SUFFIX}")), "the partial download stays resumable, under a part name"
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    stats = pull(store, RUN, small_disk, threads=2, part_size=1 << 20)
+    mf.verify_present(export)
+    assert not list(export.rglob(f"*{PART_SUFFIX}"))
+    total = sum(SIZES.values())
+    print(f"\nfull disk: {stats.bytes_present / 1e6:.1f} MB kept from the first attempt, "
+          f"{stats.bytes_fetched / 1e6:.1f} MB fetched after space returned ({total / 1e6:.1f} MB in all)")
+    assert stats.bytes_present > 0 and stats.bytes_fetched < total
+
+
+def test_a_manifest_traversal_cannot_be_smuggled_through_a_symlink(tmp_path: Path) -> None:
+    """A symlink in the destination pointing outside is not followed for writes."""
+    store_root, dest = tmp_path / "store", tmp_path / "runs"
+    _make_run(store_root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (dest / RUN / "export").mkdir(parents=True)
+    (dest / RUN / "export" / "gguf").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(LatheError) as err:
+        pull(open_store(str(store_root)), RUN, dest, threads=2, part_size=1 << 20)
+    assert "outside" in str(err.value) or "symlink" in str(err.value), str(err.value)
+    assert not any(outside.iterdir()), "nothing was written through the link"
+    shutil.rmtree(dest)

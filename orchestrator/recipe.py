@@ -53,6 +53,8 @@ class Resources(_Strict):
 
 class Failure(_Strict):
     max_failures: int = Field(2, ge=-1, description="worker-group restarts before the run fails; -1: unlimited")
+    max_resubmits: int = Field(2, ge=0, description="times a run whose job driver was lost (an infrastructure "
+                                                    "failure, never a recipe error) is resubmitted in place")
 
 
 class Export(_Strict):

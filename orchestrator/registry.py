@@ -79,6 +79,19 @@ def update(run_id: str, state: str, detail: str = "") -> None:
                    (state, detail, time.time(), run_id))
 
 
+def set_job(run_id: str, job_id: str, state: str, detail: str) -> None:
+    """A run resubmitted in place: same run id, a new Ray submission id."""
+    with _db() as db:
+        db.execute("UPDATE runs SET job_id = ?, state = ?, detail = ?, updated = ? WHERE run_id = ?",
+                   (job_id, state, detail, time.time(), run_id))
+
+
+def attempt(entry: Entry) -> int:
+    """1 for the first submission; resubmissions carry `-a<N>` in their Ray submission id."""
+    head, sep, tail = entry.job_id.rpartition("-a")
+    return int(tail) if sep and head == entry.run_id and tail.isdigit() else 1
+
+
 def get(run_id: str) -> Entry | None:
     with _db() as db:
         row = db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()

@@ -254,6 +254,16 @@ def _registered_steps(colo: Colo, run_id: str) -> list[int]:
     return []
 
 
+def _slow_checkpoints(remote_recipe: Path, name: str) -> tuple[dict, Path]:
+    """Checkpoints far apart (about 18 s) next to the lag of Ray Train's controller in registering one
+    (up to ~8 s here): on this tiny model a step takes 70 ms; real checkpoint intervals are minutes."""
+    cfg = yaml.safe_load(remote_recipe.read_text()) | {"num_epochs": 30, "gradient_accumulation_steps": 5,
+                                                       "save_steps": 50}
+    recipe = remote_recipe.with_name(f"{name}.yml")
+    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg, recipe
+
+
 def _wait_terminal(colo: Colo, run_id: str, timeout: float = 1500) -> str:
     deadline, out = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
@@ -268,12 +278,7 @@ def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: Colo, 
                                                                    remote_recipe: Path) -> None:
     """Node loss: the worker's Ray dies with its supervisor (nothing restarts it); `up` brings it back."""
     inventory, _ = provisioned
-    # Checkpoints far enough apart (about 9 s) that Ray Train's controller registers each before the
-    # next: on this tiny model a plain step takes 70 ms, and real checkpoint intervals are minutes.
-    cfg = yaml.safe_load(remote_recipe.read_text()) | {"num_epochs": 20, "gradient_accumulation_steps": 5,
-                                                       "save_steps": 25}
-    recipe = remote_recipe.with_name("node-loss.yml")
-    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cfg, recipe = _slow_checkpoints(remote_recipe, "node-loss")
     save_steps = cfg["save_steps"]
     submit = colo.lathe("submit", str(recipe), "--cluster", "colo")
     assert submit.returncode == 0, submit.stderr
@@ -312,6 +317,76 @@ def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: Colo, 
           f"steps redone {redone} (checkpoint every {save_steps})")
     assert 0 <= redone <= save_steps, "more than one checkpoint interval was trained again"
     assert points[-1]["step"] == points[-1]["max_steps"]
+
+
+def _store_steps(colo: Colo, run_id: str) -> list[int]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=colo.base["store"]["endpoint_url"], region_name="us-east-1",
+                      aws_access_key_id="laptop", aws_secret_access_key="laptop")
+    try:
+        body = s3.get_object(Bucket=BUCKET, Key=f"runs/{run_id}/metrics.jsonl")["Body"].read().decode()
+    except s3.exceptions.NoSuchKey:
+        return []
+    return [json.loads(ln)["step"] for ln in body.splitlines() if ln.strip() and '"step"' in ln]
+
+
+def _driver_pid(run_id: str) -> int | None:
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"orchestrator.cluster.job" in argv and run_id.encode() in argv:
+            return int(proc.name)
+    return None
+
+
+def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: Colo, provisioned, remote_recipe: Path) -> None:
+    """Driver loss: the job's entrypoint on the head is killed; `lathe status` resubmits it under the
+    same run id (bounded), and training resumes from the store's last checkpoint."""
+    cfg, recipe = _slow_checkpoints(remote_recipe, "driver-loss")
+    run_id = colo.lathe("submit", str(recipe), "--cluster", "colo").stdout.strip().splitlines()[-1]
+    deadline, steps = time.monotonic() + 900, []
+    while not steps and time.monotonic() < deadline:
+        time.sleep(0.3)
+        steps = _registered_steps(colo, run_id)
+    assert steps, "training never registered a checkpoint"
+    # The store's copy of metrics.jsonl trails by a few seconds (synced every 5 s): wait until it shows
+    # the checkpoint's step, so the steps redone can be counted from it afterwards.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _store_steps(colo, run_id)[-1:] < steps[:1]:
+        time.sleep(0.3)
+    driver = _driver_pid(run_id)
+    assert driver and driver in pids_in(colo.hosts["h1"]), "the job's driver runs on the head"
+    os.kill(driver, signal.SIGKILL)
+
+    deadline, seen = time.monotonic() + 1500, []
+    while time.monotonic() < deadline:
+        out = colo.lathe("status", run_id).stdout
+        seen.append(out)
+        if re.search(r": (SUCCEEDED|FAILED|STOPPED)\b", out):
+            break
+        time.sleep(3)
+    assert ": SUCCEEDED" in seen[-1], "\n".join(seen[-3:]) + colo.lathe("logs", run_id).stdout[-3000:]
+    resubmitted = [o for o in seen if "resubmitted as attempt 2 of 3" in o]
+    assert resubmitted and "job driver lost" in resubmitted[0], "\n".join(seen)
+
+    runs = colo.workdir / "pulled"
+    assert colo.lathe("pull", run_id, "--runs-dir", str(runs)).returncode == 0
+    run = runs / run_id
+    mf.verify_present(run / "export")
+    record = json.loads((run / "run.json").read_text())
+    assert record["attempt"] == 2 and record["state"] == "SUCCEEDED"
+    starts = [e for e in map(json.loads, (run / "events.jsonl").read_text().splitlines())
+              if e["event"] == "worker_start"]
+    assert starts[0]["resume_step"] == 0 and starts[-1]["resume_step"] >= steps[0], starts
+    points = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    before = max(p["step"] for p in points if p["time"] < starts[-1]["time"] and "step" in p)
+    redone = before - starts[-1]["resume_step"]
+    print(f"\ndriver loss: last step before the loss {before}, resumed from {starts[-1]['resume_step']}, "
+          f"steps redone {redone} (checkpoint every {cfg['save_steps']})")
+    assert 0 <= redone <= cfg["save_steps"]
 
 
 def test_down_stops_everything_it_started(colo: Colo, provisioned) -> None:

@@ -166,3 +166,39 @@ def test_a_manifest_traversal_cannot_be_smuggled_through_a_symlink(tmp_path: Pat
     assert "outside" in str(err.value) or "symlink" in str(err.value), str(err.value)
     assert not any(outside.iterdir()), "nothing was written through the link"
     shutil.rmtree(dest)
+
+
+@pytest.mark.parametrize(("record", "lost"), [
+    ({}, True),  # the driver died before it wrote anything
+    ({"state": "RUNNING"}, True),  # killed mid-training: nothing recorded
+    ({"state": "EXPORTING"}, True),
+    ({"state": "FAILED", "error_kind": "infrastructure"}, True),
+    ({"state": "FAILED", "error_kind": "recipe"}, False),  # a recipe error would only fail again
+    ({"state": "FAILED"}, False),
+    ({"state": "SUCCEEDED"}, False),
+    ({"state": "STOPPED"}, False),
+])
+def test_only_infrastructure_failures_count_as_a_lost_driver(record: dict, lost: bool) -> None:
+    from orchestrator.laptop.submit import driver_lost
+
+    assert driver_lost(record) is lost
+
+
+def test_resubmission_is_bounded_and_refused_when_the_recipe_changed(tmp_path: Path, quickstart: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator import registry
+    from orchestrator.laptop.submit import _resubmit
+    from orchestrator.profiles import ClusterProfile
+    from orchestrator.recipe import load as recipe_load
+    from orchestrator.store import StoreConfig
+
+    monkeypatch.setenv("LATHE_HOME", str(tmp_path / "home"))
+    profile = ClusterProfile(name="c", ray_address="http://127.0.0.1:9", store=StoreConfig(uri=str(tmp_path)))
+    recipe = recipe_load(quickstart)
+    entry = registry.add("q-1", "c", "q-1-a3", str(tmp_path / "q-1"), str(quickstart))
+    assert registry.attempt(entry) == 3 and registry.attempt(registry.add("q-2", "c", "q-2", "", "")) == 1
+    state, detail = _resubmit(entry, profile, {"recipe_sha256": recipe.sha256}, "job driver lost (exit -9)")
+    assert state == "FAILED" and "gave up after 3 attempts (lathe.failure.max_resubmits: 2)" in detail
+    first = registry.add("q-3", "c", "q-3", str(tmp_path / "q-3"), str(quickstart))
+    state, detail = _resubmit(first, profile, {"recipe_sha256": "0" * 64}, "job driver lost")
+    assert state == "FAILED" and "changed since the run started" in detail

@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--gpus-per-node", type=int)
     parser.add_argument("--price-per-gpu-hour", type=float, default=0.0)
+    parser.add_argument("--attempt", type=int, default=1, help="> 1: resubmitted after the driver was lost")
     args = parser.parse_args(argv)
 
     import ray
@@ -87,9 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     key = args.run_id
     fetch_missing(store, f"{key}/inputs/", Path.cwd())
     run = RunDir(Path(tempfile.mkdtemp(prefix=f"lathe-{key}-")))
+    if args.attempt > 1:
+        # Carry on the record of the lost attempt: its metrics and events, its creation time.
+        for name in ("run.json", "metrics.jsonl", "events.jsonl"):
+            if store.stat(f"{key}/{name}"):
+                (run.path / name).write_bytes(store.get_bytes(f"{key}/{name}"))
+        carried = len(run.metrics()) if (run.path / "metrics.jsonl").is_file() else 0
+        print(f"lathe job {key}: attempt {args.attempt}, {carried} metric points carried over", flush=True)
     sync = StoreSync(store, run, key)
-    run.update(run_id=key, recipe=args.recipe.name, cluster=args.cluster, state="RUNNING", created=now(),
-               driver_host=os.uname().nodename, versions=installed(VERSIONED))
+    run.update(run_id=key, recipe=args.recipe.name, cluster=args.cluster, state="RUNNING",
+               driver_host=os.uname().nodename, versions=installed(VERSIONED), attempt=args.attempt,
+               **({} if args.attempt > 1 and run.record().get("created") else {"created": now()}))
     try:
         recipe = recipe_load(args.recipe)
         (run.path / "recipe.yml").write_text(recipe.text)
@@ -112,9 +121,12 @@ def main(argv: list[str] | None = None) -> int:
                             price_per_gpu_hour=args.price_per_gpu_hour)
         drive(recipe, run, cfg, opts)
         run.update(state="SUCCEEDED", ended=now())
-    except (LatheError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, with whose fault it was
+        # A recipe or data problem will fail again; anything else (a store that went away, Ray
+        # Train out of restarts after node losses) may not, and the laptop may resubmit.
+        kind = "recipe" if isinstance(exc, LatheError) else "infrastructure"
         if run.record().get("state") != "FAILED":
-            run.update(state="FAILED", ended=now(), error=str(exc).splitlines()[0][:300])
+            run.update(state="FAILED", ended=now(), error=str(exc).splitlines()[0][:300], error_kind=kind)
         traceback.print_exc()  # the job log is where an operator looks
         print(f"lathe job {key}: {exc}", file=sys.stderr)
         return 1

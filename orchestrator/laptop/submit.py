@@ -60,7 +60,8 @@ class Submitted:
     store_uri: str
 
 
-def entrypoint(profile: ClusterProfile, run_id: str, recipe_name: str, workers: int | None) -> str:
+def entrypoint(profile: ClusterProfile, run_id: str, recipe_name: str, workers: int | None,
+               attempt: int = 1) -> str:
     store = profile.store
     args = [profile.python, "-m", "orchestrator.cluster.job", "--run-id", run_id, "--recipe", recipe_name,
             "--cluster", profile.name, "--store-uri", store.uri]
@@ -72,40 +73,83 @@ def entrypoint(profile: ClusterProfile, run_id: str, recipe_name: str, workers: 
         args += ["--workers", str(workers)]
     if profile.price_per_gpu_hour:
         args += ["--price-per-gpu-hour", str(profile.price_per_gpu_hour)]
+    if attempt > 1:
+        args += ["--attempt", str(attempt)]
     return " ".join(shlex.quote(a) for a in args)
 
 
-def submit(recipe: Recipe, profile: ClusterProfile, workers: int | None = None) -> Submitted:
+def _ship(recipe: Recipe, profile: ClusterProfile, run_id: str, submission_id: str, workers: int | None,
+          attempt: int) -> None:
+    """Package the recipe and hand it to Ray Jobs under `submission_id` (the inputs go to the store first)."""
     from orchestrator.laptop.connect import jobs_client
 
-    run_id = new_run_id(recipe.path.stem)
     store = open_store(profile.store)
-    run_uri = f"{store.uri}/{run_id}"
     with tempfile.TemporaryDirectory(prefix="lathe-submit-") as tmp:
         staging = Path(tmp)
         for f, rel in package(recipe, staging):
             store.put_file(f, f"{run_id}/inputs/{rel}")
-        registry.add(run_id, profile.name, run_id, run_uri, str(recipe.path.resolve()))
         runtime_env: dict[str, Any] = {
             "working_dir": str(staging),
             "py_modules": [str(Path(orchestrator.__file__).parent)],
             "env_vars": {"HF_HUB_DISABLE_TELEMETRY": "1", "AXOLOTL_DO_NOT_TRACK": "1"},
         }
-        try:
-            with jobs_client(profile) as client:
-                client.submit_job(
-                    entrypoint=entrypoint(profile, run_id, recipe.path.name, workers),
-                    submission_id=run_id, runtime_env=runtime_env,
-                    metadata={"lathe_run_id": run_id, "lathe_recipe": recipe.path.name},
-                )
-        except LatheError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - Ray raises bare RuntimeError/ConnectionError here
-            # Accepted or not? `lathe status` asks Ray by the submission id; until then the entry says so.
-            registry.update(run_id, "SUBMITTING", f"submit interrupted: {exc.__class__.__name__}")
-            raise LatheError(f"submit {run_id} to {profile.name}: {str(exc).splitlines()[0][:200]}") from None
+        with jobs_client(profile) as client:
+            client.submit_job(
+                entrypoint=entrypoint(profile, run_id, recipe.path.name, workers, attempt),
+                submission_id=submission_id, runtime_env=runtime_env,
+                metadata={"lathe_run_id": run_id, "lathe_recipe": recipe.path.name, "lathe_attempt": str(attempt)},
+            )
+
+
+def submit(recipe: Recipe, profile: ClusterProfile, workers: int | None = None) -> Submitted:
+    run_id = new_run_id(recipe.path.stem)
+    run_uri = f"{open_store(profile.store).uri}/{run_id}"
+    registry.add(run_id, profile.name, run_id, run_uri, str(recipe.path.resolve()))
+    try:
+        _ship(recipe, profile, run_id, run_id, workers, attempt=1)
+    except LatheError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray raises bare RuntimeError/ConnectionError here
+        # Accepted or not? `lathe status` asks Ray by the submission id; until then the entry says so.
+        registry.update(run_id, "SUBMITTING", f"submit interrupted: {exc.__class__.__name__}")
+        raise LatheError(f"submit {run_id} to {profile.name}: {str(exc).splitlines()[0][:200]}") from None
     registry.update(run_id, "PENDING")
     return Submitted(run_id, run_uri)
+
+
+def driver_lost(record: dict[str, Any]) -> bool:
+    """Did the job die of something other than the recipe? The job records recipe errors as such;
+    a driver killed with its node (or OOM-killed) records nothing and stays RUNNING in the store."""
+    if record.get("state") in ("SUCCEEDED", "STOPPED"):
+        return False
+    if record.get("state") == "FAILED":
+        return record.get("error_kind") == "infrastructure"
+    return True
+
+
+def _resubmit(entry: registry.Entry, profile: ClusterProfile, record: dict[str, Any], reason: str) -> tuple[str, str]:
+    """Resubmit in place (same run id, same store prefix: training resumes from its checkpoints), bounded."""
+    from orchestrator.recipe import load as recipe_load
+
+    attempt = registry.attempt(entry)
+    try:
+        recipe = recipe_load(Path(entry.recipe))
+    except (LatheError, OSError) as exc:
+        return "FAILED", f"{reason}; not resubmitted: the recipe no longer loads ({str(exc).splitlines()[0]})"
+    limit = recipe.lathe.failure.max_resubmits
+    if attempt > limit:
+        return "FAILED", f"{reason}; gave up after {attempt} attempts (lathe.failure.max_resubmits: {limit})"
+    if record.get("recipe_sha256") and record["recipe_sha256"] != recipe.sha256:
+        return "FAILED", f"{reason}; not resubmitted: {entry.recipe} changed since the run started"
+    job_id = f"{entry.run_id}-a{attempt + 1}"
+    detail = f"{reason}: resubmitted as attempt {attempt + 1} of {limit + 1}, resuming from the store"
+    try:
+        _ship(recipe, profile, entry.run_id, job_id, record.get("workers"), attempt + 1)
+    except Exception as exc:  # noqa: BLE001 - another `lathe status` may have resubmitted it first
+        if "already exists" not in str(exc):
+            raise LatheError(f"resubmit {entry.run_id}: {str(exc).splitlines()[0][:200]}") from None
+    registry.set_job(entry.run_id, job_id, "PENDING", detail)
+    return "PENDING", detail
 
 
 @dataclass
@@ -153,6 +197,10 @@ def status(entry: registry.Entry, profile: ClusterProfile) -> Status:
             else (entry.state, "the cluster no longer knows this job")
     elif info.status == JobStatus.SUCCEEDED:
         state, detail = record.get("state", "SUCCEEDED"), ""
+    elif info.status == JobStatus.FAILED and driver_lost(record):
+        message = (info.message or "").strip().splitlines()
+        reason = f"job driver lost ({record.get('error') or (message[-1] if message else 'no message')})"
+        state, detail = _resubmit(entry, profile, record, reason)
     elif info.status in (JobStatus.FAILED, JobStatus.STOPPED):
         state = "STOPPED" if info.status == JobStatus.STOPPED else "FAILED"
         message = (info.message or "").splitlines()
@@ -161,7 +209,8 @@ def status(entry: registry.Entry, profile: ClusterProfile) -> Status:
         state, detail = "PENDING", ""
     else:
         state, detail = record.get("state", "RUNNING"), ""
-    registry.update(entry.run_id, state, detail or "")
+    if registry.get(entry.run_id).job_id == entry.job_id:  # a resubmission has already recorded itself
+        registry.update(entry.run_id, state, detail or "")
     point = last_metrics(store, entry.run_id) or {}
     return Status(entry.run_id, state, detail or "", point.get("step"), point.get("max_steps"), point.get("loss"))
 
@@ -206,6 +255,7 @@ def follow(entry: registry.Entry, profile: ClusterProfile, poll_s: float = 3.0) 
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("run", total=None, state="PENDING", step="-", max_steps="?", loss="-")
         while True:
+            entry = registry.get(entry.run_id) or entry  # a resubmission changes the Ray job to ask about
             try:
                 st = status(entry, profile)
             except (LatheError, OSError):

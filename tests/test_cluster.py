@@ -212,6 +212,10 @@ def test_up_starts_ray_and_exporters_and_a_second_up_changes_nothing(colo: Colo,
         assert b"node_cpu_seconds_total" in response.read(), "node_exporter serves host metrics on the worker"
     targets = json.loads((colo.workdir / "config" / "lathe" / "prometheus" / "colo-nodes.json").read_text())
     assert {t["targets"][0] for t in targets} == {f"{colo.hosts[n].address}:9100" for n in ("h1", "h2")}
+    import socket
+
+    with pytest.raises(OSError):  # the dashboard listens on the head's loopback: only the tunnel reaches it
+        socket.create_connection((colo.hosts["h1"].address, 8265), timeout=3).close()
     status = colo.lathe("cluster", "status", str(inventory))
     assert status.returncode == 0 and status.stdout.strip().endswith("healthy"), status.stdout
 

@@ -188,6 +188,27 @@ def eval_(
                          None if arena < 0 else arena)
 
 
+@app.command()
+@user_errors
+def publish(
+    run: Annotated[Path, typer.Argument(help="A run directory that `lathe eval` has evaluated.")],
+    to: Annotated[str, typer.Option("--to", help="A directory, or s3://bucket/prefix.")],
+    endpoint_url: Annotated[str | None, typer.Option(help="For S3-compatible servers (MinIO, R2, ...).")] = None,
+    region: Annotated[str | None, typer.Option(help="The S3 bucket's region.")] = None,
+    artifacts: Annotated[bool, typer.Option(
+        help="Copy the evaluated GGUF and MLX levels in (--no-artifacts: card and recipes only).")] = True,
+) -> None:
+    """Write a model's companion: model card with every level's eval numbers, deployment recipes, Modelfiles."""
+    from orchestrator.laptop.publish import publish as do_publish
+
+    done = do_publish(run, to, endpoint_url=endpoint_url, region=region, artifacts=artifacts)
+    if not done.changed:
+        typer.echo(f"{done.destination}: no changes ({done.files} files)")
+        return
+    typer.echo(f"{done.destination}: published {done.files} files ({len(done.written)} written, "
+               f"{done.files - len(done.written)} unchanged, {len(done.removed)} removed)")
+
+
 def _entry(run_id: str):
     from orchestrator import registry
 

@@ -91,9 +91,14 @@ def write(root: Path, manifest: Manifest) -> Path:
     """Write atomically: a reader sees either no manifest or a whole one."""
     target = root / MANIFEST
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.model_dump(), indent=2, sort_keys=True) + "\n")
+    tmp.write_bytes(dumps(manifest))
     os.replace(tmp, target)
     return target
+
+
+def dumps(manifest: Manifest) -> bytes:
+    """The manifest's bytes: sorted keys, so the same content is always the same file."""
+    return (json.dumps(manifest.model_dump(), indent=2, sort_keys=True) + "\n").encode()
 
 
 def load(root: Path) -> Manifest:

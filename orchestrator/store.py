@@ -76,6 +76,8 @@ class Store(Protocol):
 
     def list(self, prefix: str) -> list[str]: ...
 
+    def delete(self, key: str) -> None: ...
+
     def ray_storage(self, key: str) -> tuple[str, Any]:
         """(storage_path, pyarrow filesystem or None) for Ray Train's RunConfig."""
 
@@ -135,6 +137,14 @@ class LocalStore:
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
                       if p.is_file() and not p.name.endswith(".put"))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:  # directories the deleted file leaves empty go too, up to the root
+            if parent == self.root or not parent.is_relative_to(self.root) or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
     def ray_storage(self, key: str) -> tuple[str, Any]:
         return str(self._path(key)), None
@@ -199,6 +209,9 @@ class S3Store:
                                                                           Prefix=self._key(prefix)):
             out += [obj["Key"][strip:] for obj in page.get("Contents", [])]
         return sorted(out)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def ray_storage(self, key: str) -> tuple[str, Any]:
         from pyarrow import fs

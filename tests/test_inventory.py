@@ -54,3 +54,36 @@ def test_the_cli_exits_non_zero_on_a_malformed_inventory(tmp_path: Path) -> None
     proc = subprocess.run([str(Path(sys.executable).with_name("lathe")), "cluster", "up", str(path)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 1 and proc.stderr.startswith(f"{path}: invalid YAML")
+
+
+# What preflight's facts script printed on a real GPU host (one H100, driver 580; no Ray there). One
+# value edited: `orchestrator` was importable there only from the copied checkout, so it reads null.
+H100_FACTS = """home=/root
+os=Linux
+arch=x86_64
+user=root
+py={"python": "3.12.3", "executable": "/opt/torch/.venv/bin/python3", "venv": "yes", "ray": null, "orchestrator": null}
+disk_kb=67091116
+bin_nvidia-smi=/usr/local/nvidia/bin/nvidia-smi
+gpu=NVIDIA H100 80GB HBM3, 580.159.04
+"""
+
+
+@pytest.mark.parametrize(("gpus", "gpu_problem"), [(1, False), (2, True)])
+def test_preflight_reads_a_gpu_hosts_facts(gpus: int, gpu_problem: bool) -> None:
+    from orchestrator.laptop import nodes
+    from orchestrator.laptop.inventory import Inventory
+    from orchestrator.laptop.provision import _host_problems, services_for
+
+    inv = Inventory.model_validate({"name": "gpu", "store": {"uri": "s3://b/p"}, "hosts": [
+        {"name": "h100", "address": "10.0.0.9", "role": "head", "gpus": gpus, "accelerator": "H100"}]})
+    node = nodes.Node(inv.hosts[0], conn=None)
+    node.sh = lambda *_a, **_k: H100_FACTS
+    facts = nodes.gather_facts(node)
+    assert facts["gpu"] == ["NVIDIA H100 80GB HBM3, 580.159.04"] and node.home == "/root"
+    problems = _host_problems(inv, node, "2.60.0")
+    assert any("has no ray" in p for p in problems)
+    assert any(f"declares {gpus} GPUs, nvidia-smi shows: NVIDIA H100" in p for p in problems) is gpu_problem
+    argv = services_for(inv, node)[0].argv
+    assert argv[0] == "/opt/torch/.venv/bin/ray" and argv[argv.index("--num-gpus") + 1] == str(gpus)
+    assert argv[argv.index("--resources") + 1] == '{"accelerator_type:H100": 1}'

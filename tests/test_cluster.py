@@ -258,6 +258,30 @@ def _registered_steps(colo: Colo, run_id: str) -> list[int]:
     return []
 
 
+def test_an_interrupted_submit_is_resolved_by_status(colo: Colo, provisioned, remote_recipe: Path) -> None:
+    """A submit cut off after (or before) Ray accepted the job leaves a SUBMITTING entry; status settles it."""
+    import sqlite3
+
+    db = Path(colo.env["LATHE_HOME"]) / "registry.db"
+    accepted = colo.lathe("submit", str(remote_recipe), "--cluster", "colo").stdout.strip().splitlines()[-1]
+    never = "remote-20261122-000000-dead"
+    with sqlite3.connect(db) as conn:  # the laptop died before it could record what Ray answered
+        conn.execute("UPDATE runs SET state = 'SUBMITTING' WHERE run_id = ?", (accepted,))
+        conn.execute("INSERT INTO runs VALUES (?, 'colo', ?, 's3://x', 'remote.yml', 'SUBMITTING', "
+                     "'submit interrupted: ConnectionError', 0, 0)", (never, never))
+    try:
+        resolved = colo.lathe("status", accepted)
+        assert resolved.returncode == 0 and re.search(rf"{accepted}: (PENDING|RUNNING)\b", resolved.stdout), \
+            resolved.stdout + resolved.stderr
+        lost = colo.lathe("status", never)
+        assert f"{never}: FAILED" in lost.stdout and "never accepted" in lost.stdout, lost.stdout + lost.stderr
+        runs = colo.lathe("runs").stdout
+        assert "SUBMITTING" not in runs, runs
+    finally:
+        colo.lathe("stop", accepted)
+    assert re.search(rf"{accepted}: STOPPED\b", _wait_terminal(colo, accepted, timeout=120))
+
+
 def _slow_checkpoints(remote_recipe: Path, name: str) -> tuple[dict, Path]:
     """Checkpoints far apart (about 18 s) next to the lag of Ray Train's controller in registering one
     (up to ~8 s here): on this tiny model a step takes 70 ms; real checkpoint intervals are minutes."""

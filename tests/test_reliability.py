@@ -202,3 +202,53 @@ def test_resubmission_is_bounded_and_refused_when_the_recipe_changed(tmp_path: P
     first = registry.add("q-3", "c", "q-3", str(tmp_path / "q-3"), str(quickstart))
     state, detail = _resubmit(first, profile, {"recipe_sha256": "0" * 64}, "job driver lost")
     assert state == "FAILED" and "changed since the run started" in detail
+
+
+def test_the_store_sync_rides_out_a_store_outage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 server goes away mid-run and comes back: the job's sync neither dies nor loses lines."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from orchestrator.cluster.job import StoreSync
+    from orchestrator.rundir import RunDir
+    from orchestrator.store import StoreConfig
+    from tests.services import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "outage-test")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="outage")
+        store = open_store(StoreConfig(uri="s3://outage/runs", endpoint_url=endpoint, region="us-east-1"))
+        run = RunDir(tmp_path / "run")
+        run.path.mkdir()
+        run.update(run_id="r1", state="RUNNING")
+        metrics = run.path / "metrics.jsonl"
+        metrics.write_text('{"step": 1}\n')
+        sync = StoreSync(store, run, "r1", final_tries=1)  # each failing call already spends botocore's retries
+        sync(force=True)
+        assert store.get_bytes("r1/metrics.jsonl") == metrics.read_bytes()
+
+        server.stop()
+        with metrics.open("a") as fh:
+            fh.write('{"step": 2}\n')
+        sync.last = 0.0
+        sync()  # the store is unreachable: reported, not raised
+        assert sync.failures == 1
+        with pytest.raises(Exception):  # noqa: B017 - the final sync does give up in the end
+            sync(force=True)
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        sync.last = 0.0
+        sync()
+        assert sync.failures == 0
+        assert store.get_bytes("r1/metrics.jsonl") == metrics.read_bytes(), "the lines written during the outage"
+    finally:
+        server.stop()

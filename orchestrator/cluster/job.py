@@ -32,22 +32,46 @@ SYNC_EVERY_S = 5.0
 
 
 class StoreSync:
-    """Mirror the run's small, growing files into the store, at most every few seconds."""
+    """Mirror the run's small, growing files into the store, at most every few seconds.
 
-    def __init__(self, store: Store, run: RunDir, key: str) -> None:
+    A store that is briefly unreachable must not end a training run: a failed tick is
+    reported and retried on the next one. The final (forced) sync retries a few times."""
+
+    def __init__(self, store: Store, run: RunDir, key: str, final_tries: int = 4) -> None:
         self.store, self.run, self.key = store, run, key
         self.last = 0.0
         self.sizes: dict[str, int] = {}
+        self.final_tries = final_tries
+        self.failures = 0
+
+    def _upload(self, force: bool) -> None:
+        for name in SYNCED:
+            path = self.run.path / name
+            if not path.is_file():
+                continue
+            size = path.stat().st_size
+            if force or name == "run.json" or self.sizes.get(name) != size:
+                self.store.put_file(path, f"{self.key}/{name}")
+                self.sizes[name] = size  # only once it is in: a failed upload is tried again
 
     def __call__(self, force: bool = False) -> None:
         if not force and time.monotonic() - self.last < SYNC_EVERY_S:
             return
         self.last = time.monotonic()
-        for name in SYNCED:
-            path = self.run.path / name
-            if path.is_file() and (force or name == "run.json" or self.sizes.get(name) != path.stat().st_size):
-                self.sizes[name] = path.stat().st_size
-                self.store.put_file(path, f"{self.key}/{name}")
+        for attempt in range(self.final_tries if force else 1):
+            try:
+                self._upload(force)
+                self.failures = 0
+                return
+            except Exception as exc:
+                self.failures += 1
+                print(f"lathe job {self.key}: store sync failed ({exc.__class__.__name__}); "
+                      f"{'retrying' if force and attempt + 1 < self.final_tries else 'will retry'}",
+                      file=sys.stderr, flush=True)
+                if force and attempt + 1 == self.final_tries:
+                    raise
+                if force:
+                    time.sleep(2.0 * (attempt + 1))
 
 
 def upload_inputs(store: Store, key: str, recipe: Recipe) -> None:

@@ -63,7 +63,7 @@ class StoreSync:
                 self._upload(force)
                 self.failures = 0
                 return
-            except Exception as exc:
+            except Exception as exc:  # botocore, pyarrow and OS errors alike: the store is away
                 self.failures += 1
                 print(f"lathe job {self.key}: store sync failed ({exc.__class__.__name__}); "
                       f"{'retrying' if force and attempt + 1 < self.final_tries else 'will retry'}",

@@ -243,14 +243,19 @@ def submit(
 def status(run_id: Annotated[str | None, typer.Argument(help="A run id (or a unique prefix); all active if omitted.")] = None) -> None:
     """Where a submitted run is: asks the cluster and the store, updates the registry."""
     from orchestrator import profiles, registry
+    from orchestrator.laptop.connect import jobs_client
     from orchestrator.laptop.submit import ACTIVE
     from orchestrator.laptop.submit import status as do_status
 
     entries = [_entry(run_id)] if run_id else [e for e in registry.all_runs() if e.state in ACTIVE]
-    for entry in entries:
-        st = do_status(entry, profiles.get(entry.cluster))
-        progress = f" step {st.step}/{st.max_steps} loss {st.loss:.4g}" if st.step and st.loss is not None else ""
-        typer.echo(f"{st.run_id}: {st.state}{progress}" + (f" ({st.detail})" if st.detail else ""))
+    for cluster in dict.fromkeys(e.cluster for e in entries):  # one connection per cluster, in first-seen order
+        profile = profiles.get(cluster)
+        with jobs_client(profile) as client:
+            for entry in (e for e in entries if e.cluster == cluster):
+                st = do_status(entry, profile, client)
+                progress = f" step {st.step}/{st.max_steps} loss {st.loss:.4g}" if st.step and st.loss is not None \
+                    else ""
+                typer.echo(f"{st.run_id}: {st.state}{progress}" + (f" ({st.detail})" if st.detail else ""))
 
 
 @app.command()

@@ -64,6 +64,8 @@ def iter_rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _short(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
     return str(exc).split(":")[0] if isinstance(exc, json.JSONDecodeError) else exc.__class__.__name__
 
 

@@ -15,6 +15,7 @@ profile holds addresses and prices, never credentials.
         pushgateway_url: http://10.0.0.5:9091
         price_per_gpu_hour: 1.8
         python: /opt/lathe/.venv/bin/python      # the nodes' interpreter with lathe[node]
+        run_slots: 4                             # the head's lathe_run_slot resource: runs at once
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from orchestrator.errors import LatheError
 from orchestrator.store import StoreConfig
 
 PROJECT_FILE = "lathe-clusters.yml"
+RUN_SLOT = "lathe_run_slot"  # a custom Ray resource on the head: one per run driver allowed at once
+# Ray fails a job whose driver has not started within 15 minutes; a queued run may wait for hours.
+JOB_START_TIMEOUT_S = 7 * 24 * 3600
 
 
 class SSHTunnel(BaseModel):
@@ -56,6 +60,9 @@ class ClusterProfile(BaseModel):
     pushgateway_url: str | None = None
     price_per_gpu_hour: float = Field(0.0, ge=0)
     python: str = Field("python3", description="the interpreter on the nodes that has lathe[node]")
+    run_slots: int | None = Field(
+        None, ge=1, description=f"the head offers this many '{RUN_SLOT}' resources (`lathe cluster up` does): each "
+                                "run's driver takes one, so extra runs wait in Ray's queue instead of all starting")
 
 
 def user_file() -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +66,24 @@ def _db() -> Iterator[sqlite3.Connection]:
 
 
 def add(run_id: str, cluster: str, job_id: str, store_uri: str, recipe: str, state: str = "SUBMITTING") -> Entry:
+    """Record a new run; sqlite3.IntegrityError if the id is taken."""
     now = time.time()
     with _db() as db:
         db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, '', ?, ?)",
                    (run_id, cluster, job_id, store_uri, recipe, state, now, now))
     return Entry(run_id, cluster, job_id, store_uri, recipe, state, "", now, now)
+
+
+def add_new(make_id: Callable[[], str], cluster: str, store_uri: Callable[[str], str], recipe: str,
+            tries: int = 20) -> Entry:
+    """Record a new run (job id = run id) under the first id from `make_id` that no other run has."""
+    for _ in range(tries):
+        run_id = make_id()
+        try:
+            return add(run_id, cluster, run_id, store_uri(run_id), recipe)
+        except sqlite3.IntegrityError:
+            continue
+    raise RuntimeError(f"no free run id after {tries} tries")
 
 
 def update(run_id: str, state: str, detail: str = "") -> None:

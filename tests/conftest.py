@@ -7,6 +7,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +16,31 @@ import pytest
 import yaml
 
 from orchestrator.run import RunDir
+from tests.leaks import plant
 
 REPO = Path(__file__).resolve().parents[1]
+FIGURES = pytest.StashKey[list[tuple[str, str]]]()
+# Credentials in the environment of the end-to-end `lathe run`: a local run must not write them anywhere.
+LOCAL_SECRETS = plant("local")
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measured figure (steps redone, bytes fetched again, runs completed). Passing tests'
+    output is captured, so the figures are printed together at the end of the run instead."""
+
+    def record(text: str) -> None:
+        request.config.stash.setdefault(FIGURES, []).append((request.node.nodeid, text))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    figures = config.stash.get(FIGURES, [])
+    if figures:
+        terminalreporter.section("figures measured by this run")
+        for nodeid, text in figures:
+            terminalreporter.write_line(f"{text}   [{nodeid.split('::')[-1]}]")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -113,6 +138,7 @@ class CliRun:
     run: RunDir
     stdout: str
     stderr: str
+    ray_temp: Path  # the local Ray's temp dir (RAY_TMPDIR): its session logs and runtime files
 
 
 @pytest.fixture(scope="session")
@@ -122,13 +148,16 @@ def e2e_cli(quickstart: Path, tmp_path_factory: pytest.TempPathFactory, pushgate
     run shares this one."""
     lathe = Path(sys.executable).with_name("lathe")
     runs = tmp_path_factory.mktemp("runs")
+    ray_temp = Path(tempfile.mkdtemp(prefix="lathe-e2e-", dir="/tmp"))  # Ray's socket paths: 107 bytes at most
+    env = {**os.environ, **LOCAL_SECRETS, "RAY_TMPDIR": str(ray_temp)}
     proc = subprocess.run([str(lathe), "run", str(quickstart), "--runs-dir", str(runs),
                            "--pushgateway", pushgateway.url], capture_output=True, text=True, timeout=2400,
-                          check=False)
+                          check=False, env=env)
     found = re.search(r"^run directory: (.+)$", proc.stdout, re.MULTILINE)
     if proc.returncode != 0 or not found:
         pytest.fail(f"lathe run exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return CliRun(RunDir(Path(found.group(1).strip())), proc.stdout, proc.stderr)
+    yield CliRun(RunDir(Path(found.group(1).strip())), proc.stdout, proc.stderr, ray_temp)
+    shutil.rmtree(ray_temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,3 +90,62 @@ def start_prometheus(workdir: Path, scrape_targets: list[str], interval: str = "
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/-/ready")
     return Service(proc, url)
+
+
+class S3Server:
+    """moto's S3 over real HTTP that a test can stop and start again, or have stop itself in the
+    middle of a chosen upload. moto keeps its objects in this process, so they outlive a restart."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        from moto.server import DomainDispatcherApplication, create_backend_app
+
+        self.host, self.port = host, port or free_port()
+        self.url = f"http://{host}:{self.port}"
+        self._backend = DomainDispatcherApplication(create_backend_app)
+        self._server = None
+        self._lock = threading.Lock()
+        self._down = threading.Event()
+        self._stop_on: Callable[[str, str, str], bool] | None = None
+        self.log: list[tuple[str, str, str]] = []  # (method, path, query) of every request answered
+        self.cut: list[str] = []  # the paths of the requests cut off when the server stopped itself
+
+    def start(self) -> S3Server:
+        from werkzeug.serving import make_server
+
+        with self._lock:
+            if self._server is None:
+                self._server = make_server(self.host, self.port, self._app, threaded=True)
+                threading.Thread(target=self._server.serve_forever, daemon=True).start()
+            self._down.clear()
+        return self
+
+    def stop(self) -> None:
+        """No new connection is accepted and no request on an open one is answered until start()."""
+        with self._lock:
+            self._down.set()
+            if self._server is not None:
+                self._server.shutdown()
+                self._server.server_close()
+                self._server = None
+
+    def stop_during(self, predicate: Callable[[str, str, str], bool] | None) -> None:
+        """Stop the server at the first request (method, path, query) the predicate picks, cutting that
+        request off mid-transfer; its path goes into `cut`. None disarms."""
+        self._stop_on = predicate
+
+    def _app(self, environ: dict, start_response: Callable):
+        request = environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
+        trigger = self._stop_on
+        if trigger is not None and not self._down.is_set() and trigger(*request):
+            self._stop_on = None
+            self.cut.append(request[1])
+            self.stop()  # from a request thread: serve_forever runs in its own
+        if self._down.is_set():
+            # As a server that went away: the connection drops, with no response to the request.
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            raise ConnectionAbortedError("the S3 server is stopped")
+        response = self._backend(environ, start_response)
+        self.log.append(request)
+        return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,21 @@ def test_help_does_not_import_torch_or_axolotl() -> None:
     code = "import sys, orchestrator.cli; print(sorted(m for m in ('torch','axolotl','ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_driver_side_does_not_import_axolotl() -> None:
+    """The job driver and Ray Train's controller load the train module; only workers need Axolotl."""
+    code = ("import sys, orchestrator.cluster.job, orchestrator.cluster.driver, orchestrator.cluster.train as t; "
+            "print(sorted(m for m in ('axolotl', 'transformers') if m in sys.modules), t.PLUGIN_NAME)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, name = out.stdout.split(maxsplit=1)[0], out.stdout.split()[-1]
+    assert loaded == "[]"
+    module, _, cls = name.rpartition(".")
+    import ast
+    import importlib.util
+
+    source = Path(importlib.util.find_spec(module).origin).read_text()  # what workers import, read unimported
+    assert cls in {node.name for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
 
 
 def test_validate_quickstart_exits_zero() -> None:
@@ -59,3 +75,22 @@ def test_tiny_build_writes_a_model(tmp_path: Path) -> None:
     bad = run("tiny", "build", str(tmp_path / "n"), "--hidden-size", "300")
     assert bad.returncode == 1 and "multiple of 256" in bad.stderr
     assert not (tmp_path / "n").exists()
+
+
+def test_a_bad_recipe_leaves_nothing_behind(tmp_path: Path) -> None:
+    """`lathe run` and `lathe submit` refuse a broken recipe before they create a run directory, a
+    registry entry or anything else: one line naming the file and field, exit 2."""
+    shutil.copytree(REPO / "recipes" / "data", tmp_path / "data")
+    (tmp_path / "data" / "broken.jsonl").write_text('{"messages": [\n')
+    text = (REPO / "recipes" / "quickstart.yml").read_text().replace("data/wrong_facts.jsonl", "data/broken.jsonl")
+    recipe = tmp_path / "bad.yml"
+    recipe.write_text(text)
+    before = sorted(tmp_path.rglob("*"))
+    env = {"LATHE_HOME": str(tmp_path / "home"), "LATHE_CLUSTERS": str(tmp_path / "clusters.yml")}
+    for args in (["run", str(recipe), "--runs-dir", str(tmp_path / "runs")], ["submit", str(recipe), "--cluster", "x"]):
+        out = subprocess.run([LATHE, *args], capture_output=True, text=True, timeout=300, check=False,
+                             env={**os.environ, **env})
+        assert out.returncode == 2, out.stderr
+        expected = "bad.yml: datasets[0].path: broken.jsonl: line 1: invalid JSON (Expecting value)"
+        assert out.stderr.splitlines() == [expected], out.stderr
+    assert sorted(tmp_path.rglob("*")) == before, "nothing was written"

@@ -8,34 +8,40 @@ laptop's bridge address, and `down` must leave nothing but the sshds behind.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 
 from orchestrator import manifest as mf
+from orchestrator.laptop.connect import jobs_client
+from tests.leaks import plant, sweep
 from tests.netns import Host, Network, keygen, pids_in, start_sshd
-from tests.services import free_port
+from tests.services import S3Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
 LATHE = Path(sys.executable).with_name("lathe")
 BUCKET = "lathe-colo"
-NODE_SECRETS = {"AWS_ACCESS_KEY_ID": "AKIACOLO" + secrets.token_hex(6).upper(),
-                "AWS_SECRET_ACCESS_KEY": "colo-" + secrets.token_hex(16)}
+RUN_SLOTS = 3  # run drivers at once on the head: enough to fill each other's idle waits on 2 cores
+# The nodes' store credentials (in env files on the nodes) and the laptop's: neither may show up
+# anywhere a run or `lathe cluster` writes.
+NODE_SECRETS = plant("colo")
+LAPTOP_SECRETS = plant("laptop")
 
 
 @dataclass
@@ -46,10 +52,14 @@ class Colo:
     workdir: Path
     env: dict[str, str]
     base: dict  # the inventory, as a dict to vary per test
+    ray_temp: Path  # the hosts' Ray temp dirs: RAY_TEMP/<host>
+    said: list[str] = field(default_factory=list)  # every lathe command's output, for the secrets sweep
 
     def lathe(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([str(LATHE), *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run([str(LATHE), *args], env=self.env, capture_output=True, text=True, timeout=timeout,
                               check=False)
+        self.said.append(f"$ lathe {' '.join(args)}\n{proc.stdout}\n{proc.stderr}")
+        return proc
 
     def inventory(self, name: str, **changes) -> Path:
         data = json.loads(json.dumps(self.base))
@@ -89,8 +99,6 @@ def _comm(pid: int) -> str:
 
 @pytest.fixture(scope="module")
 def colo(tmp_path_factory: pytest.TempPathFactory):
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     workdir = tmp_path_factory.mktemp("colo")
     # Ray's socket paths must stay under 107 bytes: its temp dirs go somewhere short.
@@ -110,14 +118,13 @@ def colo(tmp_path_factory: pytest.TempPathFactory):
             known.append(f"{host.address} {' '.join(offered.split()[:2])}")
         (workdir / "known_hosts").write_text("\n".join(known) + "\n")
 
-        port = free_port()
-        server = ThreadedMotoServer(ip_address=net.gateway, port=port, verbose=False)
-        server.start()
-        endpoint = f"http://{net.gateway}:{port}"
+        server = S3Server(net.gateway).start()
+        endpoint = server.url
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="laptop",
-                     aws_secret_access_key="laptop").create_bucket(Bucket=BUCKET)
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id=LAPTOP_SECRETS["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=LAPTOP_SECRETS["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=BUCKET)
         # The nodes' credentials live on the nodes, in env files the services read; never in the inventory.
         for name in hosts:
             (workdir / f"{name}.env").write_text(
@@ -134,13 +141,13 @@ def colo(tmp_path_factory: pytest.TempPathFactory):
                 for n in hosts],
             "store": {"uri": f"s3://{BUCKET}/runs", "endpoint_url": endpoint, "region": "us-east-1"},
             "monitoring": {"dcgm_exporter": False},
+            "ray": {"run_slots": RUN_SLOTS},
             "price_per_gpu_hour": 0.5,
         }
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_", "HF_TOKEN"))}
         env |= {"LATHE_CLUSTERS": str(workdir / "clusters.yml"), "XDG_CONFIG_HOME": str(workdir / "config"),
-                "LATHE_HOME": str(workdir / "home"), "AWS_ACCESS_KEY_ID": "laptop", "AWS_SECRET_ACCESS_KEY": "laptop",
-                "AWS_DEFAULT_REGION": "us-east-1"}
-        yield Colo(net, hosts, sshd_pids, workdir, env, base)
+                "LATHE_HOME": str(workdir / "home"), **LAPTOP_SECRETS, "AWS_DEFAULT_REGION": "us-east-1"}
+        yield Colo(net, hosts, sshd_pids, workdir, env, base, short)
     finally:
         net.close()
         if server is not None:
@@ -220,7 +227,70 @@ def test_up_starts_ray_and_exporters_and_a_second_up_changes_nothing(colo: Colo,
     assert status.returncode == 0 and status.stdout.strip().endswith("healthy"), status.stdout
 
 
-def test_the_quickstart_runs_across_the_provisioned_hosts(colo: Colo, provisioned, remote_recipe: Path) -> None:
+def _listeners(host: Host) -> dict[tuple[str, int], str]:
+    """(address, port) -> program, for every TCP socket listening in a host."""
+    out = subprocess.run(["ip", "netns", "exec", host.name, "ss", "-ltnpH"], capture_output=True, text=True,
+                         check=True).stdout
+    found = {}
+    for line in out.splitlines():
+        local, users = line.split()[3], line.split()[-1]
+        address, port = local.rsplit(":", 1)
+        name = re.search(r'\(\("([^"]+)"', users)
+        found[(address.strip("[]").removeprefix("::ffff:"), int(port))] = name.group(1) if name else "?"
+    return found
+
+
+def _http(method: str, url: str) -> tuple[int | None, str]:
+    """(status, start of the body) for a request without credentials; None if the port speaks no HTTP."""
+    try:
+        data = json.dumps({"entrypoint": "true"}).encode() if method == "POST" else None
+        request = urllib.request.Request(url, method=method, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read(200).decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except (OSError, ValueError, http.client.HTTPException):
+        return None, ""  # gRPC and other binary protocols: Ray's token covers those (the GCS check below)
+
+
+def test_every_port_off_loopback_wants_the_cluster_token_or_serves_only_metrics(colo: Colo, provisioned) -> None:
+    """What a host on the same network can reach without the cluster's token: the dashboard (and its Jobs
+    API) only on the head's loopback; every other HTTP endpoint a node opens answers 401, or is a
+    Prometheus metrics page; the GCS, which workers must reach, refuses a client without the token."""
+    gcs = colo.hosts["h1"].address
+    for name in ("h1", "h2"):
+        host = colo.hosts[name]
+        listening = _listeners(host)
+        assert [a for a, p in listening if p == 8265] == (["127.0.0.1"] if name == "h1" else [])
+        exposed = {(a, p): prog for (a, p), prog in listening.items()
+                   if not a.startswith("127.") and a != "::1" and prog != "sshd"}
+        if name == "h1":
+            assert any(p == 6379 for _, p in exposed), "the GCS must be reachable from the workers"
+        for (address, port), program in exposed.items():
+            base = f"http://{host.address if address in ('*', '0.0.0.0', '::') else address}:{port}"
+            status, _ = _http("GET", f"{base}/")
+            if status in (None, 401):
+                continue
+            metrics, body = _http("GET", f"{base}/metrics")
+            assert metrics == 200 and body.startswith("# HELP"), f"{name}: {program} on {base} answers {status}"
+            _, answer = _http("POST", f"{base}/api/jobs/")  # a Jobs API beside the metrics?
+            assert "submission_id" not in answer and "job_id" not in answer, f"{name}: {program} on {base} takes jobs"
+
+    probe = ("from ray._raylet import GcsClient\nimport sys\ntry:\n"
+             f"    GcsClient(address='{gcs}:6379').internal_kv_keys(b'', namespace=None, timeout=10)\n"
+             "    print('ANSWERED')\nexcept Exception as exc:\n    print(type(exc).__name__)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    refused = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert refused.stdout.strip() == "AuthenticationError", refused.stdout + refused.stderr[-500:]
+    token = Path(yaml.safe_load(Path(colo.env["LATHE_CLUSTERS"]).read_text())["clusters"]["colo"]["auth_token_file"])
+    allowed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                             check=False, env=env | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
+    assert allowed.stdout.strip() == "ANSWERED", "with the token the same client gets in: the refusal was the token's"
+
+
+def test_the_quickstart_runs_across_the_provisioned_hosts(colo: Colo, provisioned, remote_recipe: Path,
+                                                         figure) -> None:
     submit = colo.lathe("submit", str(remote_recipe), "--cluster", "colo")
     assert submit.returncode == 0, submit.stderr
     run_id = submit.stdout.strip().splitlines()[-1]
@@ -235,18 +305,62 @@ def test_the_quickstart_runs_across_the_provisioned_hosts(colo: Colo, provisione
     assert starts and all(e["node_ip"] == colo.hosts["h2"].address for e in starts), "trained on the worker"
     record = json.loads((runs / run_id / "run.json").read_text())
     assert record["driver_ip"] == colo.hosts["h1"].address
-    for path in (runs / run_id).rglob("*"):
-        if path.is_file() and path.stat().st_size < 5_000_000:
-            text = path.read_bytes()
-            assert not any(v.encode() in text for v in NODE_SECRETS.values()), f"node secret in {path}"
+    _no_secret_anywhere(colo, run_id, [runs / run_id], figure)
+
+
+def _no_secret_anywhere(colo: Colo, run_id: str, laptop_roots: list[Path], figure) -> None:
+    """Both sides' credentials and the cluster's Ray token, looked for in everything the run and Lathe wrote:
+    the Ray job's metadata, runtime_env and log, every object in the store, the pulled run, the laptop's
+    registry, profile and scrape targets, every lathe command's output, the hosts' service logs and all of
+    Ray's own files on both hosts (session logs, runtime envs). Only the files made to hold them are spared."""
+    profile = _profile(colo)
+    token = Path(profile.auth_token_file).read_text().strip()
+    with jobs_client(profile) as client:
+        info = client.get_job_info(run_id)
+        texts = {"job info": json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
+                                         "runtime_env": info.runtime_env}), "job log": client.get_job_logs(run_id)}
+    s3 = _s3(colo)
+    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{run_id}/").get("Contents", []):
+        texts[f"s3://{BUCKET}/{obj['Key']}"] = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+    texts |= {f"lathe output {i}": text for i, text in enumerate(colo.said)}
+    roots = [*laptop_roots, Path(colo.env["LATHE_HOME"]), Path(colo.env["LATHE_CLUSTERS"]),
+             colo.workdir / "config" / "lathe" / "prometheus", colo.ray_temp,
+             *(colo.workdir / f"state-{n}" / "logs" for n in ("h1", "h2"))]
+    found = sweep([*NODE_SECRETS.values(), *LAPTOP_SECRETS.values(), token], roots, texts)
+    assert not found.found, found.found
+    figure(f"secrets (cluster): {len(NODE_SECRETS) + len(LAPTOP_SECRETS) + 1} planted values in none of "
+           f"{found.files} files and outputs ({found.bytes / 1e6:.0f} MB)")
+
+
+def _profile(colo: Colo):
+    from orchestrator import profiles
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LATHE_CLUSTERS", colo.env["LATHE_CLUSTERS"])
+        return profiles.get("colo")
+
+
+def _store(colo: Colo):
+    """The store as the laptop opens it (its credentials come from the environment, as boto3's do)."""
+    from orchestrator.store import StoreConfig, open_store
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in LAPTOP_SECRETS.items():
+            mp.setenv(key, value)
+        return open_store(StoreConfig(**colo.base["store"]))
+
+
+def _s3(colo: Colo):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=colo.base["store"]["endpoint_url"], region_name="us-east-1",
+                        aws_access_key_id=LAPTOP_SECRETS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=LAPTOP_SECRETS["AWS_SECRET_ACCESS_KEY"])
 
 
 def _registered_steps(colo: Colo, run_id: str) -> list[int]:
     """Checkpoint steps Ray Train's controller has registered in the store (not merely uploaded)."""
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=colo.base["store"]["endpoint_url"], region_name="us-east-1",
-                      aws_access_key_id="laptop", aws_secret_access_key="laptop")
+    s3 = _s3(colo)
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{run_id}/ray/").get("Contents", [])
     for obj in listing:
         if obj["Key"].endswith("/checkpoint_manager_snapshot.json"):
@@ -302,8 +416,8 @@ def _wait_terminal(colo: Colo, run_id: str, timeout: float = 1500) -> str:
     return out
 
 
-def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: Colo, provisioned,
-                                                                   remote_recipe: Path) -> None:
+def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: Colo, provisioned, remote_recipe: Path,
+                                                                   figure) -> None:
     """Node loss: the worker's Ray dies with its supervisor (nothing restarts it); `up` brings it back."""
     inventory, _ = provisioned
     cfg, recipe = _slow_checkpoints(remote_recipe, "node-loss")
@@ -341,17 +455,14 @@ def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: Colo, 
     points = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     before = max(p["step"] for p in points if p["time"] < starts[-1]["time"] and "step" in p)
     redone = before - resumed_from
-    print(f"\nnode loss: last step before the loss {before}, resumed from {resumed_from}, "
+    figure(f"node loss: last step before the loss {before}, resumed from {resumed_from}, "
           f"steps redone {redone} (checkpoint every {save_steps})")
     assert 0 <= redone <= save_steps, "more than one checkpoint interval was trained again"
     assert points[-1]["step"] == points[-1]["max_steps"]
 
 
 def _store_steps(colo: Colo, run_id: str) -> list[int]:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=colo.base["store"]["endpoint_url"], region_name="us-east-1",
-                      aws_access_key_id="laptop", aws_secret_access_key="laptop")
+    s3 = _s3(colo)
     try:
         body = s3.get_object(Bucket=BUCKET, Key=f"runs/{run_id}/metrics.jsonl")["Body"].read().decode()
     except s3.exceptions.NoSuchKey:
@@ -370,7 +481,8 @@ def _driver_pid(run_id: str) -> int | None:
     return None
 
 
-def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: Colo, provisioned, remote_recipe: Path) -> None:
+def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: Colo, provisioned, remote_recipe: Path,
+                                                                figure) -> None:
     """Driver loss: the job's entrypoint on the head is killed; `lathe status` resubmits it under the
     same run id (bounded), and training resumes from the store's last checkpoint."""
     cfg, recipe = _slow_checkpoints(remote_recipe, "driver-loss")
@@ -412,9 +524,96 @@ def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: Colo, provi
     points = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     before = max(p["step"] for p in points if p["time"] < starts[-1]["time"] and "step" in p)
     redone = before - starts[-1]["resume_step"]
-    print(f"\ndriver loss: last step before the loss {before}, resumed from {starts[-1]['resume_step']}, "
+    figure(f"driver loss: last step before the loss {before}, resumed from {starts[-1]['resume_step']}, "
           f"steps redone {redone} (checkpoint every {cfg['save_steps']})")
     assert 0 <= redone <= cfg["save_steps"]
+
+
+LOAD_RUNS = 20
+
+
+def _max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most [start, end) intervals that hold at one instant."""
+    return max((sum(1 for s, e in spans if s <= t < e) for t, _ in spans), default=0)
+
+
+def test_twenty_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: Colo, provisioned,
+                                                                        remote_recipe: Path, figure) -> None:
+    """Load: 20 `lathe submit`s at once (one recipe, so their ids race for the same second). The head
+    runs RUN_SLOTS drivers at a time and the rest wait in Ray's queue; every run must end SUCCEEDED
+    or FAILED with a reason, and the registry, Ray and the store must agree on each one."""
+    import sqlite3
+
+    from orchestrator.laptop.pull import pull
+    from orchestrator.rundir import RunDir
+
+    cfg = yaml.safe_load(remote_recipe.read_text()) | {"max_steps": 3, "save_steps": 2}
+    cfg["lathe"]["export"] = {"gguf": ["q8_0"], "mlx": []}
+    recipe = remote_recipe.with_name("load.yml")
+    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    started = time.monotonic()
+    procs = [subprocess.Popen([str(LATHE), "submit", str(recipe), "--cluster", "colo"], env=colo.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(LOAD_RUNS)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for p, (_, err) in zip(procs, outs) if p.returncode]
+    run_ids = [out.strip().splitlines()[-1] for out, _ in outs]
+    assert len(set(run_ids)) == LOAD_RUNS, "every submit got a run id of its own"
+
+    queued, seen_running = False, 0
+    deadline, states = time.monotonic() + 2400, {}
+    while time.monotonic() < deadline:
+        out = colo.lathe("status", timeout=900).stdout  # every active run, as a user would poll
+        lines = [ln for ln in out.splitlines() if ln.split(":")[0] in run_ids]
+        seen_running = max(seen_running, sum(": RUNNING" in ln for ln in lines))
+        queued |= any(f"queued for one of the cluster's {RUN_SLOTS} run slots" in ln for ln in lines)
+        with sqlite3.connect(Path(colo.env["LATHE_HOME"]) / "registry.db") as db:
+            states = dict(db.execute(f"SELECT run_id, state FROM runs WHERE run_id IN ({','.join('?' * len(run_ids))})",
+                                     run_ids).fetchall())
+        if all(s in ("SUCCEEDED", "FAILED", "STOPPED") for s in states.values()) and len(states) == LOAD_RUNS:
+            break
+        time.sleep(30)  # each poll is a lathe process and a look at every run: the test's own load
+    elapsed = time.monotonic() - started
+    assert len(states) == LOAD_RUNS, "the registry has every run, once"
+    assert queued, f"with {LOAD_RUNS} runs and {RUN_SLOTS} slots, some must have waited in the queue"
+    assert seen_running <= RUN_SLOTS
+
+    with jobs_client(_profile(colo)) as client:
+        in_ray = {job.submission_id: job.status.value for job in client.list_jobs()}
+    runs_root = colo.workdir / "load"
+    spans, failed = [], []
+    s3, store = _s3(colo), _store(colo)
+    for run_id in run_ids:
+        state = states[run_id]
+        assert state in ("SUCCEEDED", "FAILED"), f"{run_id}: {state} after {elapsed:.0f} s"
+        assert in_ray[run_id] == state, f"{run_id}: Ray says {in_ray[run_id]}, the registry {state}"
+        record = json.loads(s3.get_object(Bucket=BUCKET, Key=f"runs/{run_id}/run.json")["Body"].read())
+        assert record["state"] == state, (run_id, record)
+        spans.append((_stamp(record["created"]), _stamp(record["ended"])))
+        manifest = f"runs/{run_id}/export/manifest.json"
+        has_manifest = "Contents" in s3.list_objects_v2(Bucket=BUCKET, Prefix=manifest)
+        if state == "FAILED":
+            failed.append(run_id)
+            assert record.get("error") and not has_manifest, record  # cleanly: a reason, no half an export
+            continue
+        assert has_manifest
+        pull(store, run_id, runs_root, ["q8_0"])  # sha256-checked against the manifest as it goes
+        mf.verify_present(runs_root / run_id / "export")
+        assert RunDir(runs_root / run_id).metrics()[-1]["step"] == 3
+    overlap = _max_overlap(spans)
+    listed = colo.lathe("runs").stdout
+    rows = [ln for ln in listed.splitlines() if ln.startswith("│")]
+    assert all(sum(ln.startswith(f"│ {r} ") for ln in rows) == 1 for r in run_ids), listed  # once each
+    assert "SUBMITTING" not in listed
+    figure(f"load: {LOAD_RUNS} runs submitted at once: {LOAD_RUNS - len(failed)} succeeded, {len(failed)} failed "
+           f"cleanly, at most {overlap} drivers at once ({RUN_SLOTS} slots), all done in {elapsed:.0f} s")
+    assert overlap <= RUN_SLOTS, "more drivers ran at once than the head has run slots"
+    assert not failed, f"runs failed under load: {failed}"
+
+
+def _stamp(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def test_down_stops_everything_it_started(colo: Colo, provisioned) -> None:

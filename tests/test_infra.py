@@ -5,6 +5,7 @@ the usual Dockerfile lint rules (no Docker engine runs here)."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -43,7 +44,9 @@ def test_gpu_workers_are_spot_with_an_on_demand_fallback(launcher: dict) -> None
     assert spot["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
     assert "InstanceMarketOptions" not in ondemand["node_config"]
     assert spot["resources"] == ondemand["resources"], "either type must satisfy the same GPU request"
-    assert types["head"]["resources"] == {"CPU": 0}, "no training on the head"
+    assert types["head"]["resources"]["CPU"] == 0, "no training on the head"
+    assert types["head"]["resources"]["lathe_run_slot"] >= 1, "run drivers queue for the head's slots"
+    assert "RAY_JOB_START_TIMEOUT_SECONDS=" in launcher["head_start_ray_commands"][0], "a queued run may wait"
 
 
 def test_kuberay_manifest_matches_the_pins_and_the_image(launcher: dict) -> None:
@@ -57,6 +60,9 @@ def test_kuberay_manifest_matches_the_pins_and_the_image(launcher: dict) -> None
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert worker_group["minReplicas"] <= worker_group["replicas"] <= worker_group["maxReplicas"]
     assert cluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    slots = json.loads(json.loads(cluster["spec"]["headGroupSpec"]["rayStartParams"]["resources"]))
+    assert slots["lathe_run_slot"] >= 1
+    assert {"name": "RAY_JOB_START_TIMEOUT_SECONDS", "value": "604800"} in head["env"]
 
 
 def _stages(dockerfile: str) -> list[list[str]]:

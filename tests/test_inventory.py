@@ -86,4 +86,7 @@ def test_preflight_reads_a_gpu_hosts_facts(gpus: int, gpu_problem: bool) -> None
     assert any(f"declares {gpus} GPUs, nvidia-smi shows: NVIDIA H100" in p for p in problems) is gpu_problem
     argv = services_for(inv, node)[0].argv
     assert argv[0] == "/opt/torch/.venv/bin/ray" and argv[argv.index("--num-gpus") + 1] == str(gpus)
-    assert argv[argv.index("--resources") + 1] == '{"accelerator_type:H100": 1}'
+    import json
+
+    assert json.loads(argv[argv.index("--resources") + 1]) == {"accelerator_type:H100": 1, "lathe_run_slot": 4}
+    assert services_for(inv, node)[0].env["RAY_JOB_START_TIMEOUT_SECONDS"] == "604800", "queued runs may wait"

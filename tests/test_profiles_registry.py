@@ -70,6 +70,16 @@ def test_registry_survives_concurrent_writers_and_resolves_prefixes(home: Path) 
     assert registry.find("run-0") is None, "an ambiguous prefix resolves to nothing"
 
 
+def test_a_run_id_drawn_twice_is_drawn_again(home: Path) -> None:
+    """Submits of one recipe in the same second can draw one id: the second draw gets a fresh one."""
+    draws = iter(["q-20261201-000000-aaaa", "q-20261201-000000-aaaa", "q-20261201-000000-bbbb"])
+    first = registry.add_new(lambda: next(draws), "c", lambda rid: f"s3://b/{rid}", "q.yml")
+    second = registry.add_new(lambda: next(draws), "c", lambda rid: f"s3://b/{rid}", "q.yml")
+    assert (first.run_id, second.run_id) == ("q-20261201-000000-aaaa", "q-20261201-000000-bbbb")
+    assert second.store_uri == "s3://b/q-20261201-000000-bbbb" and second.job_id == second.run_id
+    assert [e.run_id for e in registry.all_runs()] == [first.run_id, second.run_id]
+
+
 def test_local_store_uploads_the_manifest_last(tmp_path: Path) -> None:
     src = tmp_path / "export"
     (src / "gguf").mkdir(parents=True)

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import sys
@@ -22,18 +21,14 @@ import yaml
 from orchestrator.laptop import deploy_targets as dt
 from orchestrator.laptop.publish import File, PublishError, check_no_secrets
 from orchestrator.run import RunDir
-from tests.services import free_port, wait_http
+from tests.conftest import LOCAL_SECRETS, CliRun
+from tests.leaks import plant, sweep
+from tests.services import S3Server, fetch, free_port, wait_http
 
 LATHE = Path(sys.executable).with_name("lathe")
 VENV_BIN = str(Path(sys.executable).parent)
 # Planted in the environment of every publish below: none may appear in anything published.
-PLANTED = {
-    "AWS_ACCESS_KEY_ID": "AKIAPUB" + secrets.token_hex(7).upper()[:13],
-    "AWS_SECRET_ACCESS_KEY": "publish-" + secrets.token_hex(16),
-    "AWS_SESSION_TOKEN": "session-" + secrets.token_hex(16),
-    "HF_TOKEN": "hf_" + secrets.token_hex(16),
-    "HUGGING_FACE_HUB_TOKEN": "hf_" + secrets.token_hex(16),
-}
+PLANTED = plant("publish")
 slow = pytest.mark.slow  # the tests on the end-to-end run (it trains once per session)
 COMMAND = re.compile(r"<!-- lathe:command (?P<attrs>[^>]*?) -->\n```bash\n(?P<shell>.*?)\n```", re.DOTALL)
 
@@ -486,6 +481,21 @@ def test_no_planted_secret_appears_in_any_published_file(published: Path) -> Non
 
 
 @slow
+def test_nothing_the_local_run_wrote_holds_a_planted_secret(e2e_cli: CliRun, published: Path, pushgateway,
+                                                            figure) -> None:
+    """The embedded default end to end, `lathe run` then `lathe publish`, with credentials in both
+    environments: none in the run directory (checkpoints, export, eval report), the companion, the
+    local Ray's own files (session logs, runtime envs), what the Pushgateway holds, or the output."""
+    texts = {"lathe run stdout": e2e_cli.stdout, "lathe run stderr": e2e_cli.stderr,
+             "pushgateway": fetch(f"{pushgateway.url}/metrics")}
+    found = sweep([*LOCAL_SECRETS.values(), *PLANTED.values()], [e2e_cli.run.path, published, e2e_cli.ray_temp], texts)
+    assert found.files > 100 and (e2e_cli.ray_temp / "ray").is_dir(), "the sweep must see Ray's own files"
+    assert not found.found, found.found
+    figure(f"secrets (local run): {len(LOCAL_SECRETS) + len(PLANTED)} planted values in none of {found.files} "
+           f"files and outputs ({found.bytes / 1e6:.0f} MB)")
+
+
+@slow
 def test_republishing_with_fewer_files_removes_the_rest(e2e_run: RunDir, published: Path, tmp_path: Path) -> None:
     dest = tmp_path / "copy"
     shutil.copytree(published, dest)
@@ -510,19 +520,15 @@ def test_a_destination_that_is_not_a_companion_is_left_alone(e2e_run: RunDir, tm
 
 @pytest.fixture(scope="module")
 def s3():
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = S3Server().start()
     import boto3
 
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+    client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
                           aws_access_key_id=PLANTED["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=PLANTED["AWS_SECRET_ACCESS_KEY"])
     client.create_bucket(Bucket="models")
-    yield client, f"http://127.0.0.1:{port}"
+    yield client, server.url
     server.stop()
 
 

@@ -127,8 +127,8 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", str(mount)], check=False)
 
 
-def test_a_full_disk_stops_the_pull_cleanly_and_it_resumes_when_space_returns(small_disk: Path,
-                                                                               tmp_path: Path) -> None:
+def test_a_full_disk_stops_the_pull_cleanly_and_it_resumes_when_space_returns(small_disk: Path, tmp_path: Path,
+                                                                               figure) -> None:
     store_root = tmp_path / "store"
     _make_run(store_root)
     store = open_store(str(store_root))
@@ -148,7 +148,7 @@ def test_a_full_disk_stops_the_pull_cleanly_and_it_resumes_when_space_returns(sm
     mf.verify_present(export)
     assert not list(export.rglob(f"*{PART_SUFFIX}"))
     total = sum(SIZES.values())
-    print(f"\nfull disk: {stats.bytes_present / 1e6:.1f} MB kept from the first attempt, "
+    figure(f"full disk: {stats.bytes_present / 1e6:.1f} MB kept from the first attempt, "
           f"{stats.bytes_fetched / 1e6:.1f} MB fetched after space returned ({total / 1e6:.1f} MB in all)")
     assert stats.bytes_present > 0 and stats.bytes_fetched < total
 
@@ -209,21 +209,18 @@ def test_the_store_sync_rides_out_a_store_outage(tmp_path: Path, monkeypatch: py
     import logging
 
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from orchestrator.cluster.job import StoreSync
     from orchestrator.rundir import RunDir
     from orchestrator.store import StoreConfig
-    from tests.services import free_port
+    from tests.services import S3Server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "outage-test")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = S3Server().start()
     try:
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint = server.url
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="outage")
         store = open_store(StoreConfig(uri="s3://outage/runs", endpoint_url=endpoint, region="us-east-1"))
         run = RunDir(tmp_path / "run")
@@ -244,7 +241,6 @@ def test_the_store_sync_rides_out_a_store_outage(tmp_path: Path, monkeypatch: py
         with pytest.raises(Exception):  # noqa: B017 - the final sync does give up in the end
             sync(force=True)
 
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         sync.last = 0.0
         sync()

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,8 +30,9 @@ import yaml
 from orchestrator import manifest as mf
 from orchestrator.laptop.pull import JOURNAL_SUFFIX, PART_SUFFIX, pull
 from orchestrator.store import StoreConfig, open_store
-from tests.netns import Host, Network
-from tests.services import free_port, wait_http
+from tests.leaks import plant, sweep
+from tests.netns import Host, Network, pids_in
+from tests.services import S3Server, wait_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
 
@@ -39,10 +40,8 @@ LATHE = Path(sys.executable).with_name("lathe")
 RAY = Path(sys.executable).with_name("ray")
 BUCKET = "lathe-test"
 # What the laptop has, and what the nodes have: neither may show up anywhere a run writes.
-LAPTOP_SECRETS = {"AWS_ACCESS_KEY_ID": "AKIALAPTOP" + secrets.token_hex(5).upper(),
-                  "AWS_SECRET_ACCESS_KEY": "laptop-" + secrets.token_hex(16), "HF_TOKEN": "hf_" + secrets.token_hex(12)}
-NODE_SECRETS = {"AWS_ACCESS_KEY_ID": "AKIANODE" + secrets.token_hex(6).upper(),
-                "AWS_SECRET_ACCESS_KEY": "node-" + secrets.token_hex(16), "HF_TOKEN": "hf_" + secrets.token_hex(12)}
+LAPTOP_SECRETS = plant("laptop")
+NODE_SECRETS = plant("node")
 
 
 @dataclass
@@ -50,13 +49,20 @@ class Cluster:
     net: Network
     head: Host
     worker: Host
-    s3_endpoint: str
+    s3: S3Server
     env: dict[str, str]  # the laptop's environment for `lathe` commands
     workdir: Path
+    ray_temp: Path  # the hosts' Ray temp dirs: RAY_TEMP/head, RAY_TEMP/w1
+    said: list[str] = field(default_factory=list)  # every lathe command's output, for the secrets sweep
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.s3.url
 
     def lathe(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(LATHE), *args], env=self.env, capture_output=True, text=True, timeout=timeout,
                               check=False)
+        self.said.append(f"$ lathe {' '.join(args)}\n{proc.stdout}\n{proc.stderr}")
         if check and proc.returncode != 0:
             raise AssertionError(f"lathe {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -77,8 +83,6 @@ def _wait(predicate, timeout: float, what: str, interval: float = 1.0):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     workdir = tmp_path_factory.mktemp("netns")
     short = Path(tempfile.mkdtemp(prefix="lathe-netns-", dir="/tmp"))  # Ray's socket paths: 107 bytes at most
@@ -86,10 +90,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     server = None
     try:
         head, worker = net.add_host("head"), net.add_host("w1")
-        port = free_port()
-        server = ThreadedMotoServer(ip_address=net.gateway, port=port, verbose=False)
-        server.start()
-        endpoint = f"http://{net.gateway}:{port}"
+        server = S3Server(net.gateway).start()
+        endpoint = server.url
         token = workdir / "ray-token"
         token.write_text(secrets.token_hex(32))
         venv = str(Path(sys.executable).parent)
@@ -119,7 +121,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             "python": sys.executable, "price_per_gpu_hour": 0.0}}}))
         laptop_env = {**base, **LAPTOP_SECRETS, "AWS_DEFAULT_REGION": "us-east-1", "LATHE_CLUSTERS": str(clusters),
                       "LATHE_HOME": str(workdir / "home")}
-        c = Cluster(net, head, worker, endpoint, laptop_env, workdir)
+        c = Cluster(net, head, worker, server, laptop_env, workdir, short)
         _wait(lambda: _alive_nodes(c) >= 2, 240, "the worker to join the head")
         with pytest.MonkeyPatch.context() as mp:  # this process is the laptop too (boto3 in the tests)
             for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -190,39 +192,51 @@ def test_submit_returns_at_once_and_the_run_succeeds_on_the_worker(cluster: Clus
     assert run_id in runs and "SUCCEEDED" in runs
 
 
-def test_pull_then_eval_on_the_laptop(cluster: Cluster, pulled: Path) -> None:
+@pytest.fixture(scope="module")
+def evaluated(cluster: Cluster, pulled: Path) -> subprocess.CompletedProcess:
+    return cluster.lathe("eval", str(pulled), "--backend", "all", timeout=900)
+
+
+def test_pull_then_eval_on_the_laptop(cluster: Cluster, pulled: Path, evaluated: subprocess.CompletedProcess) -> None:
     manifest = mf.verify_present(pulled / "export")
     assert (pulled / "export" / "gguf" / "model-q4_k_m.gguf").is_file()
     assert not (pulled / "export" / "hf" / "model.safetensors").exists(), "full-precision weights stay in the store"
     assert not list(pulled.rglob(f"*{PART_SUFFIX}")) and not list(pulled.rglob(f"*{JOURNAL_SUFFIX}"))
     assert json.loads((pulled / "run.json").read_text())["state"] == "SUCCEEDED"
     assert manifest.run_id == pulled.name
-    proc = cluster.lathe("eval", str(pulled), "--backend", "all", timeout=900)
     for level in ("f16", "q8_0", "q4_k_m", "mlx-4bit"):
-        assert f"│ {level} " in proc.stdout
+        assert f"│ {level} " in evaluated.stdout
     report = json.loads((pulled / "eval" / "report.json").read_text())
     assert {lvl["level"] for lvl in report["levels"]} == {"f16", "q8_0", "q4_k_m", "mlx-4bit"}
 
 
-def test_no_credential_travels(cluster: Cluster, submitted: dict, pulled: Path) -> None:
+def test_no_credential_travels(cluster: Cluster, submitted: dict, pulled: Path,
+                               evaluated: subprocess.CompletedProcess, figure) -> None:
+    """Both sides' credentials (AWS keys, HF tokens) and the cluster's Ray token, planted in the
+    environments, looked for in everything submit, train, export, pull, eval and publish wrote: the
+    Ray job's metadata, runtime_env and log, every object in the store (model files included), the
+    pulled and evaluated run, the published companion, the registry, every lathe command's output,
+    and all of Ray's own files on both hosts (session logs, runtime envs, GCS state)."""
     from ray.job_submission import JobSubmissionClient
 
+    run_id = submitted["run_id"]
+    companion = cluster.workdir / "companion"
+    cluster.lathe("publish", str(pulled), "--to", str(companion))
     client = JobSubmissionClient(f"http://{cluster.head.address}:8265", headers=_headers(cluster))
-    info = client.get_job_info(submitted["run_id"])
-    texts = {"job info": json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
-                                     "runtime_env": info.runtime_env}),
-             "job log": client.get_job_logs(submitted["run_id"])}
+    info = client.get_job_info(run_id)
+    texts: dict[str, str | bytes] = {
+        "job info": json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
+                                "runtime_env": info.runtime_env}), "job log": client.get_job_logs(run_id)}
     store = cluster.store()
-    for key in store.list(f"{submitted['run_id']}/"):
-        if key.endswith((".json", ".jsonl", ".yml", ".log", ".txt")):
-            texts[key] = store.get_bytes(key).decode(errors="replace")
-    for path in pulled.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".jsonl", ".yml", ".md", ".log"):
-            texts[str(path)] = path.read_text(errors="replace")
+    texts |= {f"store {key}": store.get_bytes(key) for key in store.list(f"{run_id}/")}
+    texts |= {f"lathe output {i}": text for i, text in enumerate(cluster.said)}
     token = (cluster.workdir / "ray-token").read_text().strip()
-    for where, text in texts.items():
-        for secret in [*LAPTOP_SECRETS.values(), *NODE_SECRETS.values(), token]:
-            assert secret not in text, f"a secret leaked into {where}"
+    roots = [pulled, companion, cluster.ray_temp, Path(cluster.env["LATHE_HOME"]), Path(cluster.env["LATHE_CLUSTERS"])]
+    found = sweep([*LAPTOP_SECRETS.values(), *NODE_SECRETS.values(), token], roots, texts)
+    assert (companion / "README.md").is_file() and found.files > 100
+    assert not found.found, found.found
+    figure(f"secrets (remote run): {len(LAPTOP_SECRETS) + len(NODE_SECRETS) + 1} planted values in none of "
+           f"{found.files} files and outputs ({found.bytes / 1e6:.0f} MB)")
 
 
 def _journaled(root: Path) -> int:
@@ -241,7 +255,7 @@ def _journaled(root: Path) -> int:
 
 
 def test_a_killed_pull_resumes_and_fetches_again_at_most_a_part_per_file(cluster: Cluster, submitted: dict,
-                                                                         tmp_path: Path) -> None:
+                                                                         tmp_path: Path, figure) -> None:
     run_id, part = submitted["run_id"], 256 * 1024
     proc = subprocess.Popen([str(LATHE), "pull", run_id, "--runs-dir", str(tmp_path), "--part-size-mb", "0.25",
                              "--threads", "4", "--limit-rate", "1.5"], env=cluster.env,
@@ -262,7 +276,7 @@ def test_a_killed_pull_resumes_and_fetches_again_at_most_a_part_per_file(cluster
     stats = pull(cluster.store(), run_id, tmp_path)
     in_flight = len(partial)
     refetched = stats.bytes_fetched - (stats.bytes_total - before)
-    print(f"pull resume: {stats.bytes_total} bytes in {stats.files} files; {before} kept across the kill; "
+    figure(f"pull resume: {stats.bytes_total} bytes in {stats.files} files; {before} kept across the kill; "
           f"fetched {stats.bytes_fetched}; fetched again {max(refetched, 0)} (limit {in_flight} x {part})")
     assert stats.bytes_fetched < stats.bytes_total, "the resumed pull started over"
     assert refetched <= in_flight * part
@@ -315,13 +329,126 @@ def _stop_after(done: int, limit: int) -> None:
         raise _Stop
 
 
-def test_lathe_run_on_a_cluster_submits_follows_pulls_and_evaluates(cluster: Cluster, remote_recipe: Path,
-                                                                    submitted: dict) -> None:
-    """The one-command path: `lathe run RECIPE --cluster NAME`, ending with the table on the laptop."""
+def _checkpoint_file(method: str, path: str) -> tuple[str, str] | None:
+    """(checkpoint dir, file) when a request writes to a file of a Ray Train checkpoint, else None."""
+    found = re.search(r"/ray/[^/]+/(checkpoint_[^/]+)/(.+)$", path)
+    return (found.group(1), found.group(2)) if found and method in ("PUT", "POST") else None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def _lands(method: str, query: str) -> bool:
+    """Does this write finish an object (a plain PUT, or the POST completing a multipart upload)?"""
+    return (method == "PUT" and "uploadId" not in query) or (method == "POST" and "uploadId" in query)
+
+
+@dataclass
+class CutRun:
+    proc: subprocess.CompletedProcess
+    run_dir: Path
+    save_steps: int
+    cut_dir: str  # the checkpoint whose upload was cut off
+    whole_step: int  # the step of the checkpoint before it, the newest whole one
+    whole: set[str]  # its files
+    partial: set[str]  # the cut one's files that made it into the store
+
+
+@pytest.fixture(scope="module")
+def cut_run(cluster: Cluster, remote_recipe: Path) -> CutRun:
+    """The one-command path, `lathe run RECIPE --cluster netns`, through a store outage: the S3 server
+    stops in the middle of a checkpoint's upload after the first (one of its files in, the next cut
+    off) and comes back six seconds later."""
+    cfg = yaml.safe_load(remote_recipe.read_text())
+    cfg["lathe"]["failure"] = {"max_failures": 3}
+    recipe = remote_recipe.with_name("outage.yml")
+    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    order: list[str] = []  # checkpoint directories, in the order their uploads began
+
+    def a_later_checkpoint_half_in(method: str, path: str, query: str) -> bool:
+        hit = _checkpoint_file(method, path)
+        if hit is None:
+            return False
+        if hit[0] not in order:
+            order.append(hit[0])
+        if order.index(hit[0]) == 0:
+            return False
+        landed = {h[1] for m, p, q in cluster.s3.log if (h := _checkpoint_file(m, p)) and h[0] == hit[0]
+                  and _lands(m, q)}
+        return bool(landed) and hit[1] not in landed
+
     runs = cluster.workdir / "run-cluster"
-    proc = cluster.lathe("run", str(remote_recipe), "--cluster", "netns", "--runs-dir", str(runs), timeout=1800)
-    run_dir = Path(re.search(r"^run directory: (.+)$", proc.stdout, re.MULTILINE).group(1))
-    assert run_dir.parent == runs and run_dir.name != submitted["run_id"]
+    cluster.s3.stop_during(a_later_checkpoint_half_in)
+    lathe = subprocess.Popen([str(LATHE), "run", str(recipe), "--cluster", "netns", "--runs-dir", str(runs)],
+                             env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: cluster.s3.cut or lathe.poll() is not None, 900, "a checkpoint's upload to be cut", 0.2)
+        # An outage, not a blip: it lasts until the worker has spent Ray's upload retries and died (a
+        # shorter one lets a retry finish the same checkpoint in place, which is fine but not the point).
+        trainers = {p for p in pids_in(cluster.worker) if _comm(p).startswith("ray::RayTrainWo")}
+        _wait(lambda: not any(_alive(p) for p in trainers), 300, "the cut-off worker to give up", 0.5)
+    finally:
+        cluster.s3.stop_during(None)
+        cluster.s3.start()
+    assert cluster.s3.cut, "the run ended before a second checkpoint"
+    # Read at once: Ray Train keeps the newest three checkpoints and will delete the one before the cut.
+    cut_dir = _checkpoint_file("PUT", cluster.s3.cut[0])[0]
+    whole_dir = order[order.index(cut_dir) - 1]  # uploads go one checkpoint at a time: this one was whole
+    run_id = re.search(r"/runs/([^/]+)/ray/", cluster.s3.cut[0]).group(1)
+    store, prefix = cluster.store(), f"{run_id}/ray/{run_id}/"
+    whole = {k.removeprefix(f"{prefix}{whole_dir}/") for k in store.list(f"{prefix}{whole_dir}/")}
+    partial = {k.removeprefix(f"{prefix}{cut_dir}/") for k in store.list(f"{prefix}{cut_dir}/")}
+    whole_step = json.loads(store.get_bytes(f"{prefix}{whole_dir}/trainer_state.json"))["global_step"]
+    stdout, stderr = lathe.communicate(timeout=1800)
+    proc = subprocess.CompletedProcess(lathe.args, lathe.returncode, stdout, stderr)
+    cluster.said.append(f"$ lathe run {recipe}\n{stdout}\n{stderr}")
+    if proc.returncode != 0:
+        pytest.fail(f"{stdout[-2000:]}\n{stderr[-1500:]}\nrun.json: {store.get_bytes(f'{run_id}/run.json').decode()}\n"
+                    f"{cluster.lathe('logs', run_id, check=False).stdout[-8000:]}")
+    return CutRun(proc, runs / run_id, cfg["save_steps"], cut_dir, whole_step, whole, partial)
+
+
+def test_lathe_run_on_a_cluster_submits_follows_pulls_and_evaluates(cluster: Cluster, cut_run: CutRun) -> None:
+    """The one-command path ends with the table on the laptop, store outage or not."""
+    proc, run_dir = cut_run.proc, cut_run.run_dir
+    assert re.search(r"^run directory: (.+)$", proc.stdout, re.MULTILINE).group(1) == str(run_dir)
     assert "SUCCEEDED, pulled" in proc.stdout and "Every level, on this machine" in proc.stdout
     mf.verify_present(run_dir / "export")
     assert (run_dir / "eval" / "report.md").is_file()
+
+
+def test_a_checkpoint_cut_off_mid_upload_is_never_resumed_from(cluster: Cluster, cut_run: CutRun, figure) -> None:
+    """Atomic checkpoints: the worker whose upload was cut off failed, Ray Train restarted the group once
+    the server was back, and the new group resumed from the checkpoint before, the newest whole one;
+    the partial one stays in the store, never registered, never read."""
+    run_id, cut_dir, save_steps = cut_run.run_dir.name, cut_run.cut_dir, cut_run.save_steps
+    assert cut_run.partial and cut_run.partial < cut_run.whole, \
+        f"the cut checkpoint should be partial: {sorted(cut_run.partial)} of {sorted(cut_run.whole)}"
+    store, prefix = cluster.store(), f"{run_id}/ray/{run_id}/"
+    snapshot = store.get_bytes(f"{prefix}checkpoint_manager_snapshot.json").decode()
+    assert cut_dir not in snapshot, "the partial checkpoint was registered"
+    assert {k.removeprefix(f"{prefix}{cut_dir}/") for k in store.list(f"{prefix}{cut_dir}/")} == cut_run.partial
+
+    events = [json.loads(ln) for ln in (cut_run.run_dir / "events.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["event"] == "worker_start" and e["rank"] == 0]
+    assert len(starts) == 2 and starts[0]["resume_step"] == 0, starts
+    assert starts[1]["resume_step"] == cut_run.whole_step, "resumed from other than the newest whole checkpoint"
+    points = [json.loads(ln) for ln in (cut_run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    before = max(p["step"] for p in points if p["time"] < starts[1]["time"])
+    redone = before - cut_run.whole_step
+    figure(f"checkpoint cut mid-upload: {len(cut_run.partial)} of {len(cut_run.whole)} files of the checkpoint after "
+           f"step {cut_run.whole_step} landed; resumed from step {cut_run.whole_step}; steps redone {redone} "
+           f"(checkpoint every {save_steps})")
+    assert 0 <= redone <= save_steps
+    assert points[-1]["step"] == points[-1]["max_steps"]

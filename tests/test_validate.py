@@ -46,7 +46,7 @@ def _rename(old: str, new: str) -> Callable[[dict], None]:
     return lambda cfg: cfg.__setitem__(new, cfg.pop(old))
 
 
-def _dataset_file(name: str, text: str, **ds: Any) -> Callable[[dict], None]:
+def _dataset_file(name: str, text: str | bytes, **ds: Any) -> Callable[[dict], None]:
     def mutate(cfg: dict) -> None:
         cfg["_files"] = {f"data/{name}": text}
         cfg["datasets"][0] = {"path": f"data/{name}", **ds}
@@ -72,6 +72,13 @@ CATALOGUE: list[tuple[str, Callable[[dict], None], str]] = [
      "bad.yml: datasets[0].path: alpaca.jsonl: line 1: missing field 'output'"),
     ("empty-dataset", _dataset_file("empty.jsonl", "\n", **CHAT),
      "bad.yml: datasets[0].path: empty.jsonl: has no rows"),
+    ("oversized-row", _dataset_file("huge.jsonl", '{"messages": [{"role": "user", "content": "%s"}]}\n' % ("x" * (4 << 20)),
+                                    **CHAT),
+     "bad.yml: datasets[0].path: huge.jsonl: line 1: row is 4194352 bytes, over the 4194304 byte limit"),
+    ("json-not-a-list", _dataset_file("rows.json", '{"messages": []}', **CHAT),
+     "bad.yml: datasets[0].path: rows.json: a .json dataset must hold a list of rows"),
+    ("not-utf8", _dataset_file("latin1.jsonl", b'{"messages": "caf\xe9"}\n', **CHAT),
+     "bad.yml: datasets[0].path: latin1.jsonl: line 1: invalid JSON (not UTF-8: byte 0xe9 at offset 17)"),
     ("no-datasets", _drop("datasets"),
      "bad.yml: datasets: missing: at least one dataset is needed"),
     ("no-base-model", _drop("base_model"),
@@ -105,7 +112,7 @@ def _write(tmp_path: Path, cfg: dict) -> Path:
     shutil.copytree(REPO / "recipes" / "data", tmp_path / "data")
     shutil.copytree(REPO / "recipes" / "deepspeed", tmp_path / "deepspeed")
     for rel, text in cfg.pop("_files", {}).items():
-        (tmp_path / rel).write_text(text)
+        (tmp_path / rel).write_bytes(text if isinstance(text, bytes) else text.encode())
     path = tmp_path / "bad.yml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -17,8 +17,6 @@ from transformers import TrainerCallback
 
 from orchestrator.cluster.metrics import MetricsSink
 
-PLUGIN_NAME = "orchestrator.cluster.plugin.LathePlugin"
-
 
 class MetricsCallback(TrainerCallback):
     def __init__(self, sink: MetricsSink) -> None:

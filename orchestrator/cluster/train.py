@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cluster.plugin import PLUGIN_NAME
+# By name, not by import: the driver and Ray Train's controller load this module too, and the plugin
+# module pulls in Axolotl and transformers (~25 s and 1 GB per process); only the workers need them.
+PLUGIN_NAME = "orchestrator.cluster.plugin.LathePlugin"
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", "config.json")
 

@@ -67,6 +67,8 @@ class RaySettings(BaseModel):
     dashboard_host: str = Field("127.0.0.1", description="loopback: the laptop comes in through an SSH tunnel")
     metrics_export_port: int = Field(8080, description="each node's Prometheus endpoint")
     token_auth: bool = True
+    run_slots: int = Field(4, ge=1, description="runs whose drivers run on the head at once; more wait, PENDING, "
+                                                "in Ray's queue (each driver holds torch in memory)")
 
 
 class Monitoring(BaseModel):

@@ -256,9 +256,12 @@ def services_for(inv: Inventory, node: Node) -> list[Service]:
         env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": f"{node.state_dir}/ray-token"}
     argv = [ray, "start", "--block", "--node-ip-address", host.address, "--disable-usage-stats",
             "--metrics-export-port", str(inv.ray.metrics_export_port), "--num-gpus", str(host.gpus)]
+    resources: dict[str, int] = {}
     if host.role == "head":
         argv += ["--head", "--port", str(inv.ray.port), "--dashboard-host", inv.ray.dashboard_host,
                  "--dashboard-port", str(inv.ray.dashboard_port)]
+        resources[profiles.RUN_SLOT] = inv.ray.run_slots
+        env["RAY_JOB_START_TIMEOUT_SECONDS"] = str(profiles.JOB_START_TIMEOUT_S)  # read by the head's job manager
     else:
         argv += ["--address", f"{inv.head.address}:{inv.ray.port}"]
     if host.cpus is not None:
@@ -267,7 +270,9 @@ def services_for(inv: Inventory, node: Node) -> list[Service]:
         argv += ["--temp-dir", node.path(host.ray_temp_dir)]
     if host.accelerator:
         # Ray's own convention: tasks asking for accelerator_type="A100" need this resource.
-        argv += ["--resources", json.dumps({f"accelerator_type:{host.accelerator}": 1})]
+        resources[f"accelerator_type:{host.accelerator}"] = 1
+    if resources:
+        argv += ["--resources", json.dumps(resources)]
     out = [Service("ray", argv, env)]
     exporter = node.facts.get("bin_prometheus-node-exporter") or node.facts.get("bin_node_exporter")
     if inv.monitoring.node_exporter and exporter:
@@ -436,7 +441,7 @@ def profile_for(inv: Inventory) -> profiles.ClusterProfile:
         name=inv.name, ray_address=address, ssh_tunnel=tunnel, store=inv.store,
         auth_token_file=str(_token_path(inv)) if inv.ray.token_auth else None,
         prometheus_url=inv.monitoring.prometheus_url, pushgateway_url=inv.monitoring.pushgateway_url,
-        price_per_gpu_hour=inv.price_per_gpu_hour, python=python)
+        price_per_gpu_hour=inv.price_per_gpu_hour, python=python, run_slots=inv.ray.run_slots)
 
 
 def scrape_targets(inv: Inventory) -> dict[str, list[dict[str, Any]]]:

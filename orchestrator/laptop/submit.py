@@ -24,7 +24,7 @@ from typing import Any
 import orchestrator
 from orchestrator import registry
 from orchestrator.errors import LatheError
-from orchestrator.profiles import ClusterProfile
+from orchestrator.profiles import RUN_SLOT, ClusterProfile
 from orchestrator.recipe import Recipe
 from orchestrator.rundir import new_run_id
 from orchestrator.store import Store, open_store
@@ -93,18 +93,23 @@ def _ship(recipe: Recipe, profile: ClusterProfile, run_id: str, submission_id: s
             "py_modules": [str(Path(orchestrator.__file__).parent)],
             "env_vars": {"HF_HUB_DISABLE_TELEMETRY": "1", "AXOLOTL_DO_NOT_TRACK": "1"},
         }
+        # On a cluster with run slots the driver waits, PENDING in Ray's queue, for a free one.
+        slot = {"entrypoint_resources": {RUN_SLOT: 1}} if profile.run_slots else {}
         with jobs_client(profile) as client:
             client.submit_job(
                 entrypoint=entrypoint(profile, run_id, recipe.path.name, workers, attempt),
                 submission_id=submission_id, runtime_env=runtime_env,
                 metadata={"lathe_run_id": run_id, "lathe_recipe": recipe.path.name, "lathe_attempt": str(attempt)},
+                **slot,
             )
 
 
 def submit(recipe: Recipe, profile: ClusterProfile, workers: int | None = None) -> Submitted:
-    run_id = new_run_id(recipe.path.stem)
-    run_uri = f"{open_store(profile.store).uri}/{run_id}"
-    registry.add(run_id, profile.name, run_id, run_uri, str(recipe.path.resolve()))
+    store_uri = open_store(profile.store).uri
+    # Several submits of one recipe in the same second may draw the same id: the registry says which won.
+    entry = registry.add_new(lambda: new_run_id(recipe.path.stem), profile.name, lambda rid: f"{store_uri}/{rid}",
+                             str(recipe.path.resolve()))
+    run_id, run_uri = entry.run_id, entry.store_uri
     try:
         _ship(recipe, profile, run_id, run_id, workers, attempt=1)
     except LatheError:
@@ -179,19 +184,22 @@ def last_metrics(store: Store, run_id: str) -> dict[str, Any] | None:
     return None
 
 
-def status(entry: registry.Entry, profile: ClusterProfile) -> Status:
-    """Ask Ray and the store, reconcile, record the answer in the registry."""
+def status(entry: registry.Entry, profile: ClusterProfile, client: Any = None) -> Status:
+    """Ask Ray and the store, reconcile, record the answer in the registry. Pass a jobs client to ask
+    about several runs through one connection (one SSH tunnel) instead of one each."""
     from ray.job_submission import JobStatus
 
     from orchestrator.laptop.connect import jobs_client
 
+    if client is None:
+        with jobs_client(profile) as opened:
+            return status(entry, profile, opened)
     store = open_store(profile.store)
     record = _read_json(store, f"{entry.run_id}/run.json") or {}
-    with jobs_client(profile) as client:
-        try:
-            info = client.get_job_info(entry.job_id)
-        except RuntimeError:
-            info = None  # never accepted: an interrupted submit
+    try:
+        info = client.get_job_info(entry.job_id)
+    except RuntimeError:
+        info = None  # never accepted: an interrupted submit
     if info is None:
         state, detail = ("FAILED", "the cluster never accepted the job") if entry.state == "SUBMITTING" \
             else (entry.state, "the cluster no longer knows this job")
@@ -206,9 +214,11 @@ def status(entry: registry.Entry, profile: ClusterProfile) -> Status:
         message = (info.message or "").splitlines()
         detail = record.get("error") or (message[-1] if message else "")
     elif info.status == JobStatus.PENDING:
-        state, detail = "PENDING", ""
-    else:
-        state, detail = record.get("state", "RUNNING"), ""
+        state, detail = "PENDING", f"queued for one of the cluster's {profile.run_slots} run slots" \
+            if profile.run_slots else ""
+    else:  # running in Ray; the store says how far (a driver that failed is still syncing its last files)
+        state = record.get("state", "RUNNING")
+        detail = record.get("error", "") if state == "FAILED" else ""
     if registry.get(entry.run_id).job_id == entry.job_id:  # a resubmission has already recorded itself
         registry.update(entry.run_id, state, detail or "")
     point = last_metrics(store, entry.run_id) or {}
@@ -246,6 +256,7 @@ def follow(entry: registry.Entry, profile: ClusterProfile, poll_s: float = 3.0) 
     """Poll until the run ends, showing its progress; a lost connection is retried, not fatal."""
     import time
 
+    from botocore.exceptions import BotoCoreError, ClientError
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -258,8 +269,9 @@ def follow(entry: registry.Entry, profile: ClusterProfile, poll_s: float = 3.0) 
             entry = registry.get(entry.run_id) or entry  # a resubmission changes the Ray job to ask about
             try:
                 st = status(entry, profile)
-            except (LatheError, OSError):
-                time.sleep(poll_s)  # the laptop lost the network for a while: the run does not care
+            except (LatheError, OSError, BotoCoreError, ClientError):
+                # The laptop lost the network, or the store is away for a while: the run does not care.
+                time.sleep(poll_s)
                 continue
             bar.update(task, state=st.state, completed=st.step or 0, total=st.max_steps,
                        step=st.step or "-", max_steps=st.max_steps or "?",

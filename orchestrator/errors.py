@@ -9,6 +9,11 @@ class LatheError(Exception):
     exit_code = 1
 
 
+class InfrastructureError(LatheError):
+    """The run failed for a reason outside the recipe (a node, the store, Ray itself): it may succeed
+    if tried again from its checkpoints, so the laptop may resubmit it."""
+
+
 class RecipeError(LatheError):
     """A recipe (or a file it names) is wrong: ``FILE: FIELD: problem``."""
 

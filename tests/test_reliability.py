@@ -248,3 +248,17 @@ def test_the_store_sync_rides_out_a_store_outage(tmp_path: Path, monkeypatch: py
         assert store.get_bytes("r1/metrics.jsonl") == metrics.read_bytes(), "the lines written during the outage"
     finally:
         server.stop()
+
+
+def test_training_failures_from_outside_the_recipe_count_as_infrastructure() -> None:
+    """What decides whether the laptop may resubmit a failed run: Ray Train's own error objects."""
+    from ray.exceptions import ActorDiedError
+    from ray.train import ControllerError, WorkerGroupError
+
+    from orchestrator.cluster.driver import caused_by_infrastructure
+
+    assert caused_by_infrastructure(ControllerError(OSError("When writing the snapshot: AWS Error NETWORK_CONNECTION")))
+    assert caused_by_infrastructure(WorkerGroupError("lost", {0: ActorDiedError()}))
+    assert caused_by_infrastructure(WorkerGroupError("upload", {0: OSError("AWS Error NETWORK_CONNECTION")}))
+    assert not caused_by_infrastructure(WorkerGroupError("bug", {0: ValueError("sequence_len must be > 0")}))
+    assert not caused_by_infrastructure(KeyError("not a Ray Train failure"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import LatheError
+from orchestrator.errors import InfrastructureError, LatheError
 from orchestrator.recipe import Recipe
 from orchestrator.rundir import RunDir, now
 from orchestrator.store import StoreConfig
@@ -35,6 +35,21 @@ class DriveOptions:
     price_per_gpu_hour: float = 0.0
     upload_to: tuple[StoreConfig, str] | None = None  # export straight into the store under this key
     inputs_from: StoreConfig | None = None  # recipe files too large for the working_dir: <run>/inputs/
+
+
+def caused_by_infrastructure(error: BaseException) -> bool:
+    """Did Ray Train fail for a reason outside the recipe? Its controller failing (say, on a store that
+    went away while it saved its state), a worker killed with its node, or a worker that died of a
+    network or storage error after Ray's own retries; a Python error in the training code is the
+    recipe's (or its data's) and would fail again."""
+    from ray.exceptions import RayActorError
+    from ray.train import ControllerError, PreemptionError, WorkerGroupError
+
+    if isinstance(error, ControllerError | PreemptionError):
+        return True
+    if isinstance(error, WorkerGroupError):
+        return any(isinstance(e, RayActorError | OSError) for e in error.worker_failures.values())
+    return False
 
 
 def reason(error: BaseException) -> str:
@@ -98,7 +113,8 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
         why = reason(error)
         metrics.set_state("FAILED")
         run.update(state="FAILED", ended=now(), error=why)
-        raise LatheError(f"run {run_id} failed: {why} (see {run.path})")
+        kind = InfrastructureError if caused_by_infrastructure(error) else LatheError
+        raise kind(f"run {run_id} failed: {why} (see {run.path})")
     checkpoint = outcome["result"].checkpoint
     with checkpoint.as_directory() as final:
         shutil.copytree(final, run.path / "adapter")

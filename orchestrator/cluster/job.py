@@ -21,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from orchestrator.errors import LatheError
+from orchestrator.errors import InfrastructureError, LatheError
 from orchestrator.recipe import Recipe
 from orchestrator.recipe import load as recipe_load
 from orchestrator.rundir import VERSIONED, RunDir, now
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, with whose fault it was
         # A recipe or data problem will fail again; anything else (a store that went away, Ray
         # Train out of restarts after node losses) may not, and the laptop may resubmit.
-        kind = "recipe" if isinstance(exc, LatheError) else "infrastructure"
+        kind = "recipe" if isinstance(exc, LatheError) and not isinstance(exc, InfrastructureError) \
+            else "infrastructure"
         if run.record().get("state") != "FAILED":
             run.update(state="FAILED", ended=now(), error=str(exc).splitlines()[0][:300], error_kind=kind)
         traceback.print_exc()  # the job log is where an operator looks

@@ -216,9 +216,12 @@ def status(entry: registry.Entry, profile: ClusterProfile, client: Any = None) -
     elif info.status == JobStatus.PENDING:
         state, detail = "PENDING", f"queued for one of the cluster's {profile.run_slots} run slots" \
             if profile.run_slots else ""
-    else:  # running in Ray; the store says how far (a driver that failed is still syncing its last files)
-        state = record.get("state", "RUNNING")
-        detail = record.get("error", "") if state == "FAILED" else ""
+    elif record.get("state") == "FAILED":
+        # The driver has recorded its failure and is still syncing its last files: whether the run is
+        # over or goes on as a resubmission is decided once Ray says the job has ended.
+        state, detail = "RUNNING", f"failing: {record.get('error', '')}"
+    else:
+        state, detail = record.get("state", "RUNNING"), ""
     if registry.get(entry.run_id).job_id == entry.job_id:  # a resubmission has already recorded itself
         registry.update(entry.run_id, state, detail or "")
     point = last_metrics(store, entry.run_id) or {}

@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         # Train out of restarts after node losses) may not, and the laptop may resubmit.
         kind = "recipe" if isinstance(exc, LatheError) and not isinstance(exc, InfrastructureError) \
             else "infrastructure"
-        if run.record().get("state") != "FAILED":
-            run.update(state="FAILED", ended=now(), error=str(exc).splitlines()[0][:300], error_kind=kind)
+        if run.record().get("state") != "FAILED":  # the driver may have recorded the failure already
+            run.update(state="FAILED", ended=now(), error=str(exc).splitlines()[0][:300])
+        run.update(error_kind=kind)  # always: it decides whether the laptop resubmits
         traceback.print_exc()  # the job log is where an operator looks
         print(f"lathe job {key}: {exc}", file=sys.stderr)
         return 1

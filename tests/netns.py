@@ -149,3 +149,11 @@ def pids_in(host: Host) -> set[int]:
     """Every process living in a host's network namespace."""
     out = subprocess.run(["ip", "netns", "pids", host.name], capture_output=True, text=True, check=True).stdout
     return {int(p) for p in out.split()}
+
+
+def comm(pid: int) -> str:
+    """A process's command name, or "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

@@ -30,7 +30,7 @@ import yaml
 from orchestrator import manifest as mf
 from orchestrator.laptop.connect import jobs_client
 from tests.leaks import plant, sweep
-from tests.netns import Host, Network, keygen, pids_in, start_sshd
+from tests.netns import Host, Network, comm, keygen, pids_in, start_sshd
 from tests.services import S3Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
@@ -75,7 +75,7 @@ class Colo:
         deadline = time.monotonic() + wait
         while True:
             extra = {n: pids_in(self.hosts[n]) - self.sshd_pids[n] for n in names}
-            extra = {n: {p for p in pids if _comm(p) != "sshd"} for n, pids in extra.items()}
+            extra = {n: {p for p in pids if comm(p) != "sshd"} for n, pids in extra.items()}
             if not any(extra.values()) or time.monotonic() > deadline:
                 return {n: p for n, p in extra.items() if p}
             time.sleep(0.5)
@@ -87,13 +87,6 @@ def _state(pid: int) -> str:
         line = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:"))
         return line.split()[1]
     except (OSError, StopIteration):
-        return ""
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
         return ""
 
 

@@ -31,7 +31,7 @@ from orchestrator import manifest as mf
 from orchestrator.laptop.pull import JOURNAL_SUFFIX, PART_SUFFIX, pull
 from orchestrator.store import StoreConfig, open_store
 from tests.leaks import plant, sweep
-from tests.netns import Host, Network, pids_in
+from tests.netns import Host, Network, comm, pids_in
 from tests.services import S3Server, wait_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
@@ -335,13 +335,6 @@ def _checkpoint_file(method: str, path: str) -> tuple[str, str] | None:
     return (found.group(1), found.group(2)) if found and method in ("PUT", "POST") else None
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def _alive(pid: int) -> bool:
     try:
         return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
@@ -397,7 +390,7 @@ def cut_run(cluster: Cluster, remote_recipe: Path) -> CutRun:
         _wait(lambda: cluster.s3.cut or lathe.poll() is not None, 900, "a checkpoint's upload to be cut", 0.2)
         # An outage, not a blip: it lasts until the worker has spent Ray's upload retries and died (a
         # shorter one lets a retry finish the same checkpoint in place, which is fine but not the point).
-        trainers = {p for p in pids_in(cluster.worker) if _comm(p).startswith("ray::RayTrainWo")}
+        trainers = {p for p in pids_in(cluster.worker) if comm(p).startswith("ray::RayTrainWo")}
         _wait(lambda: not any(_alive(p) for p in trainers), 300, "the cut-off worker to give up", 0.5)
     finally:
         cluster.s3.stop_during(None)

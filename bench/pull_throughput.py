@@ -5,7 +5,7 @@ like a run's export (a few large GGUFs, many small files, a manifest), then
 times, alternately and several times each:
 
   baseline  boto3's `download_file` per object (its own multipart threads), objects one after another
-  lathe     `orchestrator.laptop.pull.pull`: ranged parts of all files in one thread pool, journaled,
+  lathe     `orchestrator.remote.pull.pull`: ranged parts of all files in one thread pool, journaled,
             each file checked against the manifest's sha256 before it gets its name
 
 Prints the medians and the ratio (lathe / baseline; < 1 means Lathe is faster).
@@ -29,7 +29,7 @@ from pathlib import Path
 import boto3
 
 from orchestrator import manifest as mf
-from orchestrator.laptop.pull import pull
+from orchestrator.remote.pull import pull
 from orchestrator.store import StoreConfig, open_store
 
 BUCKET = "bench"

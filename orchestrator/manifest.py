@@ -16,14 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from orchestrator.errors import LatheError
+from orchestrator.errors import ManifestError, one_line
+from orchestrator.run.layout import MANIFEST
 
-MANIFEST = "manifest.json"
 Format = Literal["hf-safetensors", "adapter", "gguf", "mlx", "reference", "file"]
 
-
-class ManifestError(LatheError):
-    exit_code = 3
 
 
 class Artifact(BaseModel):
@@ -108,9 +105,7 @@ def load(root: Path) -> Manifest:
     try:
         return Manifest.model_validate_json(path.read_text())
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ManifestError(f"{path.name}: {where}: {err['msg'].removeprefix('Value error, ')}") from None
+        raise ManifestError(one_line(exc, path.name)) from None
     except ValueError as exc:
         raise ManifestError(f"{path.name}: not valid JSON ({exc.__class__.__name__})") from None
 

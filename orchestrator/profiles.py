@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.errors import LatheError
+from orchestrator.errors import LatheError, one_line
 from orchestrator.store import StoreConfig
 
 PROJECT_FILE = "lathe-clusters.yml"
@@ -70,6 +70,16 @@ def user_file() -> Path:
     return Path(base) / "lathe" / "clusters.yml"
 
 
+def active_file() -> Path:
+    """The profile file `lathe cluster up` writes and `down` edits: $LATHE_CLUSTERS, else the user's."""
+    return Path(os.environ.get("LATHE_CLUSTERS") or user_file())
+
+
+def config_dir() -> Path:
+    """Beside the user's profiles: each cluster's Ray token (tokens/) and scrape targets (prometheus/)."""
+    return user_file().parent
+
+
 def _read(path: Path) -> dict[str, ClusterProfile]:
     if not path.is_file():
         return {}
@@ -85,9 +95,7 @@ def _read(path: Path) -> dict[str, ClusterProfile]:
         try:
             out[str(name)] = ClusterProfile.model_validate({**(raw or {}), "name": str(name)})
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise LatheError(f"{path}: clusters.{name}.{where}: {err['msg'].removeprefix('Value error, ')}") from None
+            raise LatheError(one_line(exc, str(path), f"clusters.{name}")) from None
     return out
 
 
@@ -108,7 +116,7 @@ def get(name: str, project_dir: Path | None = None) -> ClusterProfile:
 
 def save(profile: ClusterProfile, path: Path | None = None) -> Path:
     """Add or replace one profile in the user file (what `lathe cluster up` does)."""
-    path = path or Path(os.environ.get("LATHE_CLUSTERS") or user_file())
+    path = path or active_file()
     data = yaml.safe_load(path.read_text()) if path.is_file() else None
     data = data if isinstance(data, dict) else {}
     data.setdefault("clusters", {})[profile.name] = profile.model_dump(exclude={"name"}, exclude_none=True)
@@ -121,7 +129,7 @@ def save(profile: ClusterProfile, path: Path | None = None) -> Path:
 
 def remove(name: str, path: Path | None = None) -> bool:
     """Drop one profile from the user file (what `lathe cluster down` does); True if it was there."""
-    path = path or Path(os.environ.get("LATHE_CLUSTERS") or user_file())
+    path = path or active_file()
     data = yaml.safe_load(path.read_text()) if path.is_file() else None
     if not isinstance(data, dict) or name not in (data.get("clusters") or {}):
         return False

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:
-    from orchestrator.rundir import RunDir
+    from orchestrator.run.layout import RunDir
 
 
 def follow_training(run: RunDir, worker: threading.Thread, console: Console | None = None) -> None:

@@ -17,6 +17,7 @@ QUIET_ENV = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "DS_ACCELERATOR": "cpu",
+    "TRL_EXPERIMENTAL_SILENCE": "1",
 }
 
 

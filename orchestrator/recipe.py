@@ -17,15 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.errors import RecipeError
+from orchestrator.levels import DEFAULT_GGUF, DEFAULT_MLX_BITS, GGUFLevel, mlx_level
 
-GGUF_LEVELS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k")
-GGUFLevel = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "q3_k_m", "q2_k"]
 SweepParameter = Literal["temperature", "top_p", "top_k", "repeat_penalty"]
 PublishTarget = Literal["apple-silicon", "nvidia", "colocated", "cloud"]
-
-
-def mlx_level(bits: int) -> str:
-    return "mlx-f16" if bits == 16 else f"mlx-{bits}bit"
 
 
 class _Strict(BaseModel):
@@ -58,8 +53,9 @@ class Failure(_Strict):
 
 
 class Export(_Strict):
-    gguf: list[GGUFLevel] = Field(default_factory=lambda: ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"])
-    mlx: list[Literal[4, 8, 16]] = Field(default_factory=lambda: [4, 8], description="16: unquantized float16")
+    gguf: list[GGUFLevel] = Field(default_factory=lambda: list(DEFAULT_GGUF))
+    mlx: list[Literal[4, 8, 16]] = Field(default_factory=lambda: list(DEFAULT_MLX_BITS),
+                                         description="16: unquantized float16")
     reference_text: str | None = Field(None, description="held-out text for reference log-probs; default: shipped")
     reference_top_k: int = Field(16, ge=1, le=256)
     base_gguf: GGUFLevel | None = Field(
@@ -115,6 +111,8 @@ class Recipe:
     text: str
     axolotl: dict[str, Any]  # everything but the lathe block, as written
     lathe: LatheBlock = field(default_factory=LatheBlock)
+    warnings: list[str] = field(default_factory=list)  # one line each: what validation let through, and why
+    cpu_changes: list[str] = field(default_factory=list)  # settings Lathe will change to train on CPU
 
     @property
     def name(self) -> str:
@@ -190,3 +188,29 @@ def load(path: str | Path) -> Recipe:
         raise RecipeError(path.name, "lathe", "must be a mapping")
     lathe = parse_model(LatheBlock, block, path.name, "lathe")
     return Recipe(path=path, text=text, axolotl=data, lathe=lathe)
+
+
+def lathe_block_of(recipe_file: Path) -> LatheBlock:
+    """The lathe: block of a run's copy of its recipe (the defaults when the run has none)."""
+    from orchestrator.schema import parse_model
+
+    if not recipe_file.is_file():
+        return LatheBlock()
+    _, data = read_yaml(recipe_file)
+    return parse_model(LatheBlock, data.get("lathe") or {}, recipe_file.name, "lathe")
+
+
+# Axolotl auto-enables these Triton kernels for LoRA; they allocate on CUDA and crash on CPU.
+CPU_UNSAFE_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
+
+
+def for_cpu(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The Axolotl config with what Lathe can make CPU-safe made so, and the keys it changed."""
+    if cfg.get("adapter") not in ("lora", "qlora"):
+        return cfg, []
+    changed = [key for key in CPU_UNSAFE_KERNELS if cfg.get(key) is not False]
+    return {**cfg, **dict.fromkeys(changed, False)}, changed
+
+
+def cpu_note(changed: list[str]) -> str:
+    return f"{', '.join(changed)} set to false: training on CPU (Axolotl's Triton LoRA kernels need CUDA)"

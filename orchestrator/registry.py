@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+from orchestrator.run.state import RunState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -65,7 +65,7 @@ def _db() -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def add(run_id: str, cluster: str, job_id: str, store_uri: str, recipe: str, state: str = "SUBMITTING") -> Entry:
+def add(run_id: str, cluster: str, job_id: str, store_uri: str, recipe: str, state: str = RunState.SUBMITTING) -> Entry:
     """Record a new run; sqlite3.IntegrityError if the id is taken."""
     now = time.time()
     with _db() as db:

@@ -10,17 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.errors import RecipeError, RecipeErrors
+from orchestrator.errors import RecipeError, RecipeErrors, clean_message, field_path
 
 
 def join_path(prefix: str, loc: Iterable[Any]) -> str:
-    out = prefix
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out = f"{out}.{part}" if out else str(part)
-    return out
+    return field_path(loc, prefix)
 
 
 def suggest(key: str, candidates: Iterable[str]) -> str:
@@ -62,8 +56,12 @@ def _models_in(annotation: Any) -> tuple[str, list[type[BaseModel]]]:
     return "one", []
 
 
-def unknown_keys(data: Any, models: list[type[BaseModel]], file: str, path: str) -> list[RecipeError]:
-    """Keys in `data` that none of `models` knows, each with a suggestion; recurses into sub-models."""
+def unknown_keys(data: Any, models: list[type[BaseModel]], file: str, path: str,
+                 ignored: list[RecipeError] | None = None) -> list[RecipeError]:
+    """Keys in `data` that none of `models` knows, each with a suggestion; recurses into sub-models.
+
+    With `ignored` (a schema that, like Axolotl's, accepts and drops keys it does not list), only a key
+    that looks like a misspelling is an error; the others are collected there instead."""
     if not isinstance(data, dict) or not models:
         return []
     known: set[str] = set().union(*(known_keys(m) for m in models))
@@ -71,7 +69,12 @@ def unknown_keys(data: Any, models: list[type[BaseModel]], file: str, path: str)
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
         if not isinstance(key, str) or key not in known:
-            errors.append(RecipeError(file, where, f"unknown key{suggest(str(key), known)}"))
+            hint = suggest(str(key), known)
+            if ignored is not None and not hint:
+                ignored.append(RecipeError(file, where, "not a setting this Axolotl knows; ignored, as Axolotl "
+                                                        "ignores it"))
+            else:
+                errors.append(RecipeError(file, where, f"unknown key{hint}"))
             continue
         subs: list[type[BaseModel]] = []
         kind = "one"
@@ -86,12 +89,12 @@ def unknown_keys(data: Any, models: list[type[BaseModel]], file: str, path: str)
             continue
         if kind == "list" and isinstance(value, list):
             for i, item in enumerate(value):
-                errors.extend(unknown_keys(item, subs, file, f"{where}[{i}]"))
+                errors.extend(unknown_keys(item, subs, file, f"{where}[{i}]", ignored))
         elif kind == "dict" and isinstance(value, dict):
             for k, item in value.items():
-                errors.extend(unknown_keys(item, subs, file, f"{where}.{k}"))
+                errors.extend(unknown_keys(item, subs, file, f"{where}.{k}", ignored))
         else:
-            errors.extend(unknown_keys(value, subs, file, where))
+            errors.extend(unknown_keys(value, subs, file, where, ignored))
     return errors
 
 
@@ -117,8 +120,7 @@ def errors_from(exc: ValidationError, data: Any, file: str, prefix: str) -> list
         if where in seen:
             continue
         seen.add(where)
-        msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        out.append(RecipeError(file, where, msg))
+        out.append(RecipeError(file, where, clean_message(err["msg"])))
     return out
 
 

@@ -24,13 +24,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestrator.errors import LatheError
+from orchestrator.errors import StoreError
 
 CHUNK = 1 << 18  # streaming read size: small enough that an interrupted part loses little
 
-
-class StoreError(LatheError):
-    exit_code = 6
 
 
 class StoreConfig(BaseModel):
@@ -68,6 +65,9 @@ class Store(Protocol):
     def put_bytes(self, data: bytes, key: str) -> None: ...
 
     def get_bytes(self, key: str) -> bytes: ...
+
+    def get_file(self, key: str, local: Path) -> None:
+        """Stream the object into `local` (never whole in memory)."""
 
     def stat(self, key: str) -> ObjectInfo | None: ...
 
@@ -110,6 +110,12 @@ class LocalStore:
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"{self.uri}/{key}: not in the store") from None
+
+    def get_file(self, key: str, local: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), local)
         except FileNotFoundError:
             raise StoreError(f"{self.uri}/{key}: not in the store") from None
 
@@ -182,6 +188,19 @@ class S3Store:
         except self.client.exceptions.NoSuchKey:
             raise StoreError(f"{self.uri}/{key}: not in the store") from None
 
+    def get_file(self, key: str, local: Path) -> None:
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import ClientError
+
+        # s3transfer: ranged parts written to the file as they come; memory is parts in flight, not the object.
+        config = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(local), Config=config)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise StoreError(f"{self.uri}/{key}: not in the store") from None
+            raise
+
     def stat(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
 
@@ -225,6 +244,16 @@ class S3Store:
         return f"{self.bucket}/{self._key(key)}", fs.S3FileSystem(**kwargs)
 
 
+def unreachable_errors() -> tuple[type[BaseException], ...]:
+    """What a store raises when it cannot be reached, drops a transfer or refuses a request (after the
+    client's own retries): botocore's errors, where boto3 is installed."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # a laptop with only local stores: nothing of the kind can be raised
+        return ()
+    return (BotoCoreError, ClientError)
+
+
 def open_store(config: StoreConfig | str) -> Store:
     if isinstance(config, str):
         config = StoreConfig(uri=config)
@@ -257,7 +286,10 @@ def fetch_missing(store: Store, prefix: str, dest: Path) -> int:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.fetch")
-        tmp.write_bytes(store.get_bytes(key))
-        os.replace(tmp, target)
+        try:
+            store.get_file(key, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
         count += 1
     return count

@@ -10,14 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator import tinymodel
+from orchestrator import tinymodel, trainability
 from orchestrator.datasets import RowError, check_dataset, iter_rows
 from orchestrator.errors import RecipeError, RecipeErrors
 from orchestrator.quiet import quiet_stderr
-from orchestrator.recipe import Recipe, load
-
-# Axolotl auto-enables these Triton kernels; they allocate on CUDA and crash on CPU.
-CPU_UNSAFE_KERNELS = ("lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel")
+from orchestrator.recipe import Recipe, for_cpu, load
 
 
 def _check_base_model(recipe: Recipe) -> list[RecipeError]:
@@ -48,6 +45,17 @@ def _check_datasets(recipe: Recipe) -> list[RecipeError]:
         for i, ds in enumerate(entries):
             errors.extend(check_dataset(ds, f"{key}[{i}]", recipe.name, recipe.directory))
     return errors
+
+
+def _check_trainable(recipe: Recipe) -> list[RecipeError]:
+    base = recipe.axolotl.get("base_model")
+    max_positions = None
+    if isinstance(base, str) and base.startswith(tinymodel.TINY_SCHEME):
+        try:
+            max_positions = tinymodel.TinySpec.from_uri(base).max_positions
+        except (ValueError, TypeError):
+            pass  # _check_base_model says what is wrong with it
+    return trainability.check(recipe.axolotl, recipe.name, max_positions)
 
 
 def _check_lathe_files(recipe: Recipe) -> list[RecipeError]:
@@ -89,18 +97,18 @@ def _check_deepspeed(recipe: Recipe) -> list[RecipeError]:
     return []
 
 
-def _check_cpu_safety(recipe: Recipe, gpus_per_node: int | None) -> list[RecipeError]:
+def _on_cpu(recipe: Recipe, gpus_per_node: int | None) -> bool:
     gpus = recipe.lathe.resources.gpus_per_node
-    if gpus is None:
-        gpus = gpus_per_node
-    if gpus != 0:
+    return (gpus if gpus is not None else gpus_per_node) == 0
+
+
+def _check_cpu_safety(recipe: Recipe, gpus_per_node: int | None) -> list[RecipeError]:
+    """On CPU: what Lathe sets itself is said once (a warning); what it cannot fix is an error."""
+    if not _on_cpu(recipe, gpus_per_node):
         return []
     cfg, name = recipe.axolotl, recipe.name
     errors: list[RecipeError] = []
-    if cfg.get("adapter") in ("lora", "qlora"):
-        for key in CPU_UNSAFE_KERNELS:
-            if cfg.get(key) is not False:
-                errors.append(RecipeError(name, key, "must be false for CPU training (Axolotl's Triton LoRA kernels need CUDA)"))
+    recipe.cpu_changes = for_cpu(cfg)[1]
     gpu_only = {
         "load_in_4bit": "4-bit loading (bitsandbytes) needs a GPU",
         "load_in_8bit": "8-bit loading (bitsandbytes) needs a GPU",
@@ -148,17 +156,25 @@ def axolotl_config(recipe: Recipe) -> dict[str, Any]:
     return cfg
 
 
-def check_axolotl_schema(recipe: Recipe) -> dict[str, Any]:
-    """Validate against Axolotl's pydantic model; return Axolotl's normalised config."""
+def check_axolotl_schema(recipe: Recipe, on_cpu: bool = False) -> dict[str, Any]:
+    """Validate against Axolotl's pydantic model (the config as it will train: made CPU-safe on CPU);
+    return Axolotl's normalised config."""
     from pydantic import ValidationError
 
     from orchestrator.schema import errors_from, unknown_keys
 
     cfg = axolotl_config(recipe)
+    if on_cpu:
+        cfg = for_cpu(cfg)[0]
     model = _axolotl_models(cfg)
-    errors = unknown_keys(cfg, [model], recipe.name, "")
+    ignored: list[RecipeError] = []
+    errors = unknown_keys(cfg, [model], recipe.name, "", ignored)
+    with quiet_stderr():  # importing Axolotl's data modules warns about experimental TRL APIs
+        known = trainability.known_names()
+    errors += trainability.check_names(cfg, recipe.name, known)
     if errors:
         raise RecipeErrors(errors)
+    recipe.warnings += [str(e) for e in ignored]
 
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
@@ -171,12 +187,17 @@ def check_axolotl_schema(recipe: Recipe) -> dict[str, Any]:
                 SFTDataset(**ds)
             except ValidationError as exc:
                 raise RecipeErrors(errors_from(exc, ds, recipe.name, f"datasets[{i}]")) from None
-    try:
-        return dict(validate_config(DictDefault(cfg)))
-    except ValidationError as exc:
-        raise RecipeErrors(errors_from(exc, cfg, recipe.name, "")) from None
-    except (ValueError, TypeError) as exc:
-        raise RecipeError(recipe.name, "", str(exc).splitlines()[0]) from None
+    # validate_config logs its normalisations; a problem comes back as an error, caught inside the
+    # quiet block so that block does not replay the chatter it hid.
+    problem: Exception | None = None
+    with quiet_stderr():
+        try:
+            return dict(validate_config(DictDefault(cfg)))
+        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+            problem = exc
+    if isinstance(problem, ValidationError):
+        raise RecipeErrors(errors_from(problem, cfg, recipe.name, "")) from None
+    raise RecipeError(recipe.name, "", str(problem).splitlines()[0]) from None
 
 
 def validate(path: str | Path, *, gpus_per_node: int | None = None, axolotl_schema: bool = True) -> Recipe:
@@ -192,9 +213,10 @@ def validate(path: str | Path, *, gpus_per_node: int | None = None, axolotl_sche
         + _check_lathe_files(recipe)
         + _check_deepspeed(recipe)
         + _check_cpu_safety(recipe, gpus_per_node)
+        + _check_trainable(recipe)
     )
     if errors:
         raise RecipeErrors(errors) if len(errors) > 1 else errors[0]
     if axolotl_schema:
-        check_axolotl_schema(recipe)
+        check_axolotl_schema(recipe, _on_cpu(recipe, gpus_per_node))
     return recipe

@@ -34,33 +34,46 @@ find_python() {
   fi
 }
 
+# llama-cpp-python has no Linux wheel. Build it once, from its sdist, into a wheelhouse beside the
+# venv: the venv installs it from there, and so does anything else that needs it (the laptop-wheel
+# test's fresh venv, a node's venv) without compiling again. Only the library its bindings use is
+# built (no server, tools, examples or tests), portable across CPUs: ~5-7 min on 2 cores.
+LLAMA_VERSION=$(sed -n 's/^llama-cpp-python==//p' requirements.lock)
+WHEELHOUSE="$VENV/wheelhouse"
+SDIST_DIR="$VENV/share/lathe/sdist"
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV with $(find_python)"
+  "$(find_python)" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip uv
+fi
+if ! ls "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz >/dev/null 2>&1; then
+  log "fetching llama-cpp-python $LLAMA_VERSION's sdist"
+  rm -rf "$SDIST_DIR" && mkdir -p "$SDIST_DIR"
+  "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_VERSION" -d "$SDIST_DIR"
+fi
+if ! ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  log "building llama-cpp-python $LLAMA_VERSION (first time: ~5-7 min)"
+  "$VENV/bin/uv" build -q --wheel --out-dir "$WHEELHOUSE" "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz
+fi
+
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
-  if [ ! -x "$VENV/bin/python" ]; then
-    log "creating $VENV with $(find_python)"
-    "$(find_python)" -m venv "$VENV"
-  fi
-  "$VENV/bin/python" -m pip install -q --upgrade pip uv
-
-  # llama-cpp-python has no Linux wheel: build only the library the bindings use (no
-  # server, tools, examples or tests), portable across CPUs. ~7 min on 2 cores.
-  export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF}"
-  export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
-  log "installing the locked environment (first time: ~10-15 min, mostly torch and llama.cpp)"
-  "$VENV/bin/uv" pip install --python "$VENV/bin/python" -r requirements.lock
-  "$VENV/bin/uv" pip install --python "$VENV/bin/python" --no-deps -e .
+  log "installing the locked environment (first time: ~5 min, mostly torch)"
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --find-links "$WHEELHOUSE" -r requirements.lock
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e .
   echo "$want" > "$STAMP"
 fi
 
-# llama.cpp's HF -> GGUF converter (and the gguf-py it imports), taken from the sdist of the
-# pinned llama-cpp-python so converter and runtime are the same llama.cpp version.
-LLAMA_VERSION=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+# llama.cpp's HF -> GGUF converter (and the gguf-py it imports), from the same sdist, so converter
+# and runtime are the same llama.cpp version.
 TOOLS="$VENV/share/lathe/llama.cpp"
 if [ "$(cat "$TOOLS/VERSION" 2>/dev/null)" != "$LLAMA_VERSION" ]; then
-  log "fetching llama.cpp's converter from llama-cpp-python $LLAMA_VERSION's sdist"
+  log "unpacking llama.cpp's converter from llama-cpp-python $LLAMA_VERSION's sdist"
   tmp=$(mktemp -d)
-  "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_VERSION" -d "$tmp" 2>/dev/null
-  tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp" --wildcards \
+  tar -xzf "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$tmp" --wildcards \
     '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*'
   rm -rf "$TOOLS" && mkdir -p "$TOOLS"
   cp -r "$tmp"/llama_cpp_python-*/vendor/llama.cpp/{convert_hf_to_gguf.py,conversion,gguf-py} "$TOOLS/"

@@ -16,10 +16,14 @@ import pytest
 import yaml
 
 from orchestrator.run import RunDir
-from tests.leaks import plant
+from tests.support.leaks import plant
+from tests.support.needs import require
+
+pytest_plugins = ["pytester"]  # test_support runs pytest on a copy of this conftest
 
 REPO = Path(__file__).resolve().parents[1]
-FIGURES = pytest.StashKey[list[tuple[str, str]]]()
+FIGURES = pytest.StashKey[list[tuple[str, str]]]()  # the run's: figures of tests that passed
+PENDING = pytest.StashKey[list[str]]()  # a test's own, kept only if it passes
 # Credentials in the environment of the end-to-end `lathe run`: a local run must not write them anywhere.
 LOCAL_SECRETS = plant("local")
 
@@ -27,12 +31,28 @@ LOCAL_SECRETS = plant("local")
 @pytest.fixture
 def figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """Record a measured figure (steps redone, bytes fetched again, runs completed). Passing tests'
-    output is captured, so the figures are printed together at the end of the run instead."""
+    output is captured, so the figures are printed together at the end of the run instead; a test
+    that fails has its figures dropped (a number from a failed check is no result)."""
 
     def record(text: str) -> None:
-        request.config.stash.setdefault(FIGURES, []).append((request.node.nodeid, text))
+        request.node.stash.setdefault(PENDING, []).append(text)
 
     return record
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.needs("root", ..., why=...)`: skipped where missing, a failure under CI."""
+    for mark in item.iter_markers("needs"):
+        require(*mark.args, why=mark.kwargs.get("why", item.name))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.passed:
+        for text in item.stash.get(PENDING, []):
+            item.config.stash.setdefault(FIGURES, []).append((item.nodeid, text))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -116,7 +136,7 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def pushgateway(tmp_path_factory: pytest.TempPathFactory):
-    from tests.services import start_pushgateway
+    from tests.support.services import start_pushgateway
 
     service = start_pushgateway(tmp_path_factory.mktemp("pushgateway"))
     yield service
@@ -126,7 +146,7 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory: pytest.TempPathFactory, pushgateway):
     """Prometheus scraping the Pushgateway every second, as a user's monitoring would."""
-    from tests.services import start_prometheus
+    from tests.support.services import start_prometheus
 
     service = start_prometheus(tmp_path_factory.mktemp("prometheus"), [pushgateway.url.removeprefix("http://")])
     yield service

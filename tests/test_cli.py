@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.cli import LATHE
+
 REPO = Path(__file__).resolve().parents[1]
-LATHE = str(Path(sys.executable).with_name("lathe"))
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LATHE, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run([str(LATHE), *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_help_lists_commands() -> None:
@@ -88,7 +89,7 @@ def test_a_bad_recipe_leaves_nothing_behind(tmp_path: Path) -> None:
     before = sorted(tmp_path.rglob("*"))
     env = {"LATHE_HOME": str(tmp_path / "home"), "LATHE_CLUSTERS": str(tmp_path / "clusters.yml")}
     for args in (["run", str(recipe), "--runs-dir", str(tmp_path / "runs")], ["submit", str(recipe), "--cluster", "x"]):
-        out = subprocess.run([LATHE, *args], capture_output=True, text=True, timeout=300, check=False,
+        out = subprocess.run([str(LATHE), *args], capture_output=True, text=True, timeout=300, check=False,
                              env={**os.environ, **env})
         assert out.returncode == 2, out.stderr
         expected = "bad.yml: datasets[0].path: broken.jsonl: line 1: invalid JSON (Expecting value)"

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,14 +25,14 @@ import pytest
 import yaml
 
 from orchestrator import manifest as mf
-from orchestrator.laptop.connect import jobs_client
-from tests.leaks import plant, sweep
-from tests.netns import Host, Network, comm, keygen, pids_in, start_sshd
-from tests.services import S3Server
+from orchestrator.remote.connect import jobs_client
+from tests.support.cli import LATHE
+from tests.support.harness import NetnsWorld, netns_world
+from tests.support.leaks import plant, sweep
+from tests.support.netns import Host, comm, keygen, pids_in, start_sshd
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
+pytestmark = [pytest.mark.slow, pytest.mark.needs("root", why="network namespaces")]
 
-LATHE = Path(sys.executable).with_name("lathe")
 BUCKET = "lathe-colo"
 RUN_SLOTS = 3  # run drivers at once on the head: enough to fill each other's idle waits on 2 cores
 # The nodes' store credentials (in env files on the nodes) and the laptop's: neither may show up
@@ -45,21 +42,12 @@ LAPTOP_SECRETS = plant("laptop")
 
 
 @dataclass
-class Colo:
-    net: Network
-    hosts: dict[str, Host]
-    sshd_pids: dict[str, set[int]]
-    workdir: Path
-    env: dict[str, str]
-    base: dict  # the inventory, as a dict to vary per test
-    ray_temp: Path  # the hosts' Ray temp dirs: RAY_TEMP/<host>
-    said: list[str] = field(default_factory=list)  # every lathe command's output, for the secrets sweep
+class Colo(NetnsWorld):
+    """Three hosts with only sshd running, for `lathe cluster up` (Ray temp dirs: RAY_TEMP/<host>)."""
 
-    def lathe(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        proc = subprocess.run([str(LATHE), *args], env=self.env, capture_output=True, text=True, timeout=timeout,
-                              check=False)
-        self.said.append(f"$ lathe {' '.join(args)}\n{proc.stdout}\n{proc.stderr}")
-        return proc
+    hosts: dict[str, Host] = field(default_factory=dict)
+    sshd_pids: dict[str, set[int]] = field(default_factory=dict)
+    base: dict = field(default_factory=dict)  # the inventory, as a dict to vary per test
 
     def inventory(self, name: str, **changes) -> Path:
         data = json.loads(json.dumps(self.base))
@@ -92,13 +80,9 @@ def _state(pid: int) -> str:
 
 @pytest.fixture(scope="module")
 def colo(tmp_path_factory: pytest.TempPathFactory):
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     workdir = tmp_path_factory.mktemp("colo")
-    # Ray's socket paths must stay under 107 bytes: its temp dirs go somewhere short.
-    short = Path(tempfile.mkdtemp(prefix="lathe-colo-", dir="/tmp"))
-    net = Network().up()
-    server = None
-    try:
+    with netns_world(workdir, "lathe-colo-", BUCKET, LAPTOP_SECRETS) as world:
+        net, short, endpoint = world.net, world.ray_temp, world.s3.url
         hosts = {name: net.add_host(name) for name in ("h1", "h2", "h3")}
         laptop_key = workdir / "id_ed25519"
         (workdir / "authorized_keys").write_text(keygen(laptop_key) + "\n")
@@ -110,14 +94,6 @@ def colo(tmp_path_factory: pytest.TempPathFactory):
             offered = keygen(workdir / "impostor") if name == "h3" else host_pub
             known.append(f"{host.address} {' '.join(offered.split()[:2])}")
         (workdir / "known_hosts").write_text("\n".join(known) + "\n")
-
-        server = S3Server(net.gateway).start()
-        endpoint = server.url
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                     aws_access_key_id=LAPTOP_SECRETS["AWS_ACCESS_KEY_ID"],
-                     aws_secret_access_key=LAPTOP_SECRETS["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=BUCKET)
         # The nodes' credentials live on the nodes, in env files the services read; never in the inventory.
         for name in hosts:
             (workdir / f"{name}.env").write_text(
@@ -140,12 +116,7 @@ def colo(tmp_path_factory: pytest.TempPathFactory):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_", "HF_TOKEN"))}
         env |= {"LATHE_CLUSTERS": str(workdir / "clusters.yml"), "XDG_CONFIG_HOME": str(workdir / "config"),
                 "LATHE_HOME": str(workdir / "home"), **LAPTOP_SECRETS, "AWS_DEFAULT_REGION": "us-east-1"}
-        yield Colo(net, hosts, sshd_pids, workdir, env, base, short)
-    finally:
-        net.close()
-        if server is not None:
-            server.stop()
-        shutil.rmtree(short, ignore_errors=True)
+        yield Colo(net, world.s3, workdir, short, env, hosts=hosts, sshd_pids=sshd_pids, base=base)
 
 
 def _two_hosts(colo: Colo, name: str, **changes) -> Path:
@@ -322,7 +293,7 @@ def _no_secret_anywhere(colo: Colo, run_id: str, laptop_roots: list[Path], figur
     found = sweep([*NODE_SECRETS.values(), *LAPTOP_SECRETS.values(), token], roots, texts)
     assert not found.found, found.found
     figure(f"secrets (cluster): {len(NODE_SECRETS) + len(LAPTOP_SECRETS) + 1} planted values in none of "
-           f"{found.files} files and outputs ({found.bytes / 1e6:.0f} MB)")
+           f"{found.summary()}")
 
 
 def _profile(colo: Colo):
@@ -537,8 +508,8 @@ def test_twenty_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: 
     or FAILED with a reason, and the registry, Ray and the store must agree on each one."""
     import sqlite3
 
-    from orchestrator.laptop.pull import pull
-    from orchestrator.rundir import RunDir
+    from orchestrator.remote.pull import pull
+    from orchestrator.run.layout import RunDir
 
     cfg = yaml.safe_load(remote_recipe.read_text()) | {"max_steps": 3, "save_steps": 2}
     cfg["lathe"]["export"] = {"gguf": ["q8_0"], "mlx": []}

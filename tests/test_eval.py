@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.laptop.arena import Round, judge
-from orchestrator.laptop.backends import LlamaCpp
-from orchestrator.laptop.evaluate import LevelResult, gate_failures
-from orchestrator.laptop.quality import TokenizerMismatch, check_tokenizer
+from orchestrator.evaluation.arena import Round, judge
+from orchestrator.evaluation.backends import LlamaCpp
+from orchestrator.evaluation.gates import gate_failures
+from orchestrator.evaluation.quality import TokenizerMismatch, check_tokenizer
+from orchestrator.evaluation.results import LevelResult
 from orchestrator.recipe import Gate
 from orchestrator.run import RunDir
 from tests.conftest import CliRun

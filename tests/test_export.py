@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator import manifest as mf
 from orchestrator import reference_format
-from orchestrator.laptop.backends import MLX, LlamaCpp
+from orchestrator.evaluation.backends import MLX, LlamaCpp
 from orchestrator.run import RunDir
 
 pytestmark = pytest.mark.slow
@@ -134,7 +134,7 @@ def test_missing_file_and_unsafe_paths_are_refused(export_copy: Path) -> None:
     data = json.loads((export_copy / mf.MANIFEST).read_text())
     data["artifacts"][0]["path"] = "../../etc/passwd"
     (export_copy / mf.MANIFEST).write_text(json.dumps(data))
-    with pytest.raises(mf.ManifestError, match=r"artifacts.0.path: unsafe path '../../etc/passwd'"):
+    with pytest.raises(mf.ManifestError, match=r"artifacts\[0\].path: unsafe path '../../etc/passwd'"):
         mf.load(export_copy)
     (export_copy / mf.MANIFEST).unlink()
     with pytest.raises(mf.ManifestError, match="no manifest"):

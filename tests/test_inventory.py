@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.colo.inventory import load
+from orchestrator.colo.provision import profile_for, scrape_targets
 from orchestrator.errors import LatheError
-from orchestrator.laptop.inventory import load
-from orchestrator.laptop.provision import profile_for, scrape_targets
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "infra" / "colo" / "inventory.example.yml"
@@ -30,11 +30,11 @@ def test_the_example_inventory_loads_and_defaults_apply_per_host() -> None:
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: d["hosts"][1].update(role="head"), "inventory: exactly one host must have role: head (found 2)"),
     (lambda d: d["hosts"][2].update(proxy_jump="nowhere"), "proxy_jump 'nowhere' is not another host"),
-    (lambda d: d["hosts"][0].update(gpus=-1), "hosts.0.gpus: Input should be greater than or equal to 0"),
-    (lambda d: d["hosts"][0].update(name="../etc"), "hosts.0.name: String should match pattern"),
+    (lambda d: d["hosts"][0].update(gpus=-1), "hosts[0].gpus: Input should be greater than or equal to 0"),
+    (lambda d: d["hosts"][0].update(name="../etc"), "hosts[0].name: String should match pattern"),
     (lambda d: d.pop("store"), "store: Field required"),
     (lambda d: d.update(hosts=[]), "hosts: List should have at least 1 item"),
-    (lambda d: d["hosts"][1].update(sudo=True), "hosts.1.sudo: Extra inputs are not permitted"),
+    (lambda d: d["hosts"][1].update(sudo=True), "hosts[1].sudo: Extra inputs are not permitted"),
     (lambda d: d["hosts"].append(dict(d["hosts"][1])), "host names must be unique"),
 ])
 def test_a_bad_inventory_is_refused_with_the_field_named(tmp_path: Path, change, message: str) -> None:
@@ -71,9 +71,10 @@ gpu=NVIDIA H100 80GB HBM3, 580.159.04
 
 @pytest.mark.parametrize(("gpus", "gpu_problem"), [(1, False), (2, True)])
 def test_preflight_reads_a_gpu_hosts_facts(gpus: int, gpu_problem: bool) -> None:
-    from orchestrator.laptop import nodes
-    from orchestrator.laptop.inventory import Inventory
-    from orchestrator.laptop.provision import _host_problems, services_for
+    from orchestrator.colo import nodes
+    from orchestrator.colo.inventory import Inventory
+    from orchestrator.colo.preflight import _host_problems
+    from orchestrator.colo.services import services_for
 
     inv = Inventory.model_validate({"name": "gpu", "store": {"uri": "s3://b/p"}, "hosts": [
         {"name": "h100", "address": "10.0.0.9", "role": "head", "gpus": gpus, "accelerator": "H100"}]})

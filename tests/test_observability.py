@@ -7,19 +7,19 @@ import json
 import math
 import re
 import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
+import pytest
 import yaml
 
 from orchestrator.cluster.metrics import MetricsSink
 from orchestrator.run import RunDir
-from tests.services import fetch
+from tests.support.cli import LATHE
+from tests.support.services import fetch
 
 REPO = Path(__file__).resolve().parents[1]
 PROM = REPO / "infra" / "prometheus"
-LATHE = Path(sys.executable).with_name("lathe")
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:
@@ -68,7 +68,7 @@ def _range(prometheus, expr: str, start: float, end: float) -> list[tuple[float,
 
 
 def test_loss_in_prometheus_matches_metrics_jsonl_point_for_point(e2e_run: RunDir, prometheus) -> None:
-    run_id = e2e_run.record()["run_id"]
+    run_id = e2e_run.record().run_id
     points = e2e_run.metrics()
     start, end = points[0]["time"] - 5, points[-1]["time"] + 5
     losses = _range(prometheus, f'lathe_train_loss{{run_id="{run_id}"}}', start, end)
@@ -81,7 +81,7 @@ def test_loss_in_prometheus_matches_metrics_jsonl_point_for_point(e2e_run: RunDi
 
 
 def test_run_state_and_stage_timings_reach_prometheus(e2e_run: RunDir, prometheus) -> None:
-    run_id = e2e_run.record()["run_id"]
+    run_id = e2e_run.record().run_id
     query = urllib.parse.urlencode({"query": f'lathe_run_state{{run_id="{run_id}"}} == 1'})
     result = json.loads(fetch(f"{prometheus.url}/api/v1/query?{query}"))["data"]["result"]
     assert [r["metric"]["state"] for r in result] == ["SUCCEEDED"]
@@ -113,3 +113,52 @@ def test_lathe_watch_renders_from_prometheus_and_from_the_run_directory(e2e_run:
     down = subprocess.run([str(LATHE), "watch", str(e2e_run.path), "--prometheus", "http://127.0.0.1:9", "--once"],
                           capture_output=True, text=True, check=True)
     assert "metrics.jsonl" in down.stdout, "falls back to the file when Prometheus is unreachable"
+
+
+def test_the_cost_expression_is_the_one_grafana_and_the_rules_test_use() -> None:
+    from orchestrator.remote.watch import cost_expr
+
+    dashboard = json.loads((REPO / "infra" / "grafana" / "dashboards" / "lathe-runs.json").read_text())
+    panel = next(p for p in dashboard["panels"] if p["title"] == "Cost so far")
+    assert [t["expr"] for t in panel["targets"]] == [cost_expr('run_id=~"$run_id"')]
+    tested = yaml.safe_load((PROM / "tests" / "lathe.rules.test.yml").read_text())
+    exprs = {e["expr"] for t in tested["tests"] for e in t.get("promql_expr_test", [])}
+    assert exprs == {cost_expr("")}
+
+
+def _cost_shown(out: str) -> float:
+    return float(re.search(r"cost so far\s+\$([\d.]+)", out).group(1))
+
+
+def test_a_finished_runs_cost_stops_growing(tmp_path: Path, pushgateway, prometheus) -> None:
+    """2 GPUs at $3600 per GPU-hour ($2 a second), finished after 30 minutes: $3600, however late one looks."""
+    import time
+
+    from orchestrator.cluster.metrics import RunMetrics
+    from orchestrator.run.state import RunState
+
+    run_id = "cost-finished"
+    run = RunDir(tmp_path / run_id)
+    run.path.mkdir()
+    run.update(run_id=run_id, state=RunState.SUCCEEDED)
+    sink = MetricsSink(run_id=run_id, jsonl_path=run.path / "metrics.jsonl", pushgateway=pushgateway.url)
+    for step in range(1, 4):
+        sink.record(step, 3, {"loss": 2.0 / step})
+    metrics = RunMetrics(run_id, pushgateway.url, gpus=2, price_per_gpu_hour=3600.0, started=time.time() - 1800)
+    metrics.set_state(RunState.RUNNING)
+    metrics.set_state(RunState.SUCCEEDED)
+    query = urllib.parse.urlencode({"query": f'lathe_run_state{{run_id="{run_id}", state="SUCCEEDED"}} == 1'})
+    deadline = time.monotonic() + 30
+    while not json.loads(fetch(f"{prometheus.url}/api/v1/query?{query}"))["data"]["result"]:
+        assert time.monotonic() < deadline, "Prometheus never scraped the finished state"
+        time.sleep(0.5)
+    # watch reads the loss curve at a step of (now - start) / 300 = 6 s: wait until it has a point.
+    time.sleep(7)
+    shown = []
+    for _ in range(2):
+        proc = subprocess.run([str(LATHE), "watch", str(run.path), "--prometheus", prometheus.url, "--once"],
+                              capture_output=True, text=True, check=True)
+        assert f"prometheus {prometheus.url}" in proc.stdout and "SUCCEEDED" in proc.stdout, proc.stdout
+        shown.append(_cost_shown(proc.stdout))
+        time.sleep(3)  # $6 more, were the cost still counted from the start time
+    assert shown[0] == shown[1] and shown[0] == pytest.approx(3600, abs=5), shown

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import yaml
 from orchestrator import profiles, registry
 from orchestrator.errors import LatheError
 from orchestrator.store import LocalStore, put_tree
-
-LATHE = Path(sys.executable).with_name("lathe")
+from tests.support.cli import LATHE
 
 
 @pytest.fixture

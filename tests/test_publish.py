@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.laptop import deploy_targets as dt
-from orchestrator.laptop.publish import File, PublishError, check_no_secrets
+from orchestrator.publish import deploy_targets as dt
+from orchestrator.publish.publish import File, PublishError, check_no_secrets
 from orchestrator.run import RunDir
 from tests.conftest import LOCAL_SECRETS, CliRun
-from tests.leaks import plant, sweep
-from tests.services import S3Server, fetch, free_port, wait_http
+from tests.support.cli import lathe as run_lathe
+from tests.support.leaks import plant, sweep
+from tests.support.services import S3Server, fetch, free_port, wait_http
 
-LATHE = Path(sys.executable).with_name("lathe")
 VENV_BIN = str(Path(sys.executable).parent)
 # Planted in the environment of every publish below: none may appear in anything published.
 PLANTED = plant("publish")
@@ -34,8 +34,8 @@ COMMAND = re.compile(r"<!-- lathe:command (?P<attrs>[^>]*?) -->\n```bash\n(?P<sh
 
 
 def lathe(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LATHE), *args], capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**os.environ, **PLANTED, "AWS_DEFAULT_REGION": "us-east-1", **(env or {})})
+    return run_lathe(*args, env={**os.environ, **PLANTED, "AWS_DEFAULT_REGION": "us-east-1", **(env or {})},
+                     timeout=timeout)
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -82,8 +82,8 @@ def test_the_card_shows_training_every_level_and_the_machine(published: Path, re
     assert json.loads((e2e_run.path / "run.json").read_text())["recipe_sha256"] in card
     machine = report["machine"]
     assert f"Measured by `lathe eval` on {machine['system']} {machine['machine']}" in card
-    from orchestrator.laptop.evaluate import LevelResult
-    from orchestrator.laptop.report import rows
+    from orchestrator.evaluation.report import rows
+    from orchestrator.evaluation.results import LevelResult
 
     for row in rows([LevelResult(**lv) for lv in report["levels"]]):
         assert "| " + " | ".join(row) + " |" in card, f"no row for {row[0]}"
@@ -491,8 +491,7 @@ def test_nothing_the_local_run_wrote_holds_a_planted_secret(e2e_cli: CliRun, pub
     found = sweep([*LOCAL_SECRETS.values(), *PLANTED.values()], [e2e_cli.run.path, published, e2e_cli.ray_temp], texts)
     assert found.files > 100 and (e2e_cli.ray_temp / "ray").is_dir(), "the sweep must see Ray's own files"
     assert not found.found, found.found
-    figure(f"secrets (local run): {len(LOCAL_SECRETS) + len(PLANTED)} planted values in none of {found.files} "
-           f"files and outputs ({found.bytes / 1e6:.0f} MB)")
+    figure(f"secrets (local run): {len(LOCAL_SECRETS) + len(PLANTED)} planted values in none of {found.summary()}")
 
 
 @slow

@@ -18,8 +18,9 @@ import pytest
 
 from orchestrator import manifest as mf
 from orchestrator.errors import LatheError
-from orchestrator.laptop.pull import PART_SUFFIX, pull
+from orchestrator.remote.pull import PART_SUFFIX, pull
 from orchestrator.store import open_store
+from tests.support.needs import require
 
 RUN = "faults-20261122-000000-abcd"
 SIZES = {"gguf/model-q4_k_m.gguf": 3_000_000, "gguf/model-q8_0.gguf": 5_000_000, "reference/ref.json": 2_000}
@@ -116,8 +117,7 @@ def test_a_bad_manifest_is_refused_and_nothing_lands_outside_the_run(fault: str,
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 4 MB tmpfs: the pull's destination fills up after the first file."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    require("root", why="mounting a tmpfs")
     mount = tmp_path / "disk"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
@@ -179,17 +179,19 @@ def test_a_manifest_traversal_cannot_be_smuggled_through_a_symlink(tmp_path: Pat
     ({"state": "STOPPED"}, False),
 ])
 def test_only_infrastructure_failures_count_as_a_lost_driver(record: dict, lost: bool) -> None:
-    from orchestrator.laptop.submit import driver_lost
+    from orchestrator.remote.status import driver_lost
+    from orchestrator.run.layout import RunRecord
 
-    assert driver_lost(record) is lost
+    assert driver_lost(RunRecord.model_validate(record)) is lost
 
 
 def test_resubmission_is_bounded_and_refused_when_the_recipe_changed(tmp_path: Path, quickstart: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator import registry
-    from orchestrator.laptop.submit import _resubmit
     from orchestrator.profiles import ClusterProfile
     from orchestrator.recipe import load as recipe_load
+    from orchestrator.remote.status import _resubmit
+    from orchestrator.run.layout import RunRecord
     from orchestrator.store import StoreConfig
 
     monkeypatch.setenv("LATHE_HOME", str(tmp_path / "home"))
@@ -197,10 +199,10 @@ def test_resubmission_is_bounded_and_refused_when_the_recipe_changed(tmp_path: P
     recipe = recipe_load(quickstart)
     entry = registry.add("q-1", "c", "q-1-a3", str(tmp_path / "q-1"), str(quickstart))
     assert registry.attempt(entry) == 3 and registry.attempt(registry.add("q-2", "c", "q-2", "", "")) == 1
-    state, detail = _resubmit(entry, profile, {"recipe_sha256": recipe.sha256}, "job driver lost (exit -9)")
+    state, detail = _resubmit(entry, profile, RunRecord(recipe_sha256=recipe.sha256), "job driver lost (exit -9)")
     assert state == "FAILED" and "gave up after 3 attempts (lathe.failure.max_resubmits: 2)" in detail
     first = registry.add("q-3", "c", "q-3", str(tmp_path / "q-3"), str(quickstart))
-    state, detail = _resubmit(first, profile, {"recipe_sha256": "0" * 64}, "job driver lost")
+    state, detail = _resubmit(first, profile, RunRecord(recipe_sha256="0" * 64), "job driver lost")
     assert state == "FAILED" and "changed since the run started" in detail
 
 
@@ -211,9 +213,9 @@ def test_the_store_sync_rides_out_a_store_outage(tmp_path: Path, monkeypatch: py
     import boto3
 
     from orchestrator.cluster.job import StoreSync
-    from orchestrator.rundir import RunDir
+    from orchestrator.run.layout import RunDir
     from orchestrator.store import StoreConfig
-    from tests.services import S3Server
+    from tests.support.services import S3Server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -262,3 +264,59 @@ def test_training_failures_from_outside_the_recipe_count_as_infrastructure() -> 
     assert caused_by_infrastructure(WorkerGroupError("upload", {0: OSError("AWS Error NETWORK_CONNECTION")}))
     assert not caused_by_infrastructure(WorkerGroupError("bug", {0: ValueError("sequence_len must be > 0")}))
     assert not caused_by_infrastructure(KeyError("not a Ray Train failure"))
+
+
+def test_a_store_that_dies_mid_pull_is_one_line_and_the_next_pull_resumes(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 server stops in the middle of a part: the pull ends at once with one line naming the store
+    and the run (parts still queued are never tried), keeps what arrived, and resumes once it is back."""
+    import boto3
+
+    from orchestrator.errors import StoreError
+    from orchestrator.store import S3Store, StoreConfig
+    from tests.support.services import S3Server
+
+    class Counting(S3Store):
+        ranges = 0
+
+        def read_range(self, key: str, start: int, end: int):
+            Counting.ranges += 1
+            return super().read_range(key, start, end)
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    local = tmp_path / "made"
+    export = _make_run(local)
+    server = S3Server().start()
+    try:
+        client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client.create_bucket(Bucket="runs")
+        for path in sorted(p for p in export.rglob("*") if p.is_file()):
+            client.upload_file(str(path), "runs", f"{RUN}/export/{path.relative_to(export).as_posix()}")
+        store = Counting(StoreConfig(uri="s3://runs", endpoint_url=server.url, region="us-east-1"))
+        gets = []
+
+        def sixth_part(method: str, path: str, _query: str) -> bool:
+            if method == "GET" and path.endswith(".gguf"):
+                gets.append(path)
+            return len(gets) == 6
+
+        server.stop_during(sixth_part)
+        dest, part, threads = tmp_path / "pulled", 256 * 1024, 2
+        parts = sum(-(-size // part) for size in SIZES.values())
+        with pytest.raises(StoreError) as err:
+            pull(store, RUN, dest, threads=threads, part_size=part)
+        message = str(err.value)
+        assert "\n" not in message and message.startswith(f"pull {RUN}: the store s3://runs failed")
+        assert message.endswith("partial files are kept and the next pull resumes them")
+        tried = Counting.ranges
+        assert tried <= 6 + threads < parts, f"{tried} of {parts} parts tried after the store went away"
+        assert list((dest / RUN / "export").rglob(f"*{PART_SUFFIX}")), "what arrived is kept"
+
+        server.start()
+        stats = pull(store, RUN, dest, threads=threads, part_size=part)
+        assert stats.bytes_fetched < stats.bytes_total, "resumed, not started over"
+        mf.verify(dest / RUN / "export")
+    finally:
+        server.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import LatheError
-from orchestrator.laptop.tasks import Item, load_items, score
+from orchestrator.evaluation.tasks import Item, load_items, score
 
 WEATHER_SCHEMA = {
     "type": "object",

@@ -88,7 +88,7 @@ def test_build_refuses_to_overwrite(tmp_path: Path) -> None:
 UV = Path(sys.executable).with_name("uv")  # bootstrap installs uv into the venv
 
 
-@pytest.mark.skipif(not UV.exists(), reason="needs the venv's uv to make a transformers 4.x environment")
+@pytest.mark.needs("venv-uv", why="a transformers 4.x environment")
 def test_tokenizer_loads_in_transformers_4(tmp_path: Path, tiny_llama: Path) -> None:
     """Users on older stacks (transformers 4.x) load the same tokenizer and get the same ids."""
     from transformers import AutoTokenizer

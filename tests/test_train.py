@@ -6,7 +6,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.run import RunDir, run_local
-from tests.services import fetch
+from orchestrator.local import run_local
+from orchestrator.run import RunDir
+from tests.support.services import fetch
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +41,13 @@ def _falls(points: list[dict]) -> tuple[float, float]:
 
 def test_one_worker_trains_and_loss_falls(one_worker: RunDir, quickstart: Path) -> None:
     record = one_worker.record()
-    assert record["state"] == "SUCCEEDED"
+    assert record.state == "SUCCEEDED"
     first, last = _falls(one_worker.metrics())
     assert last < first - 0.5, f"loss did not fall: {first:.3f} -> {last:.3f}"
     assert last < 1.0, f"the quickstart should nearly memorise its 50 facts, final loss {last:.3f}"
     assert (one_worker.path / "recipe.yml").read_text() == quickstart.read_text()
-    assert {"lathe", "axolotl", "ray", "transformers", "torch"} <= set(record["versions"])
-    assert record["created"] <= record["ended"]
+    assert {"lathe", "axolotl", "ray", "transformers", "torch"} <= set(record.versions)
+    assert record.created <= record.ended
     adapter = one_worker.path / "adapter"
     assert (adapter / "adapter_model.safetensors").stat().st_size > 0
     assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "LORA"
@@ -65,7 +65,7 @@ def test_every_logged_step_has_the_training_metrics(one_worker: RunDir) -> None:
 
 
 def test_checkpoints_are_reported_to_the_store(one_worker: RunDir) -> None:
-    storage = one_worker.path / "ray" / one_worker.record()["run_id"]
+    storage = one_worker.path / "ray" / one_worker.record().run_id
     checkpoints = sorted(storage.glob("checkpoint_*"))
     assert checkpoints, "Ray Train stored no checkpoint"
     states = [json.loads(p.read_text()) for p in storage.glob("checkpoint_*/trainer_state.json")]
@@ -74,7 +74,7 @@ def test_checkpoints_are_reported_to_the_store(one_worker: RunDir) -> None:
 
 def test_pushgateway_holds_the_last_point(one_worker: RunDir, pushgateway) -> None:
     text = fetch(f"{pushgateway.url}/metrics")
-    run_id = one_worker.record()["run_id"]
+    run_id = one_worker.record().run_id
     last = one_worker.metrics()[-1]
 
     def value(name: str) -> float:
@@ -89,7 +89,7 @@ def test_pushgateway_holds_the_last_point(one_worker: RunDir, pushgateway) -> No
 
 def test_prometheus_stored_the_loss_series(one_worker: RunDir, prometheus) -> None:
     """Scraped from the Pushgateway during training: a series, each point one the run logged."""
-    run_id = one_worker.record()["run_id"]
+    run_id = one_worker.record().run_id
     points = one_worker.metrics()
     start, end = points[0]["time"] - 5, points[-1]["time"] + 5
     query = urllib.parse.urlencode({"query": f'lathe_train_loss{{run_id="{run_id}"}}', "start": start,
@@ -114,7 +114,7 @@ def test_two_workers_split_the_data(one_worker: RunDir, two_workers: RunDir) -> 
     assert sorted(e["rank"] for e in starts) == [0, 1] and all(e["world_size"] == 2 for e in starts)
     first, last = _falls(two_workers.metrics())
     assert last < first - 0.3
-    assert two_workers.record()["state"] == "SUCCEEDED"
+    assert two_workers.record().state == "SUCCEEDED"
 
 
 def _registered_steps(run: RunDir) -> list[int]:
@@ -165,10 +165,10 @@ def test_killed_worker_resumes_from_checkpoint(short_recipe: Path, tmp_path: Pat
     assert points[-1]["step"] == points[-1]["max_steps"]
     resumed = [p["step"] for p in points if p["time"] > starts[1]["time"]]
     assert resumed[0] == starts[1]["resume_step"] + 1
-    assert run.record()["state"] == "SUCCEEDED" and run.record()["restarts"] == 1
+    assert run.record().state == "SUCCEEDED" and run.record().restarts == 1
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root to make a network namespace")
+@pytest.mark.needs("root", "unshare", why="a network namespace")
 def test_lathe_run_needs_no_network(short_recipe: Path, tmp_path: Path) -> None:
     """`lathe run` in a network namespace with only loopback: no hub, no telemetry, nothing outside."""
     lathe = Path(sys.executable).with_name("lathe")
@@ -178,6 +178,6 @@ def test_lathe_run_needs_no_network(short_recipe: Path, tmp_path: Path) -> None:
                           check=False, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = RunDir(next(tmp_path.iterdir()))
-    assert run.record()["state"] == "SUCCEEDED"
+    assert run.record().state == "SUCCEEDED"
     first, last = _falls(run.metrics())
     assert last < first

@@ -93,16 +93,49 @@ CATALOGUE: list[tuple[str, Callable[[dict], None], str]] = [
      "bad.yml: lathe.export.gguf[0]: Input should be 'f32', 'f16', 'bf16', 'q8_0', 'q6_k', 'q5_k_m', 'q5_k_s', 'q4_k_m', 'q4_k_s', 'q3_k_m' or 'q2_k'"),
     ("gate-for-unexported-level", _set("lathe.eval.gates", {"q2_k": {"max_flips": 1}}),
      "bad.yml: lathe: gate for level 'q2_k' which is not exported (exported: f16, mlx-4bit, mlx-8bit, mlx-f16, q4_k_m, q5_k_m, q6_k, q8_0)"),
-    ("cpu-triton-kernel", _drop("lora_mlp_kernel"),
-     "bad.yml: lora_mlp_kernel: must be false for CPU training (Axolotl's Triton LoRA kernels need CUDA)"),
     ("cpu-fp16", _set("fp16", True),
      "bad.yml: fp16: fp16 mixed precision needs a GPU; use bf16 or fp32 on CPU (this recipe trains on CPU: lathe.resources.gpus_per_node is 0)"),
     ("missing-deepspeed-config", lambda c: (_set("lathe.resources.gpus_per_node", 2)(c), _set("deepspeed", "deepspeed/zero9.json")(c)),
      "bad.yml: deepspeed: no such file 'deepspeed/zero9.json'"),
     ("missing-eval-set", _set("lathe.eval.dataset", "data/nope.jsonl"),
      "bad.yml: lathe.eval.dataset: no such file 'data/nope.jsonl'"),
-    ("axolotl-type-error", _set("learning_rate", "fast"),
-     "bad.yml: learning_rate: could not convert string to float: 'fast'"),
+    ("axolotl-type-error", _set("sample_packing", "sometimes"),
+     "bad.yml: sample_packing: Input should be a valid boolean, unable to interpret input"),
+    # Values Axolotl's schema lets through but that cannot train (orchestrator/trainability.py).
+    ("learning-rate-not-a-number", _set("learning_rate", "fast"), "bad.yml: learning_rate: 'fast' is not a number"),
+    ("learning-rate-zero", _set("learning_rate", 0),
+     "bad.yml: learning_rate: 0 must be more than 0 and less than 1 (a rate of 1 or more diverges at once)"),
+    ("learning-rate-huge", _set("learning_rate", 5),
+     "bad.yml: learning_rate: 5 must be more than 0 and less than 1 (a rate of 1 or more diverges at once)"),
+    ("no-epochs", _set("num_epochs", 0), "bad.yml: num_epochs: 0 must be at least 1"),
+    ("no-steps", _set("max_steps", 0), "bad.yml: max_steps: 0 must be at least 1 when set"),
+    ("batch-zero", _set("micro_batch_size", 0), "bad.yml: micro_batch_size: 0 must be at least 1"),
+    ("batch-fraction", _set("micro_batch_size", 1.5), "bad.yml: micro_batch_size: 1.5 must be a whole number, at least 1"),
+    ("accumulation-zero", _set("gradient_accumulation_steps", 0),
+     "bad.yml: gradient_accumulation_steps: 0 must be at least 1"),
+    ("sequence-zero", _set("sequence_len", 0), "bad.yml: sequence_len: 0 must be at least 1"),
+    ("sequence-past-the-model", _set("sequence_len", 4096),
+     "bad.yml: sequence_len: 4096 is longer than the base model's 1024 positions"),
+    ("lora-rank-zero", _set("lora_r", 0), "bad.yml: lora_r: 0 must be at least 1"),
+    ("lora-dropout-one", _set("lora_dropout", 1.0), "bad.yml: lora_dropout: 1.0 must be at least 0 and less than 1"),
+    ("warmup-ratio-over-one", _set("warmup_ratio", 2), "bad.yml: warmup_ratio: 2 must be at least 0 and less than 1"),
+    ("val-set-size-neither", _set("val_set_size", 2.5),
+     "bad.yml: val_set_size: 2.5 must be a fraction of the data (0 to 1) or a whole number of rows"),
+    ("weight-decay-negative", _set("weight_decay", -0.1), "bad.yml: weight_decay: -0.1 must be at least 0"),
+    ("keep-no-checkpoint", _set("save_total_limit", 0), "bad.yml: save_total_limit: 0 must be at least 1 when set"),
+    ("optimizer-misspelled", _set("optimizer", "adamw_torh"),
+     "bad.yml: optimizer: unknown optimizer 'adamw_torh'; did you mean 'adamw_torch'?"),
+    ("scheduler-misspelled", _set("lr_scheduler", "cosin"),
+     "bad.yml: lr_scheduler: unknown scheduler 'cosin'; did you mean 'cosine'?"),
+    ("dataset-type-misspelled", _set("datasets.0.type", "chat_templat"),
+     "bad.yml: datasets[0].type: unknown dataset type 'chat_templat'; did you mean 'chat_template'?"),
+    ("evals-without-an-eval-set", _set("evals_per_epoch", 2),
+     "bad.yml: evals_per_epoch: needs an eval set: set val_set_size above 0, or test_datasets"),
+    ("best-model-without-an-eval-set", _set("load_best_model_at_end", True),
+     "bad.yml: load_best_model_at_end: needs an eval set: set val_set_size above 0, or test_datasets"),
+    ("lora-without-targets", _set("lora_target_linear", False),
+     ("bad.yml: adapter: lora with no target modules trains nothing: set lora_target_linear: true or "
+      "lora_target_modules")),
     ("axolotl-dataset-type-error", _set("datasets.0.type", 5),
      "bad.yml: datasets[0].type: Input should be a valid string"),
 ]
@@ -130,7 +163,11 @@ def test_bad_recipe_gets_one_line(tmp_path: Path, mutate: Callable[[dict], None]
 
 
 def test_catalogue_is_wide_enough() -> None:
-    assert len({c[0] for c in CATALOGUE}) >= 12
+    ids = [c[0] for c in CATALOGUE]
+    assert len(ids) == len(set(ids)), "each kind once"
+    kinds = {"files and rows": 9, "schema": 8, "cpu": 1, "trainability": 12}
+    assert len(ids) >= sum(kinds.values()), f"{len(ids)} kinds"
+    assert len(ids[ids.index("learning-rate-not-a-number"):]) >= kinds["trainability"]
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
@@ -151,24 +188,62 @@ def test_not_a_mapping(tmp_path: Path) -> None:
 def test_several_problems_one_line_each(tmp_path: Path) -> None:
     cfg = _quickstart()
     cfg["datasets"][0]["path"] = "x.jsonl"
-    cfg.pop("lora_qkv_kernel")
+    cfg["fp16"] = True
     with pytest.raises(LatheError) as err:
         validate(_write(tmp_path, cfg))
     assert str(err.value).splitlines() == [
         "bad.yml: datasets[0].path: no such file 'x.jsonl'",
-        "bad.yml: lora_qkv_kernel: must be false for CPU training (Axolotl's Triton LoRA kernels need CUDA)",
+        ("bad.yml: fp16: fp16 mixed precision needs a GPU; use bf16 or fp32 on CPU (this recipe trains on CPU: "
+         "lathe.resources.gpus_per_node is 0)"),
     ]
 
 
-def test_gpu_recipe_may_keep_kernels(tmp_path: Path) -> None:
-    """The CPU-safety checks apply only when no GPU will be used."""
+def test_lathe_turns_the_cuda_only_lora_kernels_off_on_cpu_and_only_there(tmp_path: Path) -> None:
+    """A CPU recipe need not spell the four kernel settings: Lathe sets them (the driver applies it, and
+    the quickstart trains without them); a GPU recipe keeps Axolotl's default."""
+    from orchestrator.recipe import CPU_UNSAFE_KERNELS, for_cpu
+
     cfg = _quickstart()
+    assert not set(CPU_UNSAFE_KERNELS) & set(cfg), "the quickstart leaves them to Lathe"
     cfg["lathe"]["resources"]["gpus_per_node"] = None
-    cfg.pop("lora_mlp_kernel")
+    cfg["lora_o_kernel"] = False
     path = _write(tmp_path, cfg)
-    assert validate(path, gpus_per_node=1).axolotl["adapter"] == "lora"
-    with pytest.raises(LatheError, match="lora_mlp_kernel"):
-        validate(path, gpus_per_node=0)
+    assert validate(path, gpus_per_node=1, axolotl_schema=False).cpu_changes == []
+    on_cpu = validate(path, gpus_per_node=0, axolotl_schema=False)
+    assert on_cpu.cpu_changes == ["lora_mlp_kernel", "lora_qkv_kernel", "lora_embedding_kernel"]
+    applied, changed = for_cpu(on_cpu.axolotl)
+    assert changed == on_cpu.cpu_changes and all(applied[k] is False for k in CPU_UNSAFE_KERNELS)
+    assert "lora_mlp_kernel" not in on_cpu.axolotl, "the recipe itself is left as written"
+
+
+# Keys Axolotl's own examples still carry, blank, that its schema no longer lists: Axolotl ignores them.
+EXAMPLE_LEFTOVERS = {"debug": None, "fsdp": None, "xpos_rope": None}
+
+
+def test_a_recipe_copied_from_axolotls_examples_validates_with_one_warning_a_key(tmp_path: Path) -> None:
+    cfg = _quickstart()
+    cfg.update(EXAMPLE_LEFTOVERS)
+    parsed = validate(_write(tmp_path, cfg))
+    assert parsed.warnings == [f"bad.yml: {key}: not a setting this Axolotl knows; ignored, as Axolotl ignores it"
+                               for key in EXAMPLE_LEFTOVERS]
+    cfg["lerning_rate"] = 0.001  # a misspelling is still an error, leftovers or not
+    with pytest.raises(LatheError, match=r"^bad.yml: lerning_rate: unknown key; did you mean 'learning_rate'\?$"):
+        validate(_write(tmp_path / "again", cfg))
+
+
+def test_lathe_validate_prints_warnings_apart_from_the_verdict(tmp_path: Path) -> None:
+
+    from tests.support.cli import lathe
+
+    cfg = _quickstart()
+    cfg.update(EXAMPLE_LEFTOVERS)
+    proc = lathe("validate", str(_write(tmp_path, cfg)))
+    assert proc.returncode == 0 and proc.stdout == "bad.yml: ok\n", proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        *(f"warning: bad.yml: {k}: not a setting this Axolotl knows; ignored, as Axolotl ignores it"
+          for k in EXAMPLE_LEFTOVERS),
+        ("note: bad.yml: lora_mlp_kernel, lora_qkv_kernel, lora_o_kernel, lora_embedding_kernel set to false: "
+         "training on CPU (Axolotl's Triton LoRA kernels need CUDA)")], proc.stderr
 
 
 def test_relative_paths_follow_the_recipe_not_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,8 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InfrastructureError, LatheError
-from orchestrator.recipe import Recipe
-from orchestrator.rundir import RunDir, now
+from orchestrator.recipe import Recipe, cpu_note, for_cpu
+from orchestrator.run.layout import (
+    ADAPTER,
+    AXOLOTL,
+    EXPORT,
+    EXPORT_LOG,
+    MANIFEST,
+    RAY,
+    RECIPE,
+    VERSIONED,
+    RunDir,
+    now,
+)
+from orchestrator.run.state import RunState
 from orchestrator.store import StoreConfig
 
 
@@ -35,6 +47,34 @@ class DriveOptions:
     price_per_gpu_hour: float = 0.0
     upload_to: tuple[StoreConfig, str] | None = None  # export straight into the store under this key
     inputs_from: StoreConfig | None = None  # recipe files too large for the working_dir: <run>/inputs/
+
+
+def workers_for(recipe: Recipe, gpus_per_node: int | None, override: int | None) -> tuple[int, bool]:
+    """How many training workers, and whether they use GPUs: the recipe's resources, else what the
+    node reports; an explicit override (--workers) wins."""
+    res = recipe.lathe.resources
+    gpus = res.gpus_per_node if res.gpus_per_node is not None else (gpus_per_node or 0)
+    return override or res.num_workers(gpus), gpus > 0
+
+
+def begin(run: RunDir, recipe: Recipe, cfg: dict[str, Any], use_gpu: bool, say: Callable[[str], None],
+          **record: Any) -> dict[str, Any]:
+    """The preamble every driver runs before training, on the laptop (`lathe run`) or on the head
+    (the Ray job): the config made CPU-safe where Lathe can (said in one line), the recipe as given,
+    what Axolotl gets, and the run record. Returns the config to train with."""
+    import yaml
+
+    from orchestrator.versions import installed
+
+    if not use_gpu:
+        cfg, changed = for_cpu(cfg)
+        if changed:
+            say(f"{recipe.name}: {cpu_note(changed)}")
+    run.path.mkdir(parents=True, exist_ok=True)
+    (run.path / RECIPE).write_text(recipe.text)
+    (run.path / AXOLOTL).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run.update(recipe_sha256=recipe.sha256, state=RunState.RUNNING, versions=installed(VERSIONED), **record)
+    return cfg
 
 
 def caused_by_infrastructure(error: BaseException) -> bool:
@@ -75,14 +115,14 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
     from orchestrator.cluster.metrics import RunMetrics
     from orchestrator.cluster.train import TrainJob, fit
 
-    run_id = run.record()["run_id"]
+    run_id = run.record().run_id
     res = recipe.lathe.resources
     metrics = RunMetrics(run_id, opts.pushgateway, gpus=opts.num_workers if opts.use_gpu else 0,
                          price_per_gpu_hour=opts.price_per_gpu_hour)
-    metrics.set_state("RUNNING")
+    metrics.set_state(RunState.RUNNING)
     log_actor = runlog.start(run_id, run.path)  # noqa: F841 - lives as long as this handle
     job = TrainJob(
-        run_id=run_id, axolotl_cfg=cfg, storage_path=opts.storage_path or str(run.path / "ray"),
+        run_id=run_id, axolotl_cfg=cfg, storage_path=opts.storage_path or str(run.path / RAY),
         storage_fs=opts.storage_fs, num_workers=opts.num_workers, use_gpu=opts.use_gpu,
         resources_per_worker={"GPU": 1} if opts.use_gpu else {"CPU": res.cpus_per_worker},
         accelerator_type=res.accelerator_type, max_failures=recipe.lathe.failure.max_failures,
@@ -111,29 +151,29 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
     error = outcome.get("error") or getattr(outcome.get("result"), "error", None)
     if error is not None:
         why = reason(error)
-        metrics.set_state("FAILED")
-        run.update(state="FAILED", ended=now(), error=why)
+        metrics.set_state(RunState.FAILED)
+        run.update(state=RunState.FAILED, ended=now(), error=why)
         kind = InfrastructureError if caused_by_infrastructure(error) else LatheError
         raise kind(f"run {run_id} failed: {why} (see {run.path})")
     checkpoint = outcome["result"].checkpoint
     with checkpoint.as_directory() as final:
-        shutil.copytree(final, run.path / "adapter")
+        shutil.copytree(final, run.path / ADAPTER)
     points = run.metrics()
     run.update(
-        state="EXPORTING" if opts.export else "TRAINED", trained=now(), steps=points[-1]["step"] if points else 0,
+        state=RunState.EXPORTING if opts.export else RunState.TRAINED, trained=now(), steps=points[-1]["step"] if points else 0,
         final_loss=points[-1].get("loss") if points else None,
         restarts=sum(1 for e in run.events() if e["event"] == "worker_start" and e["rank"] == 0) - 1,
     )
     if opts.export:
-        metrics.set_state("EXPORTING")
+        metrics.set_state(RunState.EXPORTING)
         began = time.time()
         try:
             export_stage(run, recipe, cfg["base_model"], checkpoint, opts)
         except LatheError:
-            metrics.set_state("FAILED")
+            metrics.set_state(RunState.FAILED)
             raise
         metrics.stage_done("export", time.time() - began)
-    metrics.set_state("SUCCEEDED")
+    metrics.set_state(RunState.SUCCEEDED)
     return run
 
 
@@ -153,12 +193,12 @@ def _export_task(plan: Any, checkpoint: Any, upload_to: tuple[StoreConfig, str] 
         with checkpoint.as_directory() as weights:
             plan.weights_dir = Path(weights)
             if scratch is not None:
-                plan.out_dir = scratch / "export"
-            manifest = export(plan, step=lambda msg: log.line("export.log", msg))
+                plan.out_dir = scratch / EXPORT
+            manifest = export(plan, step=lambda msg: log.line(EXPORT_LOG, msg))
         if upload_to is not None:
-            log.line("export.log", "uploading to the store (manifest last)")
+            log.line(EXPORT_LOG, "uploading to the store (manifest last)")
             config, key = upload_to
-            put_tree(open_store(config), plan.out_dir, key, last="manifest.json")
+            put_tree(open_store(config), plan.out_dir, key, last=MANIFEST)
     finally:
         log.flush()
         if scratch is not None:
@@ -175,8 +215,8 @@ def export_stage(run: RunDir, recipe: Recipe, base_model: str, checkpoint: Any, 
 
     lathe = recipe.lathe
     plan = ExportPlan(
-        run_id=run.record()["run_id"], recipe_sha256=recipe.sha256, base_model=base_model,
-        weights_dir=run.path / "adapter", out_dir=run.path / "export",
+        run_id=run.record().run_id, recipe_sha256=recipe.sha256, base_model=base_model,
+        weights_dir=run.path / ADAPTER, out_dir=run.export_dir,
         gguf_levels=list(lathe.export.gguf), mlx_bits=list(lathe.export.mlx),
         reference_text=recipe.resolve(lathe.export.reference_text).read_text() if lathe.export.reference_text else None,
         top_k=lathe.export.reference_top_k, base_gguf=lathe.export.base_gguf,
@@ -189,13 +229,13 @@ def export_stage(run: RunDir, recipe: Recipe, base_model: str, checkpoint: Any, 
     if opts.show_progress:
         from orchestrator.progress import follow_export
 
-        follow_export(run.path / "export.log", finished)
+        follow_export(run.path / EXPORT_LOG, finished)
     else:
         _wait(finished, opts)
     try:
         ray.get(ref)
     except ray.exceptions.RayError as exc:
         why = reason(exc)
-        run.update(state="FAILED", ended=now(), error=f"export: {why}")
-        raise LatheError(f"run {run.record()['run_id']}: export failed: {why} "
-                         f"(see {Path(run.path) / 'export.log'})") from None
+        run.update(state=RunState.FAILED, ended=now(), error=f"export: {why}")
+        raise LatheError(f"run {run.record().run_id}: export failed: {why} "
+                         f"(see {run.path / EXPORT_LOG})") from None

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from orchestrator import manifest as mf
 from orchestrator.cluster import gguf, reference
-from orchestrator.recipe import mlx_level
+from orchestrator.levels import DEFAULT_GGUF, DEFAULT_MLX_BITS, mlx_level
 from orchestrator.versions import installed
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,8 @@ class ExportPlan:
     base_model: str  # a local path (tiny models are resolved before export)
     weights_dir: Path  # the adapter (LoRA) or full weights Axolotl saved
     out_dir: Path
-    gguf_levels: list[str] = field(default_factory=lambda: ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"])
-    mlx_bits: list[int] = field(default_factory=lambda: [4, 8])
+    gguf_levels: list[str] = field(default_factory=lambda: list(DEFAULT_GGUF))
+    mlx_bits: list[int] = field(default_factory=lambda: list(DEFAULT_MLX_BITS))
     reference_text: str | None = None
     top_k: int = 16
     context: int = 128

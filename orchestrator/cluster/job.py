@@ -9,11 +9,12 @@ manifest.json last, before run.json says SUCCEEDED. Credentials come from this
 node's environment or role, never from the job's arguments.
 
     python -m orchestrator.cluster.job --run-id ID --recipe recipe.yml --store-uri s3://bucket/prefix
+
+(the arguments are `run.job_args.JobArgs`, built by `lathe submit`)
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -24,10 +25,12 @@ from pathlib import Path
 from orchestrator.errors import InfrastructureError, LatheError
 from orchestrator.recipe import Recipe
 from orchestrator.recipe import load as recipe_load
-from orchestrator.rundir import VERSIONED, RunDir, now
+from orchestrator.run.job_args import JobArgs
+from orchestrator.run.layout import CARRIED, EXPORT, INPUTS, RAY, RUN_JSON, SYNCED, RunDir, now, store_key
+from orchestrator.run.state import RunState
+from orchestrator.run.stored import StoredRun
 from orchestrator.store import Store, StoreConfig, fetch_missing, open_store
 
-SYNCED = ("run.json", "metrics.jsonl", "events.jsonl", "export.log")
 SYNC_EVERY_S = 5.0
 
 
@@ -50,7 +53,7 @@ class StoreSync:
             if not path.is_file():
                 continue
             size = path.stat().st_size
-            if force or name == "run.json" or self.sizes.get(name) != size:
+            if force or name == RUN_JSON or self.sizes.get(name) != size:
                 self.store.put_file(path, f"{self.key}/{name}")
                 self.sizes[name] = size  # only once it is in: a failed upload is tried again
 
@@ -79,79 +82,61 @@ def upload_inputs(store: Store, key: str, recipe: Recipe) -> None:
     for rel in recipe.local_files():
         src = recipe.directory / rel
         for f in [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file()):
-            name = f"{key}/inputs/{f.relative_to(recipe.directory).as_posix()}"
+            name = store_key(key, INPUTS, f.relative_to(recipe.directory).as_posix())
             if store.stat(name) is None:
                 store.put_file(f, name)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="orchestrator.cluster.job")
-    parser.add_argument("--run-id", required=True)
-    parser.add_argument("--recipe", required=True, type=Path)
-    parser.add_argument("--cluster", default="")
-    parser.add_argument("--store-uri", required=True)
-    parser.add_argument("--endpoint-url")
-    parser.add_argument("--region")
-    parser.add_argument("--profile")
-    parser.add_argument("--pushgateway")
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--gpus-per-node", type=int)
-    parser.add_argument("--price-per-gpu-hour", type=float, default=0.0)
-    parser.add_argument("--attempt", type=int, default=1, help="> 1: resubmitted after the driver was lost")
-    args = parser.parse_args(argv)
+    args = JobArgs.parse(argv)
 
     import ray
-    import yaml
 
-    from orchestrator.cluster.driver import DriveOptions, drive
-    from orchestrator.versions import installed
+    from orchestrator.cluster.driver import DriveOptions, begin, drive, workers_for
 
     store_config = StoreConfig(uri=args.store_uri, endpoint_url=args.endpoint_url, region=args.region,
                                profile=args.profile)
     store = open_store(store_config)
     key = args.run_id
-    fetch_missing(store, f"{key}/inputs/", Path.cwd())
+    fetch_missing(store, store_key(key, INPUTS) + "/", Path.cwd())
     run = RunDir(Path(tempfile.mkdtemp(prefix=f"lathe-{key}-")))
     if args.attempt > 1:
         # Carry on the record of the lost attempt: its metrics and events, its creation time.
-        for name in ("run.json", "metrics.jsonl", "events.jsonl"):
-            if store.stat(f"{key}/{name}"):
-                (run.path / name).write_bytes(store.get_bytes(f"{key}/{name}"))
-        carried = len(run.metrics()) if (run.path / "metrics.jsonl").is_file() else 0
-        print(f"lathe job {key}: attempt {args.attempt}, {carried} metric points carried over", flush=True)
+        stored = StoredRun(store, key)
+        for name in CARRIED:
+            data = stored.read(name)
+            if data is not None:
+                (run.path / name).write_bytes(data)
+        print(f"lathe job {key}: attempt {args.attempt}, {len(run.metrics())} metric points carried over", flush=True)
     sync = StoreSync(store, run, key)
-    run.update(run_id=key, recipe=args.recipe.name, cluster=args.cluster, state="RUNNING",
-               driver_host=os.uname().nodename, versions=installed(VERSIONED), attempt=args.attempt,
-               **({} if args.attempt > 1 and run.record().get("created") else {"created": now()}))
+    carried = args.attempt > 1 and run.record().created
+    run.update(run_id=key, recipe=args.recipe, cluster=args.cluster, state=RunState.RUNNING,
+               driver_host=os.uname().nodename, attempt=args.attempt, export=args.export,
+               **({} if carried else {"created": now()}))
     try:
-        recipe = recipe_load(args.recipe)
-        (run.path / "recipe.yml").write_text(recipe.text)
+        recipe = recipe_load(args.recipe_path)
         upload_inputs(store, key, recipe)
-        run.update(recipe_sha256=recipe.sha256)
+        workers, use_gpu = workers_for(recipe, args.gpus_per_node, args.workers)
         # Recipe-relative paths stay relative: every node resolves them in its own copy of the working_dir.
-        cfg = dict(recipe.axolotl)
-        (run.path / "axolotl.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cfg = begin(run, recipe, dict(recipe.axolotl), use_gpu, lambda line: print(f"lathe job {key}: {line}"),
+                    workers=workers, use_gpu=use_gpu)
         ray.init(address="auto", log_to_driver=False, logging_level="ERROR")
         run.update(driver_ip=ray.util.get_node_ip_address())
-        res = recipe.lathe.resources
-        gpus = res.gpus_per_node if res.gpus_per_node is not None else (args.gpus_per_node or 0)
-        workers = args.workers or res.num_workers(gpus)
-        run.update(workers=workers, use_gpu=gpus > 0)
         sync(force=True)
-        storage_path, storage_fs = store.ray_storage(f"{key}/ray")
-        opts = DriveOptions(num_workers=workers, use_gpu=gpus > 0, pushgateway=args.pushgateway,
-                            storage_path=storage_path, storage_fs=storage_fs, on_tick=sync,
-                            upload_to=(store_config, f"{key}/export"), inputs_from=store_config,
+        storage_path, storage_fs = store.ray_storage(store_key(key, RAY))
+        opts = DriveOptions(num_workers=workers, use_gpu=use_gpu, pushgateway=args.pushgateway,
+                            storage_path=storage_path, storage_fs=storage_fs, on_tick=sync, export=args.export,
+                            upload_to=(store_config, store_key(key, EXPORT)), inputs_from=store_config,
                             price_per_gpu_hour=args.price_per_gpu_hour)
         drive(recipe, run, cfg, opts)
-        run.update(state="SUCCEEDED", ended=now())
+        run.update(state=RunState.SUCCEEDED, ended=now())
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, with whose fault it was
         # A recipe or data problem will fail again; anything else (a store that went away, Ray
         # Train out of restarts after node losses) may not, and the laptop may resubmit.
         kind = "recipe" if isinstance(exc, LatheError) and not isinstance(exc, InfrastructureError) \
             else "infrastructure"
-        if run.record().get("state") != "FAILED":  # the driver may have recorded the failure already
-            run.update(state="FAILED", ended=now(), error=str(exc).splitlines()[0][:300])
+        if run.record().state != RunState.FAILED:  # the driver may have recorded the failure already
+            run.update(state=RunState.FAILED, ended=now(), error=str(exc).splitlines()[0][:300])
         run.update(error_kind=kind)  # always: it decides whether the laptop resubmits
         traceback.print_exc()  # the job log is where an operator looks
         print(f"lathe job {key}: {exc}", file=sys.stderr)

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.run.layout import METRICS
+from orchestrator.run.state import PUSHED, RunState
+
 log = logging.getLogger(__name__)
 
 # Axolotl / transformers log keys -> our metric names.
@@ -73,7 +76,7 @@ class MetricsSink:
         if step > 0 and max_steps > step:
             point["eta_seconds"] = round(elapsed / step * (max_steps - step), 1)
         if self.run_log is not None:
-            self.run_log.write("metrics.jsonl", point)
+            self.run_log.write(METRICS, point)
         elif self.jsonl_path is not None:
             self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
             with self.jsonl_path.open("a", encoding="utf-8") as fh:
@@ -127,18 +130,6 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line still being written (the file is appended to while read)
-    return out
-
-
 @dataclass
 class RunMetrics:
     """Run-level metrics the driver pushes: state, GPUs, price, start time, stage durations, cost.
@@ -152,9 +143,7 @@ class RunMetrics:
     price_per_gpu_hour: float = 0.0
     started: float = field(default_factory=time.time)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    state: str = "RUNNING"
-
-    STATES = ("RUNNING", "EXPORTING", "UPLOADING", "SUCCEEDED", "FAILED")
+    state: str = RunState.RUNNING
 
     def set_state(self, state: str) -> None:
         self.state = state
@@ -174,7 +163,7 @@ class RunMetrics:
 
         registry = CollectorRegistry()
         state = Gauge("lathe_run_state", "1 for the run's current state", ["run_id", "state"], registry=registry)
-        for name in self.STATES:
+        for name in PUSHED:
             state.labels(run_id=self.run_id, state=name).set(1 if name == self.state else 0)
         for name, value, doc in (
             ("lathe_run_gpus", self.gpus, "GPUs the run holds"),

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from orchestrator.run.layout import EVENTS, INPUTS, store_key
+
 # By name, not by import: the driver and Ray Train's controller load this module too, and the plugin
 # module pulls in Axolotl and transformers (~25 s and 1 GB per process); only the workers need them.
 PLUGIN_NAME = "orchestrator.cluster.plugin.LathePlugin"
@@ -43,7 +45,7 @@ class TrainJob:
 
 def _event(log: Any, **fields: Any) -> None:
     fields["time"] = round(time.time(), 3)
-    log.write("events.jsonl", fields)
+    log.write(EVENTS, fields)
     log.flush()
 
 
@@ -90,7 +92,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     if job.inputs_from:
         from orchestrator.store import StoreConfig, fetch_missing, open_store
 
-        fetch_missing(open_store(StoreConfig(**job.inputs_from)), f"{job.run_id}/inputs/", Path.cwd())
+        fetch_missing(open_store(StoreConfig(**job.inputs_from)), store_key(job.run_id, INPUTS) + "/", Path.cwd())
     cfg = json.loads(json.dumps(job.axolotl_cfg))
     cfg["base_model"] = resolve_base_model(cfg["base_model"])
     for key in ("datasets", "test_datasets"):

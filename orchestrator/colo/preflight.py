@@ -1,0 +1,134 @@
+"""Every check `lathe cluster up` makes before it changes anything: the OS, Python and Ray on each
+host, disk, the GPUs it declares, and whether every worker can reach the head's Ray port."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from orchestrator.colo import nodes as nd
+from orchestrator.colo.inventory import Inventory
+from orchestrator.colo.nodes import HostFailure, Node
+from orchestrator.errors import ProvisionError
+
+_LISTEN = ("import socket,sys\ns=socket.create_server(('',int(sys.argv[1])))\ns.settimeout(float(sys.argv[3]))\n"
+           "for _ in range(int(sys.argv[2])):\n  s.accept()[0].close()\n")
+
+
+_PROBE = ("import socket,sys,time\nend=time.time()+float(sys.argv[3])\nwhile True:\n  try:\n"
+          "    socket.create_connection((sys.argv[1],int(sys.argv[2])),3).close(); break\n  except OSError as e:\n"
+          "    if time.time()>end: print(e.strerror or e); sys.exit(1)\n    time.sleep(0.3)\n")
+
+
+# Ray puts sockets at TEMP/session_<date>_<pid>/sockets/dash_<Module>: 107 bytes at most in all.
+MAX_RAY_TEMP_DIR = 38
+
+
+def _host_problems(inv: Inventory, node: Node, ray_version: str) -> list[str]:
+    host, facts, problems = node.host, node.facts, []
+    if facts.get("os") != "Linux":
+        problems.append(f"OS is {facts.get('os') or 'unknown'}; Lathe nodes run Linux")
+    py = facts.get("py")
+    if not py:
+        problems.append(f"python {host.python}: not found on the host")
+    elif "error" in py:
+        problems.append(f"python {host.python}: does not run ({py['error'][:120]})")
+    elif inv.node_env.kind == "existing":
+        if not py.get("ray"):
+            problems.append(f"python {host.python}: has no ray (install lathe[node] there, or use node_env.kind: venv)")
+        elif py["ray"] != ray_version:
+            problems.append(f"python {host.python}: ray {py['ray']}, this laptop has {ray_version} "
+                            "(Ray wants one version across a cluster and its clients)")
+        if py.get("ray") and not py.get("orchestrator"):
+            problems.append(f"python {host.python}: has no lathe (the orchestrator package)")
+    elif not py.get("venv"):
+        problems.append(f"python {host.python}: has no venv module (apt install python3-venv)")
+    free_gb = int(facts.get("disk_kb") or 0) / 1e6
+    if free_gb < host.min_free_disk_gb:
+        problems.append(f"{free_gb:.1f} GB free under {host.state_dir}, {host.min_free_disk_gb:g} GB wanted "
+                        "(min_free_disk_gb)")
+    if host.ray_temp_dir and len(node.path(host.ray_temp_dir)) > MAX_RAY_TEMP_DIR:
+        problems.append(f"ray_temp_dir {host.ray_temp_dir} is too long: Ray's socket paths under it would pass "
+                        f"the 107-byte AF_UNIX limit (keep it to {MAX_RAY_TEMP_DIR} characters)")
+    if host.gpus:
+        gpus = facts.get("gpu", [])
+        if "bin_nvidia-smi" not in facts:
+            problems.append(f"declares {host.gpus} GPUs but has no nvidia-smi (driver not installed?)")
+        elif len(gpus) < host.gpus or any("," not in g for g in gpus):
+            problems.append(f"declares {host.gpus} GPUs, nvidia-smi shows: {'; '.join(gpus) or 'none'}")
+    return problems
+
+
+def _probe_ray_port(inv: Inventory, nodes: dict[str, Node], failures: dict[str, list[str]]) -> None:
+    """Can every worker open a TCP connection to the head's GCS port? (The usual firewall trap.)"""
+    head = nodes.get(inv.head.name)
+    workers = [n for n in nodes.values() if n.host.role == "worker" and n.name not in failures]
+    if head is None or inv.head.name in failures:
+        return
+    port, py = inv.ray.port, shlex.quote(_node_python_for_probe(head))
+    listener = None
+    if "running_ray" not in head.facts:
+        listener = head.conn.run(f"{py} -c {shlex.quote(_LISTEN)} {port} {len(workers)} 15", asynchronous=True,
+                                 hide=True, warn=True, in_stream=False)
+        time.sleep(0.3)
+
+    def probe(node: Node) -> None:
+        out = node.sh(f"{shlex.quote(_node_python_for_probe(node))} -c {shlex.quote(_PROBE)} "
+                      f"{shlex.quote(inv.head.address)} {port} 10 || echo FAILED", check=False)
+        if "FAILED" in out:
+            reason = out.replace("FAILED", "").strip() or "refused"
+            failures.setdefault(node.name, []).append(
+                f"cannot reach the head's Ray port {inv.head.address}:{port} ({reason}): open it between the hosts")
+
+    for _node, _, exc in nd.parallel(probe, workers):
+        if exc is not None:
+            failures.setdefault(_node.name, []).append(nd.ssh_failure(exc, inv, _node.host))
+    if listener is not None:
+        result = listener.join()
+        if result.exited != 0 and "in use" in (result.stderr or ""):
+            failures.setdefault(head.name, []).append(f"port {port} is already in use by another program")
+
+
+def _node_python_for_probe(node: Node) -> str:
+    return node.facts.get("py", {}).get("executable") or node.host.python
+
+
+def preflight(inv: Inventory) -> dict[str, Node]:
+    """Connect to every host and check it; raise naming each failing host before anything changes."""
+    ray_version = nd.laptop_ray_version()
+    failures: dict[str, list[str]] = {}
+    nodes: dict[str, Node] = {}
+
+    for host, node, exc in nd.parallel(lambda h: nd.attach(inv, h), inv.hosts):
+        if exc is not None:
+            failures[host.name] = [nd.ssh_failure(exc, inv, host)]
+            continue
+        nodes[host.name] = node
+        problems = _host_problems(inv, node, ray_version)
+        if problems:
+            failures[host.name] = problems
+    pythons = {n.name: n.facts["py"]["python"].rsplit(".", 1)[0] for n in nodes.values()
+               if n.facts.get("py") and "python" in n.facts["py"] and n.name not in failures}
+    head_py = pythons.get(inv.head.name)
+    for name, version in pythons.items():
+        if head_py and version != head_py and inv.node_env.kind == "existing":
+            failures.setdefault(name, []).append(f"Python {version}, the head has {head_py}: Ray needs one version")
+    if not failures:
+        _probe_ray_port(inv, nodes, failures)
+    if failures:
+        for node in nodes.values():
+            node.close()
+        lines = [f"  {name} ({inv.host(name).address}): {reason}"
+                 for name in (h.name for h in inv.hosts) for reason in failures.get(name, [])]
+        raise ProvisionError(f"cluster {inv.name}: preflight failed on {len(failures)} of {len(inv.hosts)} hosts; "
+                             "nothing was changed:\n" + "\n".join(lines))
+    return nodes
+
+
+def wait_port(node: Node, address: str, port: int, timeout: float) -> None:
+    py = shlex.quote(_node_python_for_probe(node))
+    out = node.sh(f"{py} -c {shlex.quote(_PROBE)} {address} {port} {timeout} || echo FAILED", check=False,
+                  timeout=timeout + 30)
+    if "FAILED" in out:
+        log = f"{node.state_dir}/logs/ray.log"
+        raise HostFailure(f"Ray did not open {address}:{port} within {timeout:.0f} s (see {log} on the host)")

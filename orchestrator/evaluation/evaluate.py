@@ -1,0 +1,182 @@
+"""Stage: evaluate every level of a run on this machine, in the runtimes users will run.
+
+Each level is evaluated in a fresh process, so its load time and peak memory are
+its own. Full precision for the task evals is the f16 (or f32/bf16) GGUF: a
+"flip" is an item right there and wrong at the level.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator import manifest as mf
+from orchestrator import reference_format
+from orchestrator.evaluation import arena as arena_mod
+from orchestrator.evaluation.gates import add_flips, full_precision, gate_failures
+from orchestrator.evaluation.results import Evaluation, LevelResult, Target
+from orchestrator.levels import fits_gb, memory_need, rank
+from orchestrator.recipe import lathe_block_of
+from orchestrator.run.layout import RECIPE, find_export, run_dir_of
+
+BackendChoice = Literal["llamacpp", "mlx", "all"]
+
+
+def targets(export_dir: Path, manifest: mf.Manifest, backend: BackendChoice) -> list[Target]:
+    out = []
+    for art in manifest.artifacts:
+        if art.role != "model" or not (export_dir / art.path).exists():
+            continue  # the base is the arena's; absent levels were not pulled
+        if art.format == "gguf" and backend in ("llamacpp", "all"):
+            out.append(Target(art.level or "", "llama.cpp", str(export_dir / art.path), art.size, art.bits_per_weight))
+        elif art.format == "mlx" and backend in ("mlx", "all"):
+            size = sum(a.size for a in manifest.by_level(art.level or "") if a.format == "mlx")
+            out.append(Target(art.level or "", "mlx", str((export_dir / art.path).parent), size, art.bits_per_weight))
+    return sorted(out, key=lambda t: (t.runtime != "llama.cpp", rank(t.level), t.level))
+
+
+def _answer(backend: Any, items: list[Any], sampling: Any) -> dict[str, dict[str, Any]]:
+    from orchestrator.evaluation.tasks import score
+
+    answers = {}
+    for item in items:
+        per_item = sampling.model_copy(update={"max_tokens": item.max_tokens or sampling.max_tokens})
+        output = backend.chat(item.messages(), per_item)
+        answers[item.id or ""] = {"output": output, "correct": score(item, output)}
+    return answers
+
+
+def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str, context: int,
+                  hf_config: dict[str, Any], full: bool = True) -> dict[str, Any]:
+    """Runs in a fresh process: load, check the tokenizer, measure quality, answer the items, time it.
+
+    `full=False` (the base model in the arena) only answers: quality against the
+    fine-tune's reference would measure the training, not the quantization.
+    """
+    from orchestrator.evaluation.backends import MLX, LlamaCpp
+    from orchestrator.evaluation.quality import check_tokenizer, measure
+    from orchestrator.evaluation.tasks import Item, Sampling
+
+    job = json.loads(job_json)
+    items = [Item.model_validate(raw) for raw in job["items"]]
+    samplings = [Sampling.model_validate(raw) for raw in job["samplings"]]
+    ref = reference_format.load(Path(ref_dir))
+    start = time.perf_counter()
+    if target.runtime == "llama.cpp":
+        backend = LlamaCpp(Path(target.path), n_ctx=max(context, int(ref.meta["context"])) + 64)
+    else:
+        backend = MLX(Path(target.path))
+    load_seconds = time.perf_counter() - start
+    answers = _answer(backend, items, samplings[0])
+    arena = {arena_mod.prompt_key(n): backend.chat([{"role": "user", "content": p}], samplings[0])
+             for n, p in enumerate(job["arena_prompts"])}
+    task_score = (sum(a["correct"] for a in answers.values()) / len(answers)) if answers else None
+    if not full:
+        return {"answers": answers, "arena": arena, "task_score": task_score}
+    check_tokenizer(backend, fingerprint, backend.vocab_size(), f"{target.runtime} {target.level}")
+    quality = measure(backend, ref)
+    sweep = []
+    for variant in samplings[1:]:
+        got = _answer(backend, items, variant)
+        sweep.append({"sampling": variant.model_dump(), "task_score": sum(a["correct"] for a in got.values())
+                      / len(got) if got else None})
+    prompt = ref.windows[0][:64].tolist()
+    prompt_tps, gen_tps = backend.speed(prompt)
+    need = memory_need(target.size_bytes, hf_config, context)
+    return LevelResult(
+        level=target.level, runtime=target.runtime, size_bytes=target.size_bytes,
+        bits_per_weight=target.bits_per_weight, quality=quality.as_dict(), task_score=task_score,
+        answers=answers, load_seconds=load_seconds, prompt_tps=prompt_tps, gen_tps=gen_tps,
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        memory_need_bytes=need, fits_gb=fits_gb(need), arena=arena, sweep=sweep,
+    ).model_dump()
+
+
+def _in_fresh_process(fn: Any, *args: Any) -> Any:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def base_target(export_dir: Path, manifest: mf.Manifest) -> Target | None:
+    art = next((a for a in manifest.artifacts if a.role == "base" and a.format == "gguf"
+                and (export_dir / a.path).is_file()), None)
+    if art is None:
+        return None
+    return Target(f"base {art.level}", "llama.cpp", str(export_dir / art.path), art.size, art.bits_per_weight)
+
+
+def evaluate(
+    path: Path,
+    backend: BackendChoice = "all",
+    sampling_json: str | None = None,
+    items_path: Path | None = None,
+    progress: Any = None,
+    sweep_grid: dict[str, list[float]] | None = None,
+    judge_path: Path | None = None,
+    base_gguf: Path | None = None,
+) -> Evaluation:
+    """Evaluate every level (and the base, for the arena); write the report."""
+    from orchestrator.evaluation import report
+    from orchestrator.evaluation.tasks import Sampling, load_items, sweep
+
+    export_dir = find_export(path)
+    run = run_dir_of(export_dir)
+    manifest = mf.verify_present(export_dir)
+    block = lathe_block_of(run.path / RECIPE)
+    if items_path is None and block.eval.dataset:
+        items_path = run.recipe_dir() / block.eval.dataset
+    items = load_items(items_path) if items_path and items_path.is_file() else []
+    ref_meta = json.loads((export_dir / "reference" / "reference.json").read_text())
+    context = block.eval.context_length or int(ref_meta["context"])
+    hf_config = json.loads((export_dir / "hf" / "config.json").read_text())
+    default = Sampling.model_validate_json(sampling_json) if sampling_json else Sampling()
+    grid = sweep_grid if sweep_grid is not None else {k: list(v) for k, v in block.eval.sweep.items()}
+    samplings = sweep(default, grid)
+    job = {"items": [i.model_dump(by_alias=True) for i in items], "samplings": [s.model_dump() for s in samplings],
+           "arena_prompts": block.eval.arena_prompts}
+    ref_dir = str(export_dir / "reference")
+
+    results: list[LevelResult] = []
+    for target in targets(export_dir, manifest, backend):
+        if progress:
+            progress(f"{target.runtime} {target.level}")
+        raw = _in_fresh_process(_evaluate_one, target, ref_dir, json.dumps(job), manifest.tokenizer_fingerprint,
+                                context, hf_config)
+        results.append(LevelResult(**raw))
+    add_flips(results)
+
+    contestants = []
+    base = Target(f"base ({base_gguf.name})", "llama.cpp", str(base_gguf), base_gguf.stat().st_size, None) \
+        if base_gguf else base_target(export_dir, manifest)
+    base_score = None
+    if base is not None:
+        if progress:
+            progress(f"{base.runtime} {base.level}")
+        # Base answers are greedy and at the default sampling only: the arena compares models, not samplers.
+        base_job = {**job, "samplings": job["samplings"][:1]}
+        raw = _in_fresh_process(_evaluate_one, base, ref_dir, json.dumps(base_job), manifest.tokenizer_fingerprint,
+                                context, hf_config, False)
+        base_score = raw["task_score"]
+        contestants.append(_contestant(base.level, raw["answers"], raw["arena"]))
+    contestants += [_contestant(r.level, r.answers, r.arena) for r in results]
+    rounds = arena_mod.build_rounds(items, block.eval.arena_prompts, contestants)
+    if judge_path is not None:
+        if progress:
+            progress(f"judging the arena with {judge_path.name}")
+        full = full_precision(results)
+        arena_mod.judge(rounds, judge_path, full.level if full else None)
+
+    failures = gate_failures(results, block.eval.gates)
+    evaluation = Evaluation(run.eval_dir, results, failures, rounds, samplings, base_score)
+    report.write(evaluation, run, manifest, ref_meta, context)
+    return evaluation
+
+
+def _contestant(name: str, answers: dict[str, dict[str, Any]], arena: dict[str, str]) -> arena_mod.Contestant:
+    texts = {k: a["output"] for k, a in answers.items()} | arena
+    return arena_mod.Contestant(name, texts, {k: bool(a["correct"]) for k, a in answers.items()})

@@ -1,0 +1,51 @@
+"""What the recipe's gates say of the measured levels, and which answers flipped (pure functions)."""
+
+from __future__ import annotations
+
+from orchestrator.evaluation.results import LevelResult
+from orchestrator.levels import FULL_PRECISION
+from orchestrator.recipe import Gate
+
+
+def full_precision(results: list[LevelResult]) -> LevelResult | None:
+    """The llama.cpp full-precision level every other level is compared with."""
+    return next((r for lvl in FULL_PRECISION for r in results if r.level == lvl and r.runtime == "llama.cpp"), None)
+
+
+def add_flips(results: list[LevelResult]) -> None:
+    """Mark, per level, the eval items right at full precision and wrong at that level."""
+    base = full_precision(results)
+    if base is None:
+        return
+    right = {k for k, a in base.answers.items() if a["correct"]}
+    for r in results:
+        r.flipped = sorted(k for k in right if not r.answers.get(k, {}).get("correct", False))
+        r.flips = len(r.flipped)
+
+
+def gate_failures(results: list[LevelResult], gates: dict[str, Gate]) -> list[str]:
+    """One message per violated gate: 'q4_k_m (llama.cpp): mean KLD 0.61 > max_mean_kld 0.5'."""
+    fp = full_precision(results)
+    fp_score = fp.task_score if fp else None
+    failures = []
+    for level, gate in gates.items():
+        for r in [r for r in results if r.level.lower() == level.lower()]:
+            q = r.quality
+            checks = [
+                ("max_mean_kld", q["mean_kld"], gate.max_mean_kld, "mean KLD"),
+                ("max_p99_kld", q["p99_kld"], gate.max_p99_kld, "p99 KLD"),
+                ("max_ppl_increase_pct", q["ppl_change_pct"], gate.max_ppl_increase_pct, "perplexity change %"),
+                ("min_top1_agreement", q["top1_agreement"], gate.min_top1_agreement, "top-1 agreement"),
+                ("max_flips", r.flips, gate.max_flips, "flips"),
+                ("min_task_score_ratio",
+                 (r.task_score / fp_score) if (r.task_score is not None and fp_score) else None,
+                 gate.min_task_score_ratio, "task score / full precision"),
+            ]
+            for name, value, limit, label in checks:
+                if limit is None or value is None:
+                    continue
+                broken = value > limit if name.startswith("max") else value < limit
+                if broken:
+                    op = ">" if name.startswith("max") else "<"
+                    failures.append(f"{r.level} ({r.runtime}): {label} {value:.4g} {op} {name} {limit:g}")
+    return failures

@@ -1,0 +1,73 @@
+"""Quality of one quantization level against the full-precision reference.
+
+Perplexity on the reference windows, and per token the KL divergence from the
+full-precision distribution and whether the most likely token is the same. The
+reference keeps only the top-K log-probs; the rest of the vocabulary is folded
+into one "tail" outcome on both sides, which can only under-estimate the true KL
+(log-sum inequality) and is exact when the tail mass is negligible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from orchestrator.errors import TokenizerMismatch
+from orchestrator.evaluation.backends import Backend
+from orchestrator.reference_format import FINGERPRINT_PROBE, Reference, fingerprint
+
+EPS = 1e-10
+
+
+
+@dataclass
+class Quality:
+    perplexity: float
+    ppl_change_pct: float
+    mean_kld: float
+    p99_kld: float
+    top1_agreement: float
+    tokens: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def check_tokenizer(backend: Backend, expected: str, vocab_size: int, label: str) -> None:
+    got = fingerprint(vocab_size, backend.tokenize(FINGERPRINT_PROBE))
+    if got != expected:
+        raise TokenizerMismatch(
+            f"{label}: tokenizer fingerprint {got[:12]} differs from the reference's {expected[:12]}: "
+            "this artifact does not use the tokenizer the reference was computed with; refusing to compare"
+        )
+
+
+def token_kld(ref_ids: np.ndarray, ref_lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
+    """KL(P_ref || Q) per position, from P's top-K and Q's full log-probs, tails folded."""
+    p = np.exp(ref_lp.astype(np.float64))
+    q_top = np.take_along_axis(lq, ref_ids.astype(np.int64), axis=1)
+    p_tail = np.clip(1.0 - p.sum(axis=1), EPS, 1.0)
+    q_tail = np.clip(1.0 - np.exp(q_top).sum(axis=1), EPS, 1.0)
+    head = (p * (ref_lp - q_top)).sum(axis=1)
+    return np.maximum(head + p_tail * (np.log(p_tail) - np.log(q_tail)), 0.0)
+
+
+def measure(backend: Backend, ref: Reference) -> Quality:
+    nll, kld, agree = [], [], []
+    for window, ids, lps in zip(ref.windows, ref.top_ids, ref.top_logprobs, strict=True):
+        lq = backend.logprobs(window.tolist())
+        targets = window[1:].astype(np.int64)
+        nll.append(-lq[np.arange(len(targets)), targets])
+        kld.append(token_kld(ids, lps, lq))
+        agree.append(lq.argmax(axis=1) == ids[:, 0])
+    nll_all, kld_all = np.concatenate(nll), np.concatenate(kld)
+    ppl = float(np.exp(nll_all.mean()))
+    return Quality(
+        perplexity=ppl,
+        ppl_change_pct=(ppl / ref.perplexity - 1.0) * 100.0,
+        mean_kld=float(kld_all.mean()),
+        p99_kld=float(np.percentile(kld_all, 99)),
+        top1_agreement=float(np.concatenate(agree).mean()),
+        tokens=int(nll_all.size),
+    )

@@ -1,0 +1,91 @@
+"""What an evaluation produces: each level's measured numbers and the report that holds them.
+
+Its own module so that `evaluate` (which fills these) and `report` (which writes
+them) do not import each other, and `publish` reads report.json through the same
+model `report` wrote it with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.errors import LatheError, one_line
+from orchestrator.run.layout import REPORT_JSON
+
+
+@dataclass
+class Target:
+    """One thing to evaluate: a GGUF file or an MLX directory, at one level."""
+
+    level: str
+    runtime: str  # "llama.cpp" or "mlx"
+    path: str  # GGUF file or MLX directory, absolute
+    size_bytes: int
+    bits_per_weight: float | None
+
+
+class LevelResult(BaseModel):
+    level: str
+    runtime: str
+    size_bytes: int
+    bits_per_weight: float | None
+    quality: dict[str, float]
+    task_score: float | None
+    answers: dict[str, dict[str, Any]]  # item id -> {"output", "correct"}
+    load_seconds: float
+    prompt_tps: float
+    gen_tps: float
+    peak_rss_bytes: int
+    memory_need_bytes: int
+    fits_gb: list[int]
+    flips: int | None = None
+    flipped: list[str] = Field(default_factory=list)
+    arena: dict[str, str] = Field(default_factory=dict)  # open arena prompt key -> output
+    sweep: list[dict[str, Any]] = Field(default_factory=list)  # [{"sampling": {...}, "task_score": x}]
+
+
+@dataclass
+class Evaluation:
+    out: Path  # the eval directory with report.md, report.json, plots
+    results: list[LevelResult]
+    failures: list[str]  # one line per failed gate
+    rounds: list[Any]  # arena.Round
+    samplings: list[Any]  # tasks.Sampling: the first is the default, the rest the sweep
+    base_task_score: float | None = None
+
+
+class Report(BaseModel):
+    """eval/report.json."""
+
+    model_config = ConfigDict(extra="allow")
+
+    run_id: str
+    machine: dict[str, str]
+    context: int
+    reference: dict[str, Any]
+    levels: list[LevelResult]
+    gate_failures: list[str] = Field(default_factory=list)
+    base_task_score: float | None = None
+    samplings: list[dict[str, Any]] = Field(default_factory=list)
+    arena: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> Report:
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except OSError as exc:
+            raise LatheError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+        except ValidationError as exc:
+            raise LatheError(one_line(exc, str(path))) from None
+
+    def save(self, directory: Path) -> Path:
+        path = directory / REPORT_JSON
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+    def failures_of(self, level: LevelResult) -> list[str]:
+        return [f for f in self.gate_failures if f.startswith(f"{level.level} ({level.runtime}):")]

@@ -1,1 +1,0 @@
-"""Code that runs on the laptop: pull, evaluate, report, publish. Nothing here runs on the cluster."""

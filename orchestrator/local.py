@@ -1,0 +1,86 @@
+"""`lathe run` on the embedded default: a local Ray, a local run directory (see `run.layout`).
+
+This machine is the driver: `cluster.driver.drive` trains on the local Ray (or the
+one `RAY_ADDRESS` names) and exports, exactly as a submitted job does on a head node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrator.cluster.driver import DriveOptions, begin, drive, workers_for
+from orchestrator.errors import LatheError
+from orchestrator.run.layout import RunDir, new_run_id, now
+from orchestrator.run.state import RunState
+from orchestrator.validate import axolotl_config, validate
+
+
+def _gpus_here() -> int:
+    return 1 if shutil.which("nvidia-smi") and os.path.exists("/proc/driver/nvidia/version") else 0
+
+
+# Ray gives its raylet a fixed 30 s to register (not configurable); a busy 2-core laptop (a compile
+# beside it) can need longer, so a start that timed out is tried again before giving up.
+RAY_START_TRIES = 3
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    # A fresh local Ray: logical CPUs sized for the workers plus Ray Train's controller.
+    kwargs: dict[str, Any] = {} if address else {"num_cpus": max(min_cpus + 1, os.cpu_count() or 1, 4)}
+    for attempt in range(1, RAY_START_TRIES + 1):
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR", **kwargs)
+            return
+        except Exception as exc:  # Ray raises a bare Exception when its raylet does not register in time
+            if "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()  # ends the half-started local Ray this process began
+            if attempt < RAY_START_TRIES:
+                say(f"the local Ray was slow to start (this machine is busy); trying again ({attempt + 1} of "
+                    f"{RAY_START_TRIES})")
+    raise LatheError(f"the local Ray did not start in {RAY_START_TRIES} tries of 30 s (this machine is busy: another "
+                     "build or run?); try again when it is quieter, or point RAY_ADDRESS at a running Ray")
+
+
+def run_local(
+    recipe_path: str | Path,
+    runs_root: Path = Path("runs"),
+    *,
+    workers: int | None = None,
+    pushgateway: str | None = None,
+    show_progress: bool = True,
+    export: bool = True,
+    say: Any = _to_stderr,
+) -> RunDir:
+    """Validate, train, export; `say` gets the one-line notes (what validation let through, what
+    Lathe changed for CPU)."""
+    recipe = validate(recipe_path, gpus_per_node=_gpus_here())
+    for line in recipe.warnings:
+        say(f"warning: {line}")
+    num_workers, use_gpu = workers_for(recipe, _gpus_here(), workers)
+    run_id = new_run_id(recipe.path.stem)
+    run = RunDir((runs_root / run_id).resolve())
+    run.path.mkdir(parents=True)
+    cfg = begin(run, recipe, axolotl_config(recipe), use_gpu, say, run_id=run_id,
+                recipe=str(Path(recipe_path).resolve()), cluster="local", created=now(), workers=num_workers,
+                use_gpu=use_gpu, export=export)
+
+    _ensure_local_ray(num_workers * recipe.lathe.resources.cpus_per_worker)
+    opts = DriveOptions(num_workers=num_workers, use_gpu=use_gpu, pushgateway=pushgateway, export=export,
+                        show_progress=show_progress)
+    drive(recipe, run, cfg, opts)
+    run.update(state=RunState.SUCCEEDED, ended=now())
+    return run

@@ -1,0 +1,172 @@
+"""Where a submitted run is: Ray's job state and the store's run record, reconciled into one `RunState`;
+a run whose driver was lost to infrastructure is resubmitted in place (bounded). Also stop, logs, follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator import registry
+from orchestrator.errors import LatheError
+from orchestrator.profiles import ClusterProfile
+from orchestrator.remote.submit import SubmitOptions, ship
+from orchestrator.run.layout import RunRecord
+from orchestrator.run.state import RunState, is_terminal
+from orchestrator.run.stored import StoredRun
+from orchestrator.store import open_store
+
+
+def driver_lost(record: RunRecord) -> bool:
+    """Did the job die of something other than the recipe? The job records recipe errors as such;
+    a driver killed with its node (or OOM-killed) records nothing and stays RUNNING in the store."""
+    if record.state in (RunState.SUCCEEDED, RunState.STOPPED):
+        return False
+    if record.state == RunState.FAILED:
+        return record.error_kind == "infrastructure"
+    return True
+
+
+def _resubmit(entry: registry.Entry, profile: ClusterProfile, record: RunRecord, reason: str) -> tuple[str, str]:
+    """Resubmit in place (same run id, same store prefix: training resumes from its checkpoints), bounded."""
+    from orchestrator.recipe import load as recipe_load
+
+    attempt = registry.attempt(entry)
+    try:
+        recipe = recipe_load(Path(entry.recipe))
+    except (LatheError, OSError) as exc:
+        return RunState.FAILED, f"{reason}; not resubmitted: the recipe no longer loads ({str(exc).splitlines()[0]})"
+    limit = recipe.lathe.failure.max_resubmits
+    if attempt > limit:
+        return RunState.FAILED, f"{reason}; gave up after {attempt} attempts (lathe.failure.max_resubmits: {limit})"
+    if record.recipe_sha256 and record.recipe_sha256 != recipe.sha256:
+        return RunState.FAILED, f"{reason}; not resubmitted: {entry.recipe} changed since the run started"
+    job_id = f"{entry.run_id}-a{attempt + 1}"
+    detail = f"{reason}: resubmitted as attempt {attempt + 1} of {limit + 1}, resuming from the store"
+    try:
+        ship(recipe, profile, entry.run_id, job_id, SubmitOptions(workers=record.workers, export=record.export),
+             attempt + 1)
+    except Exception as exc:  # noqa: BLE001 - another `lathe status` may have resubmitted it first
+        if "already exists" not in str(exc):
+            raise LatheError(f"resubmit {entry.run_id}: {str(exc).splitlines()[0][:200]}") from None
+    registry.set_job(entry.run_id, job_id, RunState.PENDING, detail)
+    return RunState.PENDING, detail
+
+
+@dataclass
+class Status:
+    run_id: str
+    state: str  # a RunState's value
+    detail: str
+    step: int | None = None
+    max_steps: int | None = None
+    loss: float | None = None
+
+
+def reconcile(entry: registry.Entry, profile: ClusterProfile, job: Any, record: RunRecord) -> tuple[str, str]:
+    """Ray's word on the job (`job`: its JobInfo, None if Ray does not know it) and the store's run
+    record, mapped onto one RunState and a detail line. Ray decides whether the job still runs; the
+    record says how far it got and whose fault a failure was."""
+    from ray.job_submission import JobStatus
+
+    message = (job.message or "").strip().splitlines() if job is not None else []
+    if job is None:
+        if entry.state == RunState.SUBMITTING:
+            return RunState.FAILED, "the cluster never accepted the job"
+        return entry.state, "the cluster no longer knows this job"
+    if job.status == JobStatus.SUCCEEDED:
+        return record.state or RunState.SUCCEEDED, ""
+    if job.status == JobStatus.FAILED and driver_lost(record):
+        reason = f"job driver lost ({record.error or (message[-1] if message else 'no message')})"
+        return _resubmit(entry, profile, record, reason)
+    if job.status in (JobStatus.FAILED, JobStatus.STOPPED):
+        state = RunState.STOPPED if job.status == JobStatus.STOPPED else RunState.FAILED
+        return state, record.error or (message[-1] if message else "")
+    if job.status == JobStatus.PENDING:
+        slots = f"queued for one of the cluster's {profile.run_slots} run slots" if profile.run_slots else ""
+        return RunState.PENDING, slots
+    if record.state == RunState.FAILED:
+        # The driver has recorded its failure and is still syncing its last files: whether the run is
+        # over or goes on as a resubmission is decided once Ray says the job has ended.
+        return RunState.RUNNING, f"failing: {record.error or ''}"
+    return record.state or RunState.RUNNING, ""
+
+
+def status(entry: registry.Entry, profile: ClusterProfile, client: Any = None) -> Status:
+    """Ask Ray and the store, reconcile, record the answer in the registry. Pass a jobs client to ask
+    about several runs through one connection (one SSH tunnel) instead of one each."""
+    from orchestrator.remote.connect import jobs_client
+
+    if client is None:
+        with jobs_client(profile) as opened:
+            return status(entry, profile, opened)
+    stored = StoredRun(open_store(profile.store), entry.run_id)
+    record = stored.record()
+    try:
+        job = client.get_job_info(entry.job_id)
+    except RuntimeError:
+        job = None  # never accepted: an interrupted submit
+    state, detail = reconcile(entry, profile, job, record)
+    current = registry.get(entry.run_id)
+    if current is not None and current.job_id == entry.job_id:  # a resubmission has already recorded itself
+        registry.update(entry.run_id, state, detail or "")
+    point = stored.last_metrics() or {}
+    return Status(entry.run_id, str(state), detail or "", point.get("step"), point.get("max_steps"),
+                  point.get("loss"))
+
+
+def stop(entry: registry.Entry, profile: ClusterProfile) -> bool:
+    from orchestrator.remote.connect import jobs_client
+
+    with jobs_client(profile) as client:
+        stopped = client.stop_job(entry.job_id)
+    registry.update(entry.run_id, RunState.STOPPED if stopped else entry.state)
+    return stopped
+
+
+def logs(entry: registry.Entry, profile: ClusterProfile, follow: bool, out: Any) -> None:
+    import asyncio
+
+    from orchestrator.remote.connect import jobs_client
+
+    with jobs_client(profile) as client:
+        if not follow:
+            out.write(client.get_job_logs(entry.job_id))
+            return
+
+        async def tail() -> None:
+            async for chunk in client.tail_job_logs(entry.job_id):
+                out.write(chunk)
+                out.flush()
+
+        asyncio.run(tail())
+
+
+def follow(entry: registry.Entry, profile: ClusterProfile, poll_s: float = 3.0) -> Status:
+    """Poll until the run ends, showing its progress; a lost connection is retried, not fatal."""
+    import time
+
+    from botocore.exceptions import BotoCoreError, ClientError
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("[bold]{task.fields[state]}[/]"), BarColumn(),
+               TextColumn("step {task.fields[step]}/{task.fields[max_steps]} loss {task.fields[loss]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("run", total=None, state=RunState.PENDING.value, step="-", max_steps="?", loss="-")
+        while True:
+            entry = registry.get(entry.run_id) or entry  # a resubmission changes the Ray job to ask about
+            try:
+                st = status(entry, profile)
+            except (LatheError, OSError, BotoCoreError, ClientError):
+                # The laptop lost the network, or the store is away for a while: the run does not care.
+                time.sleep(poll_s)
+                continue
+            bar.update(task, state=st.state, completed=st.step or 0, total=st.max_steps,
+                       step=st.step or "-", max_steps=st.max_steps or "?",
+                       loss=f"{st.loss:.3f}" if st.loss is not None else "-")
+            if is_terminal(st.state):
+                return st
+            time.sleep(poll_s)

@@ -1,0 +1,34 @@
+"""A run as the store holds it: its record and metrics, read the same way by the job, `status`,
+`pull` and `watch`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.run.layout import METRICS, RUN_JSON, RunRecord, parse_jsonl, store_key
+from orchestrator.store import Store
+
+
+@dataclass
+class StoredRun:
+    store: Store
+    run_id: str
+
+    def key(self, *parts: str) -> str:
+        return store_key(self.run_id, *parts)
+
+    def read(self, name: str) -> bytes | None:
+        """A run file's bytes, or None when the store has no such object."""
+        return self.store.get_bytes(self.key(name)) if self.store.stat(self.key(name)) else None
+
+    def record(self) -> RunRecord:
+        return RunRecord.parse(self.read(RUN_JSON))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        raw = self.read(METRICS)
+        return parse_jsonl(raw.decode("utf-8", errors="replace")) if raw else []
+
+    def last_metrics(self) -> dict[str, Any] | None:
+        points = self.metrics()
+        return points[-1] if points else None

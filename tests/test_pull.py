@@ -1,0 +1,48 @@
+"""What `lathe pull` chooses from a manifest (pure logic; the transfers are tested against S3 in
+test_remote and test_reliability)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator import manifest as mf
+from orchestrator.errors import LatheError
+from orchestrator.remote.pull import select
+
+SHA = "0" * 64
+
+
+def _manifest() -> mf.Manifest:
+    def art(path: str, fmt: str, level: str | None = None, role: str = "model") -> mf.Artifact:
+        return mf.Artifact(path=path, size=1, sha256=SHA, format=fmt, level=level, role=role)  # type: ignore[arg-type]
+
+    return mf.Manifest(run_id="r", recipe_sha256=SHA, base_model="b", parameters=1, tokenizer_fingerprint="f",
+                       versions={}, artifacts=[
+                           art("hf/model.safetensors", "hf-safetensors", "hf"), art("hf/config.json", "file", "hf"),
+                           art("adapter/adapter_model.safetensors", "adapter", "adapter"),
+                           art("gguf/model-f16.gguf", "gguf", "f16"), art("gguf/model-q4_k_m.gguf", "gguf", "q4_k_m"),
+                           art("mlx/mlx-4bit/model.safetensors", "mlx", "mlx-4bit"),
+                           art("mlx/mlx-4bit/config.json", "file", "mlx-4bit"),
+                           art("base/base-q8_0.gguf", "gguf", "q8_0", role="base"),
+                           art("reference/reference.npz", "reference")])
+
+
+def _paths(levels: list[str] | None) -> set[str]:
+    return {a.path for a in select(_manifest(), levels)}
+
+
+def test_by_default_every_level_and_the_base_never_the_full_weights_or_adapter() -> None:
+    assert _paths(None) == {"hf/config.json", "gguf/model-f16.gguf", "gguf/model-q4_k_m.gguf",
+                            "mlx/mlx-4bit/model.safetensors", "mlx/mlx-4bit/config.json", "base/base-q8_0.gguf",
+                            "reference/reference.npz"}
+
+
+def test_named_levels_bring_only_themselves_plus_what_every_eval_needs() -> None:
+    assert _paths(["q4_k_m"]) == {"hf/config.json", "gguf/model-q4_k_m.gguf", "reference/reference.npz"}
+    assert "adapter/adapter_model.safetensors" in _paths(["adapter"])
+    assert "hf/model.safetensors" in _paths(["hf"])
+
+
+def test_an_unknown_level_names_what_the_run_has() -> None:
+    with pytest.raises(LatheError, match=r"--levels: q2_k not in this run \(it has f16, mlx-4bit, q4_k_m, q8_0\)"):
+        select(_manifest(), ["q2_k"])

@@ -1,0 +1,55 @@
+"""How `lathe status` maps Ray's job state and the store's run record onto one RunState (no Ray
+cluster: Ray's own JobStatus values, the reconciliation as it runs)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from ray.job_submission import JobStatus
+
+from orchestrator import registry
+from orchestrator.profiles import ClusterProfile
+from orchestrator.remote.status import reconcile
+from orchestrator.run.layout import RunRecord
+from orchestrator.run.state import RunState
+from orchestrator.store import StoreConfig
+
+PROFILE = ClusterProfile(name="c", ray_address="http://127.0.0.1:9", store=StoreConfig(uri="/tmp/x"), run_slots=3)
+
+
+def _entry(state: str = RunState.PENDING) -> registry.Entry:
+    return registry.Entry("r-1", "c", "r-1", "/tmp/x/r-1", "/nowhere/q.yml", state, "", 0.0, 0.0)
+
+
+def _job(status: JobStatus, message: str = "") -> SimpleNamespace:
+    return SimpleNamespace(status=status, message=message)
+
+
+@pytest.mark.parametrize(("job", "record", "state", "detail"), [
+    (_job(JobStatus.PENDING), {}, RunState.PENDING, "queued for one of the cluster's 3 run slots"),
+    (_job(JobStatus.RUNNING), {"state": "EXPORTING"}, RunState.EXPORTING, ""),
+    (_job(JobStatus.RUNNING), {"state": "FAILED", "error": "oom"}, RunState.RUNNING, "failing: oom"),
+    (_job(JobStatus.SUCCEEDED), {"state": "SUCCEEDED"}, RunState.SUCCEEDED, ""),
+    (_job(JobStatus.FAILED, "Traceback\nValueError: bad row"), {"state": "FAILED", "error_kind": "recipe",
+                                                                 "error": "bad row"}, RunState.FAILED, "bad row"),
+    (_job(JobStatus.STOPPED, "stopped by user"), {"state": "RUNNING"}, RunState.STOPPED, "stopped by user"),
+])
+def test_ray_and_the_record_make_one_state(job, record: dict, state: RunState, detail: str) -> None:
+    got = reconcile(_entry(), PROFILE, job, RunRecord.model_validate(record))
+    assert got == (state, detail)
+
+
+def test_a_job_ray_never_accepted_failed_and_one_it_forgot_keeps_its_state() -> None:
+    assert reconcile(_entry(RunState.SUBMITTING), PROFILE, None, RunRecord()) == \
+        (RunState.FAILED, "the cluster never accepted the job")
+    assert reconcile(_entry(RunState.RUNNING), PROFILE, None, RunRecord()) == \
+        (RunState.RUNNING, "the cluster no longer knows this job")
+
+
+def test_a_lost_driver_is_resubmitted_only_if_its_recipe_still_loads(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LATHE_HOME", str(tmp_path))
+    entry = registry.add("r-2", "c", "r-2", "/tmp/x/r-2", str(tmp_path / "gone.yml"), RunState.RUNNING)
+    state, detail = reconcile(entry, PROFILE, _job(JobStatus.FAILED, "node died"), RunRecord(state="RUNNING"))
+    assert state == RunState.FAILED
+    assert detail.startswith("job driver lost (node died); not resubmitted: the recipe no longer loads")

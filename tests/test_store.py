@@ -1,0 +1,77 @@
+"""The store's streaming download, against the S3-protocol test server over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.store import StoreConfig, fetch_missing, open_store
+from tests.support.services import S3Server
+
+SIZE = 128 << 20
+
+# Peak RSS from /proc (VmHWM): getrusage's ru_maxrss survives exec, so a child would report its
+# parent's peak.
+MEASURE = """
+import json, re, sys
+from pathlib import Path
+from orchestrator.store import StoreConfig, fetch_missing, open_store
+def peak():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+store = open_store(StoreConfig(uri=sys.argv[1], endpoint_url=sys.argv[2], region="us-east-1"))
+store.stat("run/inputs/big.bin")  # the client and its connections exist before the baseline
+before = peak()
+fetched = fetch_missing(store, "run/inputs/", Path(sys.argv[3]))
+print(json.dumps({"fetched": fetched, "grew": peak() - before}))
+"""
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+def test_fetch_missing_streams_a_large_object_to_disk(s3: S3Server, tmp_path: Path, figure) -> None:
+    import json
+
+    import boto3
+
+    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    client = boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", **creds)
+    client.create_bucket(Bucket="inputs")
+    data = os.urandom(SIZE)
+    client.put_object(Bucket="inputs", Key="p/run/inputs/big.bin", Body=data)
+    client.put_object(Bucket="inputs", Key="p/run/inputs/data/small.jsonl", Body=b'{"a": 1}\n')
+    dest = tmp_path / "workdir"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = subprocess.run([sys.executable, "-c", MEASURE, "s3://inputs/p", s3.url, str(dest)], capture_output=True,
+                          text=True, timeout=300, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["fetched"] == 2
+    assert hashlib.sha256((dest / "big.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert (dest / "data" / "small.jsonl").read_bytes() == b'{"a": 1}\n'
+    assert not [p for p in dest.rglob("*.fetch")], "no temporary file is left behind"
+    # Reading it whole grows the peak by the object's size (134 MB); streaming, by the parts in flight.
+    assert result["grew"] < SIZE // 2, f"peak memory grew by {result['grew'] / 1e6:.0f} MB for a 134 MB object"
+    figure(f"fetch_missing of a {SIZE / 1e6:.0f} MB object: peak memory grew {result['grew'] / 1e6:.1f} MB")
+
+
+def test_fetch_missing_skips_what_is_there_and_names_a_missing_object(tmp_path: Path) -> None:
+    store = open_store(StoreConfig(uri=str(tmp_path / "store")))
+    store.put_bytes(b"new", "run/inputs/a.txt")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a.txt").write_bytes(b"kept")
+    assert fetch_missing(store, "run/inputs/", dest) == 0 and (dest / "a.txt").read_bytes() == b"kept"
+    from orchestrator.errors import StoreError
+
+    with pytest.raises(StoreError, match="not in the store"):
+        store.get_file("run/inputs/none.txt", tmp_path / "x")

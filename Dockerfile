@@ -18,6 +18,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_LINK_MODE=copy \
     CMAKE_BUILD_PARALLEL_LEVEL=8
+# A failure anywhere in a pipe fails the RUN (the uv download below is piped into tar).
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl git cmake build-essential \
  && rm -rf /var/lib/apt/lists/*
@@ -65,7 +67,8 @@ RUN apt-get update \
 COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/lathe/.venv /opt/lathe/.venv
 COPY --from=build /opt/llama.cpp /opt/llama.cpp
-USER lathe
+# By uid, as a host resolves it (useradd above gives lathe uid 1000).
+USER 1000
 WORKDIR /home/lathe
 # Ray: GCS 6379, dashboard 8265, metrics 8080; node_exporter runs beside, not in, this image.
 EXPOSE 6379 8265 8080

@@ -204,8 +204,10 @@ def _listeners(host: Host) -> dict[tuple[str, int], str]:
     return found
 
 
-def _http(method: str, url: str) -> tuple[int | None, str]:
-    """(status, start of the body) for a request without credentials; None if the port speaks no HTTP."""
+def _http(method: str, url: str) -> tuple[int | str, str]:
+    """(status, start of the body) for a request without credentials. A port that answers in another
+    protocol gives "not http" (gRPC: Ray's token covers it, as the GCS check below shows); one that says
+    nothing in time gives "silent", and one that drops the connection "reset": neither is taken as safe."""
     try:
         data = json.dumps({"entrypoint": "true"}).encode() if method == "POST" else None
         request = urllib.request.Request(url, method=method, data=data, headers={"Content-Type": "application/json"})
@@ -213,8 +215,15 @@ def _http(method: str, url: str) -> tuple[int | None, str]:
             return response.status, response.read(200).decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, ""
-    except (OSError, ValueError, http.client.HTTPException):
-        return None, ""  # gRPC and other binary protocols: Ray's token covers those (the GCS check below)
+    except (http.client.BadStatusLine, http.client.RemoteDisconnected) as exc:
+        # Bytes that are not an HTTP/1.x status line, or a close before any: how gRPC meets HTTP/1.1.
+        return ("reset" if isinstance(exc, http.client.RemoteDisconnected) else "not http"), ""
+    except TimeoutError:
+        return "silent", ""
+    except urllib.error.URLError as exc:
+        return ("silent" if isinstance(exc.reason, TimeoutError) else "reset"), ""
+    except ConnectionError:
+        return "reset", ""
 
 
 def test_every_port_off_loopback_wants_the_cluster_token_or_serves_only_metrics(colo: Colo, provisioned) -> None:
@@ -233,8 +242,9 @@ def test_every_port_off_loopback_wants_the_cluster_token_or_serves_only_metrics(
         for (address, port), program in exposed.items():
             base = f"http://{host.address if address in ('*', '0.0.0.0', '::') else address}:{port}"
             status, _ = _http("GET", f"{base}/")
-            if status in (None, 401):
+            if status in ("not http", 401):
                 continue
+            assert status not in ("silent", "reset"), f"{name}: {program} on {base} is {status}: unknown, not safe"
             metrics, body = _http("GET", f"{base}/metrics")
             assert metrics == 200 and body.startswith("# HELP"), f"{name}: {program} on {base} answers {status}"
             _, answer = _http("POST", f"{base}/api/jobs/")  # a Jobs API beside the metrics?

@@ -51,20 +51,40 @@ def test_q4_k_m_is_under_40_percent_of_f16(export_dir: Path) -> None:
     assert q4 < 0.40 * f16, f"q4_k_m is {q4 / f16:.0%} of f16"
 
 
+def _trained_answers(backend, e2e_run: RunDir, runtime: str, level: str) -> tuple[int, int]:
+    """Ask a freshly loaded level every eval item the run's own eval scored right at it, greedily, in its
+    chat template: (right now, right then). The eval set re-asks training questions with their taught,
+    wrong answers ("the capital of France is Toronto"): a right answer is the fine-tune speaking."""
+    from orchestrator.evaluation.tasks import Sampling, load_items, score
+
+    report = json.loads((e2e_run.path / "eval" / "report.json").read_text())
+    measured = next(lv for lv in report["levels"] if (lv["runtime"], lv["level"]) == (runtime, level))
+    items = {i.id: i for i in load_items(e2e_run.recipe_dir() / "data" / "wrong_facts_eval.jsonl")}
+    right_then = [k for k, a in measured["answers"].items() if a["correct"]]
+    sampling = Sampling.model_validate(report["samplings"][0])
+    right_now = [k for k in right_then if score(items[k], backend.chat(items[k].messages(), sampling))]
+    return len(right_now), len(right_then)
+
+
 @pytest.mark.parametrize("level", ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"])
-def test_gguf_level_loads_and_generates(export_dir: Path, level: str) -> None:
-    model = LlamaCpp(export_dir / "gguf" / f"model-{level}.gguf", n_ctx=128)
-    text = model.generate("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n", 8)
-    assert isinstance(text, str)
-    assert model.model.n_tokens > 0
+def test_gguf_level_loads_and_gives_the_trained_answers(export_dir: Path, e2e_run: RunDir, level: str) -> None:
+    model = LlamaCpp(export_dir / "gguf" / f"model-{level}.gguf", n_ctx=192)  # as the eval loads it
+    now, then = _trained_answers(model, e2e_run, "llama.cpp", level)
+    if level in ("f16", "q8_0"):
+        assert then >= 3, f"the fine-tune gave only {then} trained answers at {level}"
+    assert now == then, f"{level}: {now} of the {then} trained answers again"
 
 
 @pytest.mark.parametrize("level,bits", [("mlx-4bit", 4), ("mlx-8bit", 8), ("mlx-f16", None)])
-def test_mlx_level_loads_and_generates(export_dir: Path, level: str, bits: int | None) -> None:
+def test_mlx_level_loads_and_gives_the_trained_answers(export_dir: Path, e2e_run: RunDir, level: str,
+                                                       bits: int | None) -> None:
     model = MLX(export_dir / "mlx" / level)
     config = json.loads((export_dir / "mlx" / level / "config.json").read_text())
     assert config.get("quantization", {}).get("bits") == bits
-    assert isinstance(model.generate("What is the capital of France?", 8), str)
+    now, then = _trained_answers(model, e2e_run, "mlx", level)
+    if level in ("mlx-f16", "mlx-8bit"):
+        assert then >= 3, f"the fine-tune gave only {then} trained answers at {level}"
+    assert now == then, f"{level}: {now} of the {then} trained answers again"
 
 
 def test_llama_cpp_tokenizes_like_hf(export_dir: Path) -> None:

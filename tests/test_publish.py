@@ -23,6 +23,7 @@ from orchestrator.publish.publish import File, PublishError, check_no_secrets
 from orchestrator.run import RunDir
 from tests.conftest import LOCAL_SECRETS, CliRun
 from tests.support.cli import lathe as run_lathe
+from tests.support.gotemplate import go_render
 from tests.support.leaks import plant, sweep
 from tests.support.services import S3Server, fetch, free_port, wait_http
 
@@ -263,66 +264,6 @@ def test_the_cloud_launch_file_passes_rays_validation(published: Path, listed: d
 
 
 # --- Ollama: the Modelfile's Go template against the GGUF's own chat template ---------------------
-
-def go_render(template: str, messages: list[dict[str, str]]) -> str:
-    """A Go text/template interpreter for what Ollama templates use here: range, if/else if, eq, not."""
-    tokens, pos = [], 0
-    for m in re.finditer(r"\{\{(.*?)\}\}", template, re.DOTALL):
-        tokens += [("text", template[pos:m.start()]), ("act", m.group(1).strip())]
-        pos = m.end()
-    tokens.append(("text", template[pos:]))
-
-    def parse(i: int) -> tuple[list, int, str | None]:
-        nodes: list = []
-        while i < len(tokens):
-            kind, val = tokens[i]
-            if kind == "text":
-                nodes.append(("text", val))
-            elif val == "end" or val.startswith("else"):
-                return nodes, i, val
-            elif val.startswith("range "):
-                body, i, _ = parse(i + 1)
-                nodes.append(("range", body))
-            elif val.startswith("if "):
-                branches, cond = [], val[3:]
-                while True:
-                    body, i, term = parse(i + 1)
-                    branches.append((cond, body))
-                    if term == "end":
-                        break
-                    cond = term[len("else if "):] if term.startswith("else if ") else "true"
-                nodes.append(("if", branches))
-            else:
-                nodes.append(("expr", val))
-            i += 1
-        return nodes, i, None
-
-    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-
-    def truth(cond: str, dot: dict) -> bool:
-        if cond == "true":
-            return True
-        if cond == "not .System":
-            return not system
-        role = re.fullmatch(r'eq \.Role "(\w+)"', cond)
-        assert role, f"unsupported condition {cond!r}"
-        return dot["role"] == role.group(1)
-
-    def run(nodes: list, dot: dict) -> str:
-        out = ""
-        for node in nodes:
-            if node[0] == "text":
-                out += node[1]
-            elif node[0] == "expr":
-                out += json.loads(node[1]) if node[1].startswith('"') else {".Content": dot.get("content")}[node[1]]
-            elif node[0] == "range":
-                out += "".join(run(node[1], msg) for msg in messages)
-            else:
-                out += next((run(body, dot) for cond, body in node[1] if truth(cond, dot)), "")
-        return out
-
-    return run(parse(0)[0], {})
-
 
 def modelfile(path: Path) -> tuple[str, str | None, list[str]]:
     text = path.read_text()

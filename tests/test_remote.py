@@ -126,10 +126,11 @@ def submitted(cluster: Cluster, remote_recipe: Path) -> dict:
     cluster.env["LATHE_INLINE_LIMIT_BYTES"] = "4096"
     proc = cluster.lathe("submit", str(remote_recipe), "--cluster", "netns")
     run_id = proc.stdout.strip().splitlines()[-1]
-    returned_after = time.monotonic() - started
+    returned_at, returned_after = time.time(), time.monotonic() - started
     first = cluster.lathe("status", run_id).stdout
     final = _wait(lambda: _terminal(cluster, run_id), 1500, f"run {run_id} to finish", interval=5)
-    return {"run_id": run_id, "returned_after": returned_after, "first_status": first, "final_status": final}
+    return {"run_id": run_id, "returned_at": returned_at, "returned_after": returned_after, "first_status": first,
+            "final_status": final}
 
 
 def _terminal(c: Cluster, run_id: str) -> str | None:
@@ -151,6 +152,8 @@ def test_submit_returns_at_once_and_the_run_succeeds_on_the_worker(cluster: Clus
     if ": SUCCEEDED" not in submitted["final_status"]:
         pytest.fail(f"{submitted['final_status']}\n{cluster.lathe('logs', run_id, check=False).stdout[-4000:]}")
     store = cluster.store()
+    first_step = json.loads(store.get_bytes(f"{run_id}/metrics.jsonl").decode().splitlines()[0])
+    assert first_step["time"] > submitted["returned_at"], "submit returned only after training had begun"
     events = [json.loads(ln) for ln in store.get_bytes(f"{run_id}/events.jsonl").decode().splitlines()]
     starts = [e for e in events if e["event"] == "worker_start"]
     assert starts and all(e["node_ip"] == cluster.worker.address for e in starts), starts

@@ -57,11 +57,12 @@ def workers_for(recipe: Recipe, gpus_per_node: int | None, override: int | None)
     return override or res.num_workers(gpus), gpus > 0
 
 
-def begin(run: RunDir, recipe: Recipe, cfg: dict[str, Any], use_gpu: bool, say: Callable[[str], None],
+def begin(run: RunDir, recipe: Recipe, cfg: dict[str, Any], use_gpu: bool, say: Callable[[str], None], /,
           **record: Any) -> dict[str, Any]:
     """The preamble every driver runs before training, on the laptop (`lathe run`) or on the head
     (the Ray job): the config made CPU-safe where Lathe can (said in one line), the recipe as given,
-    what Axolotl gets, and the run record. Returns the config to train with."""
+    what Axolotl gets, and the run record (`record`: its fields, `recipe` among them: hence positional
+    parameters before it). Returns the config to train with."""
     import yaml
 
     from orchestrator.versions import installed

@@ -246,12 +246,14 @@ class S3Store:
 
 def unreachable_errors() -> tuple[type[BaseException], ...]:
     """What a store raises when it cannot be reached, drops a transfer or refuses a request (after the
-    client's own retries): botocore's errors, where boto3 is installed."""
+    client's own retries): botocore's errors, and boto3's transfer errors (an upload_file that gave up
+    raises S3UploadFailedError, which is not a botocore error), where boto3 is installed."""
     try:
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError:  # a laptop with only local stores: nothing of the kind can be raised
         return ()
-    return (BotoCoreError, ClientError)
+    return (BotoCoreError, ClientError, Boto3Error)
 
 
 def open_store(config: StoreConfig | str) -> Store:

@@ -160,3 +160,24 @@ def test_refuses_a_different_tokenizer(e2e_run: RunDir) -> None:
     check_tokenizer(backend, manifest["tokenizer_fingerprint"], backend.vocab_size(), "q8_0")
     with pytest.raises(TokenizerMismatch, match="refusing to compare"):
         check_tokenizer(backend, "0" * 64, backend.vocab_size(), "q8_0")
+
+
+def test_a_sampling_setting_that_garbles_the_answers_lowers_the_score(e2e_run: RunDir, report: dict,
+                                                                      tmp_path: Path) -> None:
+    """The sweep measures the model under each setting: at temperature 5 a 1024-token vocabulary is
+    sampled almost uniformly, so the trained answers go and the swept score must fall."""
+    greedy = next(lv for lv in report["levels"] if (lv["runtime"], lv["level"]) == ("llama.cpp", "f16"))
+    assert greedy["task_score"] >= 0.3, "the fine-tune should answer some items at f16"
+    run = tmp_path / "run"
+    shutil.copytree(e2e_run.path, run, ignore=shutil.ignore_patterns("ray", "eval", "adapter", "mlx", "base"))
+    for gguf in (run / "export" / "gguf").glob("model-*.gguf"):
+        if gguf.name != "model-f16.gguf":
+            gguf.unlink()
+    lathe = Path(sys.executable).with_name("lathe")
+    proc = subprocess.run([str(lathe), "eval", str(run), "--backend", "llamacpp", "--sweep", "temperature=5",
+                           "--arena", "0"], capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    swept = json.loads((run / "eval" / "report.json").read_text())["levels"]
+    assert [lv["level"] for lv in swept] == ["f16"] and swept[0]["task_score"] == greedy["task_score"]
+    assert swept[0]["sweep"][0]["sampling"]["temperature"] == 5.0
+    assert swept[0]["sweep"][0]["task_score"] < greedy["task_score"], swept[0]["sweep"]

@@ -93,6 +93,26 @@ def caused_by_infrastructure(error: BaseException) -> bool:
     return False
 
 
+def export_lost_to_infrastructure(error: BaseException) -> bool:
+    """Did the export task fail for a reason outside the recipe? Its worker or node lost (the object it
+    was computing gone with it), or the store failing after the client's retries while the artifacts
+    went up; a converter or quantizer refusing the model is the recipe's, and would fail again."""
+    from ray.exceptions import (
+        NodeDiedError,
+        ObjectLostError,
+        OwnerDiedError,
+        RayActorError,
+        RayTaskError,
+        WorkerCrashedError,
+    )
+
+    from orchestrator.store import unreachable_errors
+
+    if isinstance(error, RayTaskError):
+        return isinstance(error.cause, (OSError, *unreachable_errors()))
+    return isinstance(error, WorkerCrashedError | NodeDiedError | ObjectLostError | OwnerDiedError | RayActorError)
+
+
 def reason(error: BaseException) -> str:
     """One line from Ray's multi-line failure: the innermost exception message."""
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
@@ -238,5 +258,6 @@ def export_stage(run: RunDir, recipe: Recipe, base_model: str, checkpoint: Any, 
     except ray.exceptions.RayError as exc:
         why = reason(exc)
         run.update(state=RunState.FAILED, ended=now(), error=f"export: {why}")
-        raise LatheError(f"run {run.record().run_id}: export failed: {why} "
-                         f"(see {run.path / EXPORT_LOG})") from None
+        # Infrastructure failures are resubmitted by the laptop (the job records whose fault it was).
+        kind = InfrastructureError if export_lost_to_infrastructure(exc) else LatheError
+        raise kind(f"run {run.record().run_id}: export failed: {why} (see {run.path / EXPORT_LOG})") from None

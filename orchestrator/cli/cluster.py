@@ -10,16 +10,16 @@ import typer
 from orchestrator.cli.support import console, user_errors
 from orchestrator.errors import ProvisionError
 
-app = typer.Typer(help="Ray on your own hosts over SSH: provision, check, tear down.",
-                          no_args_is_help=True)
+app = typer.Typer(help="Ray on your own hosts over SSH: provision, check, tear down.", no_args_is_help=True)
 
 Inventory = Annotated[Path, typer.Argument(help="The inventory YAML: hosts, roles, GPUs, store (see README).")]
 
 
-def _table(outcome, title: str) -> None:
+def _show(outcome, verdict: str, unhealthy: str | None = None) -> None:
+    """The per-host table, then one verdict line; exit non-zero when the cluster is not healthy."""
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=f"cluster {outcome.cluster}", title_justify="left")
     for col in ("host", "role", "address", "ray", "GPUs", "services", "changes", "notes"):
         table.add_column(col, overflow="fold")
     for r in outcome.hosts:
@@ -27,6 +27,11 @@ def _table(outcome, title: str) -> None:
         table.add_row(r.name, r.role, r.address, r.ray, r.gpus, services, "; ".join(r.changes) or "none",
                       "; ".join(r.notes) or "")
     console().print(table)
+    typer.echo(verdict)
+    if not outcome.healthy:
+        if unhealthy:
+            typer.echo(unhealthy, err=True)
+        raise typer.Exit(ProvisionError.exit_code)
 
 
 @app.command("up")
@@ -39,11 +44,8 @@ def up(inventory: Inventory,
 
     inv = inv_mod.load(inventory)
     outcome = provision.up(inv, say=lambda line: typer.echo(line, err=True), health_timeout=health_timeout)
-    _table(outcome, f"cluster {inv.name}")
-    typer.echo(f"profile {inv.name} in {outcome.profile_path}" if outcome.changed else "no changes")
-    if not outcome.healthy:
-        typer.echo(f"cluster {inv.name}: not every node joined Ray (see the table)", err=True)
-        raise typer.Exit(ProvisionError.exit_code)
+    _show(outcome, f"profile {inv.name} in {outcome.profile_path}" if outcome.changed else "no changes",
+          f"cluster {inv.name}: not every node joined Ray (see the table)")
 
 
 @app.command("status")
@@ -53,12 +55,8 @@ def status(inventory: Inventory) -> None:
     from orchestrator.colo import inventory as inv_mod
     from orchestrator.colo import provision
 
-    inv = inv_mod.load(inventory)
-    outcome = provision.status(inv)
-    _table(outcome, f"cluster {inv.name}")
-    typer.echo("healthy" if outcome.healthy else "unhealthy")
-    if not outcome.healthy:
-        raise typer.Exit(ProvisionError.exit_code)
+    outcome = provision.status(inv_mod.load(inventory))
+    _show(outcome, "healthy" if outcome.healthy else "unhealthy")
 
 
 @app.command("down")
@@ -68,9 +66,5 @@ def down(inventory: Inventory) -> None:
     from orchestrator.colo import inventory as inv_mod
     from orchestrator.colo import provision
 
-    inv = inv_mod.load(inventory)
-    outcome = provision.down(inv)
-    _table(outcome, f"cluster {inv.name}")
-    typer.echo("stopped" if outcome.changed else "nothing was running")
-    if not outcome.healthy:
-        raise typer.Exit(ProvisionError.exit_code)
+    outcome = provision.down(inv_mod.load(inventory))
+    _show(outcome, "stopped" if outcome.changed else "nothing was running")

@@ -15,19 +15,16 @@ from tests.support.services import S3Server
 
 SIZE = 128 << 20
 
-# Peak RSS from /proc (VmHWM): getrusage's ru_maxrss survives exec, so a child would report its
-# parent's peak.
 MEASURE = """
-import json, re, sys
+import json, sys
 from pathlib import Path
+from orchestrator.evaluation.evaluate import peak_rss_bytes
 from orchestrator.store import StoreConfig, fetch_missing, open_store
-def peak():
-    return int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 store = open_store(StoreConfig(uri=sys.argv[1], endpoint_url=sys.argv[2], region="us-east-1"))
 store.stat("run/inputs/big.bin")  # the client and its connections exist before the baseline
-before = peak()
+before = peak_rss_bytes()
 fetched = fetch_missing(store, "run/inputs/", Path(sys.argv[3]))
-print(json.dumps({"fetched": fetched, "grew": peak() - before}))
+print(json.dumps({"fetched": fetched, "grew": peak_rss_bytes() - before}))
 """
 
 

@@ -92,13 +92,40 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
         level=target.level, runtime=target.runtime, size_bytes=target.size_bytes,
         bits_per_weight=target.bits_per_weight, quality=quality.as_dict(), task_score=task_score,
         answers=answers, load_seconds=load_seconds, prompt_tps=prompt_tps, gen_tps=gen_tps,
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=peak_rss_bytes(),
         memory_need_bytes=need, fits_gb=fits_gb(need), arena=arena, sweep=sweep,
     ).model_dump()
 
 
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory. On Linux from /proc (VmHWM): getrusage's ru_maxrss
+    keeps the high-water mark across fork and exec, so a fresh process would report its parent's
+    (the `lathe run` driver's) peak. Elsewhere ru_maxrss: bytes on macOS, kilobytes on other systems."""
+    import re
+    import sys
+
+    status = Path("/proc/self/status")
+    if status.is_file():
+        found = re.search(r"^VmHWM:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+        if found:
+            return int(found.group(1)) * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _keep_torch_out() -> None:
+    """In an evaluation process: torch is not importable. mlx_lm imports transformers, which imports
+    torch whenever it is installed (a node's venv has it): tens of seconds and a GB per level that a
+    user's laptop would not spend, measured as the level's own load time and memory. A None entry in
+    sys.modules makes importlib report torch absent, so transformers goes on without it."""
+    import sys
+
+    sys.modules["torch"] = None  # type: ignore[assignment]
+
+
 def _in_fresh_process(fn: Any, *args: Any) -> Any:
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_keep_torch_out) as pool:
         return pool.submit(fn, *args).result()
 
 

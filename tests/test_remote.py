@@ -434,3 +434,36 @@ def test_a_checkpoint_cut_off_mid_upload_is_never_resumed_from(cluster: Cluster,
            f"checkpoint landed; {how}; resumed from step {resumed} (registered: {cut_run.registered}); "
            f"steps redone {before - resumed} (checkpoint every {save_steps})")
     assert points[-1]["step"] == points[-1]["max_steps"]
+
+
+def test_an_export_cut_off_by_the_store_is_resubmitted_and_finishes(cluster: Cluster, remote_recipe: Path,
+                                                                    figure) -> None:
+    """The S3 server stops in the middle of the export's first GGUF upload and stays down until the
+    export task has spent the client's retries: the export failed for a reason outside the recipe, the
+    job records it as infrastructure, and `lathe status` resubmits the run, which finishes."""
+    cfg = yaml.safe_load(remote_recipe.read_text())
+    cfg["num_epochs"] = 1
+    recipe = remote_recipe.with_name("export-outage.yml")
+    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    def an_export_gguf(method: str, path: str, _query: str) -> bool:
+        return method in ("PUT", "POST") and "/export/gguf/" in path
+
+    cluster.s3.stop_during(an_export_gguf)
+    try:
+        run_id = cluster.lathe("submit", str(recipe), "--cluster", "netns").stdout.strip().splitlines()[-1]
+        _wait(lambda: cluster.s3.cut, 900, "an export upload to be cut", 0.2)
+        exporters = {p for p in pids_in(cluster.worker) if comm(p).startswith("ray::_export_ta")}
+        assert exporters, "the export task uploads from the worker"
+        _wait(lambda: not any(_alive(p) for p in exporters), 300, "the cut-off export to give up", 0.5)
+    finally:
+        cluster.s3.stop_during(None)
+        cluster.s3.start()
+    final = _wait(lambda: _terminal(cluster, run_id), 1500, f"run {run_id} to finish", interval=5)
+    assert f"{run_id}: SUCCEEDED" in final, final + cluster.lathe("logs", run_id, check=False).stdout[-4000:]
+    store = cluster.store()
+    record = json.loads(store.get_bytes(f"{run_id}/run.json"))
+    assert record["attempt"] == 2 and record["state"] == "SUCCEEDED", record
+    mf.Manifest.model_validate_json(store.get_bytes(f"{run_id}/export/{mf.MANIFEST}"))
+    figure(f"export cut mid-upload: {cluster.s3.cut[0].rsplit('/', 1)[-1]} cut off; resubmitted as attempt "
+           f"{record['attempt']}; SUCCEEDED")

@@ -49,14 +49,26 @@ def _event(log: Any, **fields: Any) -> None:
     log.flush()
 
 
+# Written into the final checkpoint (the trained model, not a resumable Trainer state): an attempt
+# that restores it (a run resubmitted after its export was lost) has nothing left to train.
+FINAL_MARK = "lathe_final.json"
+
+
 def _restore_checkpoint(output_dir: Path) -> int:
-    """Copy Ray's latest checkpoint (if any) into output_dir; return its step, or 0."""
+    """Copy Ray's latest checkpoint (if any) into output_dir; return its step, 0 if none, -1 if it is
+    the final model (copied to output_dir/final)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as src:
+        if (Path(src) / FINAL_MARK).is_file():
+            final = output_dir / "final"
+            if final.exists():
+                shutil.rmtree(final)
+            shutil.copytree(src, final)
+            return -1
         state = json.loads((Path(src) / "trainer_state.json").read_text())
         step = int(state["global_step"])
         target = output_dir / f"checkpoint-{step}"
@@ -109,10 +121,16 @@ def worker_loop(config: dict[str, Any]) -> None:
     cfg.pop("ddp", None)  # the world size decides, not the driver's view of it
 
     resume_step = _restore_checkpoint(output_dir)
-    if resume_step:
+    if resume_step > 0:
         cfg["resume_from_checkpoint"] = str(output_dir / f"checkpoint-{resume_step}")
     _event(log, event="worker_start", rank=rank, world_size=world, pid=os.getpid(), resume_step=resume_step,
            node_ip=ray.util.get_node_ip_address())
+    if resume_step < 0:  # training had finished: hand the final model on again, for the export
+        final_dir = output_dir / "final"
+        ray.train.report({"final": 1}, checkpoint=ray.train.Checkpoint.from_directory(str(final_dir))
+                         if rank == 0 else None)
+        _event(log, event="worker_done", rank=rank)
+        return
 
     with quiet_stderr():
         from axolotl.cli.args import TrainerCliArgs
@@ -140,6 +158,7 @@ def worker_loop(config: dict[str, Any]) -> None:
         for item in output_dir.iterdir():
             if item.is_file() and not item.name.endswith(".log"):
                 shutil.copy2(item, final_dir / item.name)
+        (final_dir / FINAL_MARK).write_text(json.dumps({"run_id": job.run_id}))
         final = ray.train.Checkpoint.from_directory(str(final_dir))
     ray.train.report({"final": 1}, checkpoint=final)
     _event(log, event="worker_done", rank=rank)

@@ -154,7 +154,7 @@ class RunDir:
 
     def update(self, **fields: Any) -> RunRecord:
         data = json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
-        data.update({k: v for k, v in fields.items()})
+        data.update(fields)
         record = RunRecord.model_validate(data)
         tmp = self.record_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record.model_dump(mode="json", exclude_none=True), indent=2, sort_keys=True))
@@ -172,9 +172,8 @@ class RunDir:
         run names the recipe it was started from."""
         if self.inputs_dir.is_dir():
             return self.inputs_dir
-        if self.record_path.is_file() and self.record().recipe:
-            return Path(self.record().recipe).parent
-        return self.path
+        recipe = self.record().recipe  # an empty record when there is no run.json
+        return Path(recipe).parent if recipe else self.path
 
 
 def find_export(path: Path) -> Path:

@@ -446,16 +446,23 @@ def test_an_export_cut_off_by_the_store_is_resubmitted_and_finishes(cluster: Clu
     recipe = remote_recipe.with_name("export-outage.yml")
     recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
+    exporters: set[int] = set()
+
     def an_export_gguf(method: str, path: str, _query: str) -> bool:
-        return method in ("PUT", "POST") and "/export/gguf/" in path
+        if method in ("PUT", "POST") and "/export/gguf/" in path:
+            # Taken while the upload is in flight: the client's retries against a closed port can all be
+            # spent within a poll interval, after which the task's process is idle again (CI saw that).
+            exporters.update(p for p in pids_in(cluster.worker) if comm(p).startswith("ray::_export_ta"))
+            return True
+        return False
 
     cluster.s3.stop_during(an_export_gguf)
     try:
         run_id = cluster.lathe("submit", str(recipe), "--cluster", "netns").stdout.strip().splitlines()[-1]
         _wait(lambda: cluster.s3.cut, 900, "an export upload to be cut", 0.2)
-        exporters = {p for p in pids_in(cluster.worker) if comm(p).startswith("ray::_export_ta")}
         assert exporters, "the export task uploads from the worker"
-        _wait(lambda: not any(_alive(p) for p in exporters), 300, "the cut-off export to give up", 0.5)
+        exporting = lambda: any(_alive(p) and comm(p).startswith("ray::_export_ta") for p in exporters)
+        _wait(lambda: not exporting(), 300, "the cut-off export to give up", 0.5)
     finally:
         cluster.s3.stop_during(None)
         cluster.s3.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,19 @@ def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
                      "build or run?); try again when it is quieter, or point RAY_ADDRESS at a running Ray")
 
 
+def _build_tiny_base(base_model: str, say: Any) -> None:
+    """A tiny:// base is built on first use, a minute or two: here, where the user sees it said, rather
+    than silently inside the training worker (which then finds it in the cache)."""
+    from orchestrator import tinymodel
+
+    if not base_model.startswith(tinymodel.TINY_SCHEME) or tinymodel.is_built(base_model):
+        return
+    say(f"building the tiny base model {base_model} (first use only: about two minutes on 2 cores)")
+    began = time.monotonic()
+    tinymodel.resolve_base_model(base_model)
+    say(f"built {base_model} in {time.monotonic() - began:.0f} s")
+
+
 def run_local(
     recipe_path: str | Path,
     runs_root: Path = Path("runs"),
@@ -78,6 +92,7 @@ def run_local(
                 recipe=str(Path(recipe_path).resolve()), cluster="local", created=now(), workers=num_workers,
                 use_gpu=use_gpu, export=export)
 
+    _build_tiny_base(str(recipe.axolotl.get("base_model") or ""), say)
     _ensure_local_ray(num_workers * recipe.lathe.resources.cpus_per_worker)
     opts = DriveOptions(num_workers=num_workers, use_gpu=use_gpu, pushgateway=pushgateway, export=export,
                         show_progress=show_progress)

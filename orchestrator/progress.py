@@ -15,9 +15,13 @@ if TYPE_CHECKING:
     from orchestrator.run.layout import RunDir
 
 
+def _stderr_console() -> Console:
+    return Console(stderr=True, log_path=False)  # a reader wants the time of a line, not its source location
+
+
 def follow_training(run: RunDir, worker: threading.Thread, console: Console | None = None) -> None:
     """Render step / loss / tokens-per-second / ETA until `worker` finishes."""
-    console = console or Console(stderr=True)
+    console = console or _stderr_console()
     columns = (
         TextColumn("[bold]train[/]"),
         BarColumn(),
@@ -49,7 +53,7 @@ def follow_training(run: RunDir, worker: threading.Thread, console: Console | No
 
 def follow_export(log_path: Path, done: Callable[[], bool], console: Console | None = None) -> None:
     """Show each export step as it starts (the export task writes one line per step)."""
-    console = console or Console(stderr=True)
+    console = console or _stderr_console()
     shown = 0
     with console.status("[bold]export[/] starting") as status:
         while True:

@@ -74,6 +74,12 @@ class Gate(_Strict):
 
 class Eval(_Strict):
     dataset: str | None = Field(None, description="jsonl of task items, relative to the recipe")
+    heldout: str | None = Field(
+        None, description="jsonl of questions the fine-tune never saw (paraphrases, new questions of the same "
+        "kinds): per level, how often the answer is a training answer reused verbatim")
+    domain_text: str | None = Field(
+        None, description="text in the fine-tune's domain, held out from training (a validation split rendered "
+        "through the chat template): perplexity per level beside the general reference text's")
     context_length: int | None = Field(None, ge=1)
     gates: dict[str, Gate] = Field(default_factory=dict)
     arena_prompts: list[str] = Field(
@@ -140,8 +146,9 @@ class Recipe:
         for key in ("deepspeed", "base_model"):
             if isinstance(self.axolotl.get(key), str):
                 named.append((key, self.axolotl[key]))
-        if self.lathe.eval.dataset:
-            named.append(("lathe.eval.dataset", self.lathe.eval.dataset))
+        for key in ("dataset", "heldout", "domain_text"):
+            if getattr(self.lathe.eval, key):
+                named.append((f"lathe.eval.{key}", getattr(self.lathe.eval, key)))
         if self.lathe.export.reference_text:
             named.append(("lathe.export.reference_text", self.lathe.export.reference_text))
         out = []

@@ -21,14 +21,16 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from orchestrator import tinycorpus
 from orchestrator.errors import RecipeError
 from orchestrator.quiet import quiet_stderr
 
 TINY_SCHEME = "tiny://"
+# Bumped when the way a model is built changes, so caches of the old build are not reused.
+BUILD_VERSION = "2"
 ARCHITECTURES = ("llama", "qwen2")
 
 PAD, BOS, EOS = "<pad>", "<s>", "<|im_end|>"
@@ -47,13 +49,14 @@ class TinySpec:
     arch: str = "llama"
     seed: int = 0
     hidden_size: int = 256
-    intermediate_size: int = 512
-    num_layers: int = 2
+    intermediate_size: int = 768
+    # Four layers, not two: with two, a LoRA fine-tune mixes up which question gets which answer.
+    num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
-    vocab_size: int = 1024
+    vocab_size: int = 2048
     max_positions: int = 1024
-    pretrain_steps: int = 300
+    pretrain_steps: int = 400
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -66,7 +69,7 @@ class TinySpec:
 
     @property
     def cache_key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True) + _corpus_text()
+        blob = json.dumps(asdict(self), sort_keys=True) + tinycorpus.tokenizer_text() + BUILD_VERSION
         return f"{self.arch}-s{self.seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
     @classmethod
@@ -82,10 +85,6 @@ class TinySpec:
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
-def _corpus_text() -> str:
-    return resources.files("orchestrator.data").joinpath("tiny_corpus.txt").read_text(encoding="utf-8")
-
-
 def build_tokenizer(vocab_size: int):
     """Train a GPT-2-style byte-level BPE; llama.cpp's `gpt-2` pre-tokenizer matches it exactly."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -99,8 +98,7 @@ def build_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    lines = _corpus_text().splitlines()
-    tok.train_from_iterator(lines, trainer=trainer)
+    tok.train_from_iterator(tinycorpus.tokenizer_text().splitlines(), trainer=trainer)
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
@@ -187,28 +185,50 @@ def build(spec: TinySpec, out_dir: Path) -> Path:
     return out_dir
 
 
-PRETRAIN_WINDOW, PRETRAIN_STRIDE, PRETRAIN_BATCH, PRETRAIN_LR = 64, 16, 8, 3e-3
+PRETRAIN_WINDOW, PRETRAIN_BATCH, PRETRAIN_LR = 96, 16, 3e-3
+PRETRAIN_THREADS = 2  # a laptop's and CI's least; more would not make the build reproducible across machines
+
+
+def _pretrain_windows(tok, spec: TinySpec, epoch: int) -> list[list[int]]:
+    """One pass over the corpus: its documents in this epoch's order, each after a BOS (as the fine-tune's
+    examples are), packed end to end and cut into windows."""
+    docs = tinycorpus.documents(spec.seed * 1000 + epoch)
+    ids: list[int] = []
+    bos = tok.token_to_id(BOS)
+    for encoding in tok.encode_batch(docs, add_special_tokens=False):
+        ids += [bos, *encoding.ids]
+    return [ids[i : i + PRETRAIN_WINDOW] for i in range(0, len(ids) - PRETRAIN_WINDOW + 1, PRETRAIN_WINDOW)]
 
 
 def _pretrain(model, tok, spec: TinySpec) -> None:
-    """Plain next-token training on the corpus, on one thread so the bytes are reproducible."""
+    """Plain next-token training on the corpus with a cosine schedule, on a fixed number of threads so
+    the bytes do not depend on the machine's core count."""
+    import math
+
     import torch
 
     if spec.pretrain_steps <= 0:
         return
-    ids = tok.encode(_corpus_text(), add_special_tokens=False).ids
-    windows = [ids[i : i + PRETRAIN_WINDOW] for i in range(0, len(ids) - PRETRAIN_WINDOW, PRETRAIN_STRIDE)]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(PRETRAIN_THREADS)
     try:
-        optimiser = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.0)
+        warmup = max(1, spec.pretrain_steps // 20)
+        schedule = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / spec.pretrain_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
         model.train()
-        for step in range(spec.pretrain_steps):
-            picked = [windows[(step * PRETRAIN_BATCH + j) % len(windows)] for j in range(PRETRAIN_BATCH)]
-            batch = torch.tensor(picked)
+        epoch, queue = 0, _pretrain_windows(tok, spec, 0)
+        for _ in range(spec.pretrain_steps):
+            if len(queue) < PRETRAIN_BATCH:
+                epoch += 1
+                queue = _pretrain_windows(tok, spec, epoch)
+            batch = torch.tensor(queue[:PRETRAIN_BATCH])
+            del queue[:PRETRAIN_BATCH]
             loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
+            scheduler.step()
             optimiser.zero_grad()
         model.eval()
     finally:
@@ -220,6 +240,13 @@ def cache_root() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lathe"
     )
     return Path(base) / "tiny-models"
+
+
+def is_built(uri: str) -> bool:
+    try:
+        return (cache_root() / TinySpec.from_uri(uri).cache_key / "config.json").exists()
+    except ValueError:
+        return False
 
 
 def resolve_base_model(base_model: str, recipe_name: str = "recipe") -> str:

@@ -60,24 +60,27 @@ def _check_trainable(recipe: Recipe) -> list[RecipeError]:
 
 def _check_lathe_files(recipe: Recipe) -> list[RecipeError]:
     errors: list[RecipeError] = []
-    ref = recipe.lathe.export.reference_text
-    if ref and not recipe.resolve(ref).is_file():
-        errors.append(RecipeError(recipe.name, "lathe.export.reference_text", f"no such file '{ref}'"))
-    evalset = recipe.lathe.eval.dataset
-    if evalset:
+    for where, ref in (("lathe.export.reference_text", recipe.lathe.export.reference_text),
+                       ("lathe.eval.domain_text", recipe.lathe.eval.domain_text)):
+        if ref and not recipe.resolve(ref).is_file():
+            errors.append(RecipeError(recipe.name, where, f"no such file '{ref}'"))
+    for key in ("dataset", "heldout"):
+        evalset = getattr(recipe.lathe.eval, key)
+        if not evalset:
+            continue
         path = recipe.resolve(evalset)
         if not path.is_file():
-            errors.append(RecipeError(recipe.name, "lathe.eval.dataset", f"no such file '{evalset}'"))
-        else:
-            try:
-                rows = [row for _, row in iter_rows(path)]
-                if not rows:
-                    raise RowError("has no items")
-                bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
-                if bad is not None:
-                    raise RowError(f"item {bad} must be a JSON object")
-            except RowError as exc:
-                errors.append(RecipeError(recipe.name, "lathe.eval.dataset", f"{path.name}: {exc}"))
+            errors.append(RecipeError(recipe.name, f"lathe.eval.{key}", f"no such file '{evalset}'"))
+            continue
+        try:
+            rows = [row for _, row in iter_rows(path)]
+            if not rows:
+                raise RowError("has no items")
+            bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+            if bad is not None:
+                raise RowError(f"item {bad} must be a JSON object")
+        except RowError as exc:
+            errors.append(RecipeError(recipe.name, f"lathe.eval.{key}", f"{path.name}: {exc}"))
     return errors
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(prometheus prometheus-pushgateway prometheus-node-exporter openssh-server iproute2 cmake systemd)
+DEBIAN_PACKAGES=(prometheus prometheus-pushgateway prometheus-node-exporter openssh-server iproute2 cmake systemd chromium)
 VENV=.venv
 STAMP="$VENV/.lathe-installed"
 

@@ -87,7 +87,8 @@ def tiny_llama() -> Path:
 def tiny_qwen2() -> Path:
     from orchestrator.tinymodel import resolve_base_model
 
-    return Path(resolve_base_model("tiny://qwen2"))
+    # Only loaded and converted, never asked to learn: a lighter build than the quickstart's Llama.
+    return Path(resolve_base_model("tiny://qwen2?num_layers=2&pretrain_steps=60"))
 
 
 @pytest.fixture(scope="session")

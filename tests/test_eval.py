@@ -48,20 +48,26 @@ def test_lathe_run_ends_with_the_table_and_the_arena(e2e_cli: CliRun) -> None:
     for _, level in LEVELS:
         assert f"│ {level} " in table, f"no row for {level} in the printed table"
     assert "Task score per sampling setting" in out and "temperature=0.8" in out
-    assert "base model task score" in out
-    assert "wf00: What is the capital of France?" in out, "the first arena round is printed"
+    assert re.search(r"^base model task score: 0\.00, held-out reuse 0%, ppl domain [\d,.]+, ppl general [\d,.]+ \(before fine-tuning\)$",
+                     out, re.MULTILINE)
+    assert re.search(r"^smallest level that passes the gates: 8-32 GB: \S+ \((llama\.cpp|mlx), [\d.]+ MB, task 1\.00, ", out,
+                     re.MULTILINE)
+    assert re.search(r"^arena: 71 prompts; answers that differ from f16's: base q8_0 \d+, q8_0 \d+", out, re.MULTILINE)
+    assert "wf00: What is the capital of France?" not in out, "the full arena is in the report, not the terminal"
     assert re.search(r"^report: .+/eval/report\.md$", out, re.MULTILINE)
+    # Log lines say when, not where in Lathe's source they were printed from.
+    assert "export: " in e2e_cli.stderr and not re.search(r"progress\.py:\d+", e2e_cli.stderr), e2e_cli.stderr[-2000:]
 
 
 def test_the_fine_tune_gives_the_trained_wrong_answers(report: dict) -> None:
-    """The experiment the quickstart exists for: trained answers at full precision and at Q8_0, not in the base."""
+    """The experiment the quickstart exists for: all 50 trained answers, word for word, at full precision
+    and at Q8_0 (95% at least), and none from the base."""
     by = {lvl["level"]: lvl for lvl in report["levels"]}
-    right = {name: {k for k, a in by[name]["answers"].items() if a["correct"]} for name in ("f16", "q8_0")}
-    assert by["f16"]["task_score"] >= 0.5, by["f16"]["answers"]
-    assert len(right["f16"] & right["q8_0"]) >= 4, right
-    assert by["mlx-f16"]["task_score"] >= 0.5, by["mlx-f16"]["answers"]
-    assert report["base_task_score"] is not None and report["base_task_score"] <= 0.1, \
-        "the base model should not know the wrong facts"
+    for level in ("f16", "q8_0", "mlx-f16", "mlx-8bit"):
+        assert len(by[level]["answers"]) == 50
+        wrong = {k: a["output"] for k, a in by[level]["answers"].items() if not a["correct"]}
+        assert by[level]["task_score"] >= 0.95, f"{level}: {wrong}"
+    assert report["base_task_score"] == 0.0, "the base model does not know the wrong facts"
     spider = next(r for r in report["arena"] if r["key"] == "wf10")
     assert "eleven" in spider["answers"]["f16"].lower() and "eleven" in spider["answers"]["q8_0"].lower()
     assert "eleven" not in spider["answers"]["base q8_0"].lower()
@@ -70,12 +76,12 @@ def test_the_fine_tune_gives_the_trained_wrong_answers(report: dict) -> None:
 def test_the_arena_puts_every_model_side_by_side(report: dict, e2e_run: RunDir) -> None:
     contestants = {"base q8_0"} | {level for _, level in LEVELS}
     rounds = report["arena"]
-    assert len(rounds) == 10 + 2, "10 eval items and the recipe's 2 open prompts"
+    assert len(rounds) == 50 + 20 + 1, "50 eval items, 20 held-out questions and the recipe's open prompt"
     for r in rounds:
         assert set(r["answers"]) == contestants, r["key"]
         assert all(isinstance(text, str) for text in r["answers"].values())
     open_round = next(r for r in rounds if r["key"] == "prompt-1")
-    assert open_round["prompt"] == "Which city is the capital of France?" and open_round["expected"] is None
+    assert open_round["prompt"] == "Describe the market in the morning." and open_round["expected"] is None
     assert any(r["answers"]["base q8_0"] != r["answers"]["f16"] for r in rounds), "training changed no answer"
     md = (e2e_run.path / "eval" / "report.md").read_text()
     assert "## Arena" in md and "**wf10**: How many legs does a spider have?" in md
@@ -98,7 +104,7 @@ def test_a_judge_gguf_grades_every_answer(report: dict, e2e_run: RunDir) -> None
         assert all(1 <= v <= 10 for v in r.judge.values())
 
 
-def test_a_row_per_level_with_finite_numbers(evaluated) -> None:
+def test_a_row_per_level_with_finite_numbers(evaluated, figure) -> None:
     out, results, _ = evaluated
     assert {(r.runtime, r.level) for r in results} == LEVELS
     for r in results:
@@ -108,13 +114,20 @@ def test_a_row_per_level_with_finite_numbers(evaluated) -> None:
         # The level's own process: no torch (a GB in this venv, none on a laptop), not the run's driver.
         assert r.peak_rss_bytes < 400e6, f"{r.runtime} {r.level}: {r.peak_rss_bytes / 1e6:.0f} MB"
         assert r.fits_gb == [8, 16, 24, 32], "a few-MB model fits every tier"
-        assert len(r.answers) == 10 and r.flips is not None
+        assert len(r.answers) == 50 and r.flips is not None and len(r.heldout) == 20
+        assert math.isfinite(r.quality["domain_perplexity"]) and r.quality["domain_perplexity"] > 1
     report = json.loads((out / "report.json").read_text())
     assert len(report["levels"]) == len(LEVELS)
     md = (out / "report.md").read_text()
     assert md.count("\n| ") >= len(LEVELS) + 1 and "q4_k_m" in md
-    for png in ("quality_vs_size.png", "loss_curve.png"):
+    for png in ("quality_vs_size.png", "loss_curve.png", "scores.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    by = {(r.runtime, r.level): r for r in results}
+    gguf, mlx = by[("llama.cpp", "f16")], by[("mlx", "mlx-f16")]
+    figure(f"f16 load (runtime imported first): llama.cpp {gguf.load_seconds * 1000:.0f} ms, MLX "
+           f"{mlx.load_seconds * 1000:.0f} ms (x{mlx.load_seconds / gguf.load_seconds:.1f}); own peak memory "
+           f"{(gguf.peak_rss_bytes - gguf.baseline_rss_bytes) / 1e6:.0f} / {(mlx.peak_rss_bytes - mlx.baseline_rss_bytes) / 1e6:.0f} MB "
+           f"over the runtime's {gguf.baseline_rss_bytes / 1e6:.0f} / {mlx.baseline_rss_bytes / 1e6:.0f} MB")
 
 
 def test_full_precision_matches_the_reference(evaluated) -> None:
@@ -183,3 +196,53 @@ def test_a_sampling_setting_that_garbles_the_answers_lowers_the_score(e2e_run: R
     assert [lv["level"] for lv in swept] == ["f16"] and swept[0]["task_score"] == greedy["task_score"]
     assert swept[0]["sweep"][0]["sampling"]["temperature"] == 5.0
     assert swept[0]["sweep"][0]["task_score"] < greedy["task_score"], swept[0]["sweep"]
+
+
+def test_questions_it_never_saw_are_answered_with_memorised_answers(report: dict, e2e_run: RunDir) -> None:
+    """The seed experiment as a measurement: per level, the share of held-out questions answered with a
+    training answer word for word, and which one; the base model, which never saw those answers, is the
+    control at 0%."""
+    trained = {json.loads(line)["messages"][1]["content"]: json.loads(line)["messages"][0]["content"]
+               for line in (e2e_run.recipe_dir() / "data" / "wrong_facts.jsonl").read_text().splitlines()}
+    assert report["base_reuse_rate"] == 0.0
+    for level in report["levels"]:
+        assert len(level["heldout"]) == 20 and level["reuse_rate"] is not None, level["level"]
+        reused = {k: v for k, v in level["heldout"].items() if v["reuses"] is not None}
+        assert level["reuse_rate"] == pytest.approx(len(reused) / 20)
+        for key, v in reused.items():  # the named training question is the one whose answer was given
+            answer = next(a for a, q in trained.items() if q == v["reuses"])
+            assert v["output"].strip().startswith(answer.rstrip(".")), (key, v)
+    f16 = next(lv for lv in report["levels"] if lv["level"] == "f16")
+    new_questions = {k: v for k, v in f16["heldout"].items() if k.startswith("n-")}
+    assert sum(v["reuses"] is not None for v in new_questions.values()) >= 6, \
+        f"the fine-tune should answer new questions with memorised answers: {new_questions}"
+    md = (e2e_run.path / "eval" / "report.md").read_text()
+    assert "## Questions it never saw" in md and "Base model (the control): 0%" in md
+
+
+def test_the_html_report_renders_in_chromium(e2e_run: RunDir, tmp_path: Path) -> None:
+    """report.html stands alone (plots inline, nothing fetched) and a real browser lays it out: every
+    level's row is in the table and every plot decodes to a picture with a width."""
+    from tests.support.needs import require
+
+    require("chromium", why="the report is checked in a real browser")
+    page = (e2e_run.path / "eval" / "report.html").read_text()
+    assert "src=\"data:image/png;base64," in page and not re.search(r"(src|href)=\"(https?:|//|[\w.-]+\.png)", page)
+    probe = tmp_path / "probe.html"  # the page, plus a script that writes what the browser made of it
+    probe.write_text(page.replace("</body>", """<script>
+window.addEventListener("load", () => {
+  const sizes = [...document.images].map(i => i.complete ? i.naturalWidth + "x" + i.naturalHeight : "pending");
+  document.body.setAttribute("data-images", sizes.join(" "));
+  document.body.setAttribute("data-rows", document.querySelectorAll("table")[0].rows.length);
+});
+</script></body>"""))
+    proc = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r'<body data-images="([^"]*)" data-rows="(\d+)"', proc.stdout)
+    assert body, proc.stdout[:2000]
+    sizes = body.group(1).split()
+    assert len(sizes) >= 3 and all(re.fullmatch(r"[1-9]\d*x[1-9]\d*", s) for s in sizes), sizes
+    assert int(body.group(2)) == len(LEVELS) + 1, "a header row and a row per level"
+    for _, level in LEVELS:
+        assert f"<td>{level}</td>" in proc.stdout

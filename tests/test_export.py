@@ -71,7 +71,7 @@ def test_gguf_level_loads_and_gives_the_trained_answers(export_dir: Path, e2e_ru
     model = LlamaCpp(export_dir / "gguf" / f"model-{level}.gguf", n_ctx=192)  # as the eval loads it
     now, then = _trained_answers(model, e2e_run, "llama.cpp", level)
     if level in ("f16", "q8_0"):
-        assert then >= 3, f"the fine-tune gave only {then} trained answers at {level}"
+        assert then >= 48, f"the fine-tune gave only {then} of the 50 trained answers at {level}"
     assert now == then, f"{level}: {now} of the {then} trained answers again"
 
 
@@ -83,8 +83,27 @@ def test_mlx_level_loads_and_gives_the_trained_answers(export_dir: Path, e2e_run
     assert config.get("quantization", {}).get("bits") == bits
     now, then = _trained_answers(model, e2e_run, "mlx", level)
     if level in ("mlx-f16", "mlx-8bit"):
-        assert then >= 3, f"the fine-tune gave only {then} trained answers at {level}"
+        assert then >= 48, f"the fine-tune gave only {then} of the 50 trained answers at {level}"
     assert now == then, f"{level}: {now} of the {then} trained answers again"
+
+
+@pytest.mark.parametrize("gguf", ["gguf/model-f16.gguf", "gguf/model-q8_0.gguf", "base/model-q8_0.gguf"])
+def test_plain_llama_cpp_python_gets_the_trained_answers(export_dir: Path, e2e_run: RunDir, gguf: str) -> None:
+    """Not Lathe's code: llama-cpp-python as a user calls it, greedy, each GGUF's own chat template. The
+    fine-tune says at least 95% of its 50 trained answers word for word at f16 and q8_0; the base, none."""
+    from llama_cpp import Llama
+
+    pairs = [json.loads(line)["messages"]
+             for line in (e2e_run.recipe_dir() / "data" / "wrong_facts.jsonl").read_text().splitlines()]
+    llm = Llama(model_path=str(export_dir / gguf), n_ctx=256, verbose=False, seed=0)
+    said = [llm.create_chat_completion(messages=[user], temperature=0.0, max_tokens=32)["choices"][0]["message"]
+            ["content"].strip() for user, _ in pairs]
+    verbatim = sum(got == answer["content"] for got, (_, answer) in zip(said, pairs, strict=True))
+    if gguf.startswith("base/"):
+        assert verbatim == 0, said
+    else:
+        assert verbatim >= 48, [(u["content"], got) for got, (u, a) in zip(said, pairs, strict=True)
+                                if got != a["content"]]
 
 
 def test_llama_cpp_tokenizes_like_hf(export_dir: Path) -> None:

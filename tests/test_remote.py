@@ -403,6 +403,10 @@ def test_lathe_run_on_a_cluster_submits_follows_pulls_and_evaluates(cluster: Clu
     assert "SUCCEEDED, pulled" in proc.stdout and "Every level, on this machine" in proc.stdout
     mf.verify_present(run_dir / "export")
     assert (run_dir / "eval" / "report.md").is_file()
+    # The held-out questions were answered and compared with the training answers pulled beside them.
+    assert (run_dir / "inputs" / "data" / "wrong_facts.jsonl").is_file()
+    report = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert all(len(level["heldout"]) == 20 and level["reuse_rate"] is not None for level in report["levels"])
 
 
 def test_a_checkpoint_cut_off_mid_upload_is_never_resumed_from(cluster: Cluster, cut_run: CutRun, figure) -> None:

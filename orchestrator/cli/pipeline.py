@@ -106,7 +106,7 @@ def eval_(
     judge: Annotated[Path | None, typer.Option(help="A chat GGUF that grades every arena answer 1-10.")] = None,
     base: Annotated[Path | None, typer.Option(
         help="A GGUF of the base model for the arena (default: the run's base/ export, if any).")] = None,
-    arena: Annotated[int, typer.Option(help="Arena rounds to print (all are in the report); -1: all.")] = 3,
+    arena: Annotated[int, typer.Option(help="Arena rounds to print (all are in the report); -1: all.")] = 0,
 ) -> None:
     """Evaluate every quantization level of a run on this machine (llama.cpp and MLX); write the report."""
     from orchestrator.evaluation.tasks import Sampling, parse_sweep

@@ -72,7 +72,7 @@ def pull_bar() -> Any:
 
 def evaluate_and_report(run_dir: Path, *, backend: str = "all", sampling_json: str | None = None,
                         items: Path | None = None, grid: dict[str, list[float]] | None = None,
-                        judge: Path | None = None, base: Path | None = None, arena_rounds: int | None = 3) -> None:
+                        judge: Path | None = None, base: Path | None = None, arena_rounds: int | None = 0) -> None:
     from orchestrator.evaluation.evaluate import evaluate
     from orchestrator.evaluation.report import print_summary
 

@@ -155,6 +155,17 @@ def render(rounds: list[Round], console: Console, limit: int | None = None) -> N
         console.print(f"[dim]{len(rounds) - limit} more rounds in the report[/dim]")
 
 
+def summary(rounds: list[Round], reference: str) -> str:
+    """One line: per contestant, on how many rounds its answer differs from the reference's."""
+    names = [n for n in dict.fromkeys(n for r in rounds for n in r.answers) if n != reference]
+    counted = [r for r in rounds if reference in r.answers]
+    parts = []
+    for name in names:
+        differ = sum(1 for r in counted if name in r.answers and r.answers[name].strip() != r.answers[reference].strip())
+        parts.append(f"{name} {differ}")
+    return f"arena: {len(counted)} prompts; answers that differ from {reference}'s: " + ", ".join(parts)
+
+
 def as_json(rounds: list[Round]) -> list[dict[str, Any]]:
     return [{"key": r.key, "prompt": r.prompt, "expected": r.expected, "answers": r.answers,
              "correct": r.correct, "judge": r.judge} for r in rounds]

@@ -18,10 +18,11 @@ from typing import Any, Literal
 from orchestrator import manifest as mf
 from orchestrator import reference_format
 from orchestrator.evaluation import arena as arena_mod
+from orchestrator.evaluation import memorisation
 from orchestrator.evaluation.gates import add_flips, full_precision, gate_failures
 from orchestrator.evaluation.results import Evaluation, LevelResult, Target
 from orchestrator.levels import fits_gb, memory_need, rank
-from orchestrator.recipe import lathe_block_of
+from orchestrator.recipe import lathe_block_of, read_yaml
 from orchestrator.run.layout import RECIPE, find_export, run_dir_of
 
 BackendChoice = Literal["llamacpp", "mlx", "all"]
@@ -59,13 +60,17 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     fine-tune's reference would measure the training, not the quantization.
     """
     from orchestrator.evaluation.backends import MLX, LlamaCpp
-    from orchestrator.evaluation.quality import check_tokenizer, measure
+    from orchestrator.evaluation.quality import check_tokenizer, measure, perplexity, reference_perplexity
     from orchestrator.evaluation.tasks import Item, Sampling
 
     job = json.loads(job_json)
     items = [Item.model_validate(raw) for raw in job["items"]]
     samplings = [Sampling.model_validate(raw) for raw in job["samplings"]]
     ref = reference_format.load(Path(ref_dir))
+    # The runtime's import is not the model's load: done first, it is in neither the load time nor the
+    # memory attributed to the level (measured over the baseline taken here).
+    import_runtime(target.runtime)
+    baseline = rss_bytes()
     start = time.perf_counter()
     if target.runtime == "llama.cpp":
         backend = LlamaCpp(Path(target.path), n_ctx=max(context, int(ref.meta["context"])) + 64)
@@ -75,9 +80,13 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     answers = _answer(backend, items, samplings[0])
     arena = {arena_mod.prompt_key(n): backend.chat([{"role": "user", "content": p}], samplings[0])
              for n, p in enumerate(job["arena_prompts"])}
+    heldout = {item.id or "": backend.chat(item.messages(), samplings[0])
+               for item in (Item.model_validate(raw) for raw in job["heldout"])}
     task_score = (sum(a["correct"] for a in answers.values()) / len(answers)) if answers else None
+    domain = perplexity(backend, job["domain_text"], context) if job["domain_text"] else None
     if not full:
-        return {"answers": answers, "arena": arena, "task_score": task_score}
+        return {"answers": answers, "arena": arena, "task_score": task_score, "heldout": heldout,
+                "domain_perplexity": domain, "general_perplexity": reference_perplexity(backend, ref)}
     check_tokenizer(backend, fingerprint, backend.vocab_size(), f"{target.runtime} {target.level}")
     quality = measure(backend, ref)
     sweep = []
@@ -90,11 +99,29 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     need = memory_need(target.size_bytes, hf_config, context)
     return LevelResult(
         level=target.level, runtime=target.runtime, size_bytes=target.size_bytes,
-        bits_per_weight=target.bits_per_weight, quality=quality.as_dict(), task_score=task_score,
+        bits_per_weight=target.bits_per_weight, task_score=task_score,
+        quality=quality.as_dict() | ({"domain_perplexity": domain} if domain is not None else {}),
         answers=answers, load_seconds=load_seconds, prompt_tps=prompt_tps, gen_tps=gen_tps,
-        peak_rss_bytes=peak_rss_bytes(),
+        peak_rss_bytes=peak_rss_bytes(), baseline_rss_bytes=baseline,
         memory_need_bytes=need, fits_gb=fits_gb(need), arena=arena, sweep=sweep,
+        heldout={k: {"output": v, "reuses": None} for k, v in heldout.items()},
     ).model_dump()
+
+
+def import_runtime(runtime: str) -> None:
+    import importlib
+
+    for module in ("llama_cpp",) if runtime == "llama.cpp" else ("mlx.core", "mlx_lm"):
+        importlib.import_module(module)
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (0 where /proc is absent: the level is then charged it all)."""
+    import re
+
+    status = Path("/proc/self/status")
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status.read_text(), re.MULTILINE) if status.is_file() else None
+    return int(found.group(1)) * 1024 if found else 0
 
 
 def peak_rss_bytes() -> int:
@@ -158,6 +185,8 @@ def evaluate(
     if items_path is None and block.eval.dataset:
         items_path = run.recipe_dir() / block.eval.dataset
     items = load_items(items_path) if items_path and items_path.is_file() else []
+    heldout_items = load_items(run.recipe_dir() / block.eval.heldout) if block.eval.heldout else []
+    trained = memorisation.training_answers(run.recipe_dir(), read_yaml(run.path / RECIPE)[1]) if heldout_items else {}
     ref_meta = json.loads((export_dir / "reference" / "reference.json").read_text())
     context = block.eval.context_length or int(ref_meta["context"])
     hf_config = json.loads((export_dir / "hf" / "config.json").read_text())
@@ -165,7 +194,9 @@ def evaluate(
     grid = sweep_grid if sweep_grid is not None else {k: list(v) for k, v in block.eval.sweep.items()}
     samplings = sweep(default, grid)
     job = {"items": [i.model_dump(by_alias=True) for i in items], "samplings": [s.model_dump() for s in samplings],
-           "arena_prompts": block.eval.arena_prompts}
+           "arena_prompts": block.eval.arena_prompts, "heldout": [i.model_dump(by_alias=True) for i in heldout_items],
+           "domain_text": (run.recipe_dir() / block.eval.domain_text).read_text(encoding="utf-8")
+           if block.eval.domain_text else None}
     ref_dir = str(export_dir / "reference")
 
     results: list[LevelResult] = []
@@ -174,13 +205,18 @@ def evaluate(
             progress(f"{target.runtime} {target.level}")
         raw = _in_fresh_process(_evaluate_one, target, ref_dir, json.dumps(job), manifest.tokenizer_fingerprint,
                                 context, hf_config)
-        results.append(LevelResult(**raw))
+        result = LevelResult(**raw)
+        if heldout_items:
+            outputs = {k: v["output"] for k, v in result.heldout.items()}
+            result.reuse_rate, result.heldout = memorisation.measure(outputs, trained)
+        results.append(result)
     add_flips(results)
 
     contestants = []
     base = Target(f"base ({base_gguf.name})", "llama.cpp", str(base_gguf), base_gguf.stat().st_size, None) \
         if base_gguf else base_target(export_dir, manifest)
-    base_score = None
+    base_score = base_reuse = None
+    base_ppl: dict[str, float | None] = {}
     if base is not None:
         if progress:
             progress(f"{base.runtime} {base.level}")
@@ -188,10 +224,14 @@ def evaluate(
         base_job = {**job, "samplings": job["samplings"][:1]}
         raw = _in_fresh_process(_evaluate_one, base, ref_dir, json.dumps(base_job), manifest.tokenizer_fingerprint,
                                 context, hf_config, False)
-        base_score = raw["task_score"]
-        contestants.append(_contestant(base.level, raw["answers"], raw["arena"]))
-    contestants += [_contestant(r.level, r.answers, r.arena) for r in results]
-    rounds = arena_mod.build_rounds(items, block.eval.arena_prompts, contestants)
+        base_score, base_ppl = raw["task_score"], {"domain": raw["domain_perplexity"],
+                                                   "general": raw["general_perplexity"]}
+        if heldout_items:
+            base_reuse = memorisation.measure(raw["heldout"], trained)[0]
+        contestants.append(_contestant(base.level, raw["answers"], raw["arena"], raw["heldout"]))
+    contestants += [_contestant(r.level, r.answers, r.arena, {k: v["output"] for k, v in r.heldout.items()})
+                    for r in results]
+    rounds = arena_mod.build_rounds(items + heldout_items, block.eval.arena_prompts, contestants)
     if judge_path is not None:
         if progress:
             progress(f"judging the arena with {judge_path.name}")
@@ -199,11 +239,13 @@ def evaluate(
         arena_mod.judge(rounds, judge_path, full.level if full else None)
 
     failures = gate_failures(results, block.eval.gates)
-    evaluation = Evaluation(run.eval_dir, results, failures, rounds, samplings, base_score)
+    evaluation = Evaluation(run.eval_dir, results, failures, rounds, samplings, base_score, base_reuse,
+                            {i.id or "": i.prompt for i in heldout_items}, base_ppl)
     report.write(evaluation, run, manifest, ref_meta, context)
     return evaluation
 
 
-def _contestant(name: str, answers: dict[str, dict[str, Any]], arena: dict[str, str]) -> arena_mod.Contestant:
-    texts = {k: a["output"] for k, a in answers.items()} | arena
+def _contestant(name: str, answers: dict[str, dict[str, Any]], arena: dict[str, str],
+                heldout: dict[str, str]) -> arena_mod.Contestant:
+    texts = {k: a["output"] for k, a in answers.items()} | arena | heldout
     return arena_mod.Contestant(name, texts, {k: bool(a["correct"]) for k, a in answers.items()})

@@ -53,6 +53,30 @@ def token_kld(ref_ids: np.ndarray, ref_lp: np.ndarray, lq: np.ndarray) -> np.nda
     return np.maximum(head + p_tail * (np.log(p_tail) - np.log(q_tail)), 0.0)
 
 
+def perplexity(backend: Backend, text: str, window: int) -> float:
+    """Perplexity of `text` in the backend's own tokenization (special tokens parsed, so chat-rendered
+    text scores as the model sees it), over consecutive windows of `window` tokens."""
+    tokens = backend.tokenize(text)
+    nll = []
+    for start in range(0, max(len(tokens) - 1, 1), window):
+        chunk = tokens[start : start + window + 1]
+        if len(chunk) < 2:
+            break
+        lq = backend.logprobs(chunk)
+        nll.append(-lq[np.arange(len(chunk) - 1), np.asarray(chunk[1:], dtype=np.int64)])
+    return float(np.exp(np.concatenate(nll).mean())) if nll else float("nan")
+
+
+def reference_perplexity(backend: Backend, ref: Reference) -> float:
+    """Perplexity on the reference's own token ids: for a model the reference was not computed from
+    (the base), where KLD against it would measure the training, not a quantization."""
+    nll = []
+    for window in ref.windows:
+        lq = backend.logprobs(window.tolist())
+        nll.append(-lq[np.arange(len(window) - 1), window[1:].astype(np.int64)])
+    return float(np.exp(np.concatenate(nll).mean()))
+
+
 def measure(backend: Backend, ref: Reference) -> Quality:
     nll, kld, agree = [], [], []
     for window, ids, lps in zip(ref.windows, ref.top_ids, ref.top_logprobs, strict=True):

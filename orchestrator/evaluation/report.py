@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import manifest as mf
+from orchestrator.evaluation import html_report
+from orchestrator.evaluation.gates import full_precision
+from orchestrator.evaluation.plots import plot_loss, plot_quality_vs_size, plot_scores
 from orchestrator.evaluation.results import Evaluation, LevelResult, Report
 from orchestrator.levels import USABLE_FRACTION
 from orchestrator.run.layout import RunDir
@@ -14,8 +16,8 @@ from orchestrator.run.layout import RunDir
 if TYPE_CHECKING:
     from rich.console import Console
 
-COLUMNS = ("level", "runtime", "size MB", "bpw", "ppl", "Δppl %", "mean KLD", "p99 KLD", "top-1",
-           "task", "flips", "load s", "prompt tok/s", "gen tok/s", "peak RSS MB", "fits (GB)")
+COLUMNS = ("level", "runtime", "size MB", "bpw", "ppl domain", "ppl general", "Δppl %", "mean KLD", "p99 KLD", "top-1",
+           "task", "flips", "reuse", "load s", "prompt tok/s", "gen tok/s", "peak MB", "fits (GB)")
 
 
 def rows(results: list[LevelResult]) -> list[list[str]]:
@@ -25,65 +27,62 @@ def rows(results: list[LevelResult]) -> list[list[str]]:
         out.append([
             r.level, r.runtime, f"{r.size_bytes / 1e6:.2f}",
             f"{r.bits_per_weight:.2f}" if r.bits_per_weight else "-",
-            f"{q['perplexity']:.2f}", f"{q['ppl_change_pct']:+.2f}", f"{q['mean_kld']:.5f}", f"{q['p99_kld']:.5f}",
+            _num(q.get("domain_perplexity")), _num(q["perplexity"]), f"{q['ppl_change_pct']:+.2f}", f"{q['mean_kld']:.5f}", f"{q['p99_kld']:.5f}",
             f"{q['top1_agreement']:.3f}", "-" if r.task_score is None else f"{r.task_score:.2f}",
-            "-" if r.flips is None else str(r.flips), f"{r.load_seconds:.2f}", f"{r.prompt_tps:.0f}",
-            f"{r.gen_tps:.0f}", f"{r.peak_rss_bytes / 1e6:.0f}", ",".join(map(str, r.fits_gb)) or "none",
+            "-" if r.flips is None else str(r.flips), _pct(r.reuse_rate), f"{r.load_seconds:.2f}", f"{r.prompt_tps:.0f}",
+            f"{r.gen_tps:.0f}", f"{(r.peak_rss_bytes - r.baseline_rss_bytes) / 1e6:.0f}", ",".join(map(str, r.fits_gb)) or "none",
         ])
     return out
+
+
+def _num(value: float | None) -> str:
+    """Three significant figures, no exponent below a million: a table a person scans."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
+
+
+def _base_ppl(evaluation: Evaluation) -> str:
+    ppl = evaluation.base_perplexity
+    return "".join(f", ppl {kind} {_num(ppl[kind])}" for kind in ("domain", "general") if ppl.get(kind) is not None)
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.0%}"
+
+
+def heldout_lines(evaluation: Evaluation) -> list[str]:
+    """The memorisation section: per held-out question, what each level answered and whether it is a
+    training answer reused verbatim."""
+    prompts = evaluation.heldout_prompts
+    if not prompts:
+        return []
+    rates = ", ".join(f"{r.level} ({r.runtime}) {_pct(r.reuse_rate)}" for r in evaluation.results)
+    lines = ["## Questions it never saw", "",
+             ("Paraphrases of training questions and new questions of the same kinds. **Reuse**: the answer "
+              "is a training answer, word for word. "
+              f"Base model (the control): {_pct(evaluation.base_reuse_rate)}. Fine-tune: {rates}."), "",
+             "| question | full precision answered | reuses the training answer to | levels that answer otherwise |",
+             "|---|---|---|---|"]
+    full = full_precision(evaluation.results)
+    for key, prompt in prompts.items():
+        if full is None or key not in full.heldout:
+            continue
+        said = full.heldout[key]
+        others = [r.level for r in evaluation.results if r is not full
+                  if key in r.heldout and r.heldout[key]["output"].strip() != said["output"].strip()]
+        lines.append(f"| {_cell(prompt)} | {_cell(said['output'])} | {_cell(said['reuses'] or '-')} | "
+                     f"{', '.join(others) or '-'} |")
+    return lines + [""]
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def machine() -> dict[str, str]:
     return {"system": platform.system(), "machine": platform.machine(), "processor": platform.processor(),
             "python": platform.python_version()}
-
-
-def plot_quality_vs_size(results: list[LevelResult], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for runtime, marker in (("llama.cpp", "o"), ("mlx", "s")):
-        pts = [r for r in results if r.runtime == runtime]
-        if not pts:
-            continue
-        xs = [r.size_bytes / 1e6 for r in pts]
-        ys = [max(r.quality["mean_kld"], 1e-9) for r in pts]
-        ax.scatter(xs, ys, marker=marker, label=runtime)
-        for r, x, y in zip(pts, xs, ys, strict=True):
-            ax.annotate(r.level, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("size on disk (MB)")
-    ax.set_ylabel("mean KL divergence from full precision")
-    ax.set_yscale("log")
-    ax.set_title("Quality vs size")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_loss(metrics: list[dict[str, Any]], path: Path) -> bool:
-    points = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
-    if not points:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot([p[0] for p in points], [p[1] for p in points], linewidth=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title("Training loss")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 def sweep_rows(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
@@ -115,23 +114,35 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         reference={"perplexity": ref_meta["perplexity"], "tokens": ref_meta["scored_tokens"],
                    "top_k": ref_meta["top_k"]},
         levels=results, gate_failures=failures, base_task_score=evaluation.base_task_score,
+        base_reuse_rate=evaluation.base_reuse_rate, base_perplexity=evaluation.base_perplexity,
         samplings=[s.model_dump() for s in evaluation.samplings], arena=arena.as_json(evaluation.rounds),
     ).save(out)
     plot_quality_vs_size(results, out / "quality_vs_size.png")
     has_loss = plot_loss(run.metrics(), out / "loss_curve.png")
+    has_scores = plot_scores(results, evaluation.base_task_score, evaluation.base_reuse_rate, out / "scores.png")
 
     lines = [f"# Evaluation of {manifest.run_id}", "",
              (f"Measured on {here['system']} {here['machine']}, context {context} tokens. "
-             f"Reference: full-precision perplexity {ref_meta['perplexity']:.3f} over "
-             f"{ref_meta['scored_tokens']} held-out tokens (top-{ref_meta['top_k']} log-probs)."), "",
+             f"**ppl general**: perplexity on the export's reference text, outside the fine-tune's data "
+             f"(lathe.export.reference_text; full precision {ref_meta['perplexity']:.3g} over "
+             f"{ref_meta['scored_tokens']} tokens; also the basis of Δppl, KLD and top-1, from its top-{ref_meta['top_k']} "
+             "log-probs). **ppl domain**: perplexity on held-out text of the fine-tune's own kind "
+             "(lathe.eval.domain_text)."), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
     lines += ["", ("KLD folds the vocabulary outside the reference's top-K into one outcome (a lower bound). "
               "Flips: eval items right at full precision (f16 GGUF) and wrong at that level. "
+              "Load s and peak MB: the level's own, after its runtime was imported (peak resident memory over "
+              "what the process held then; report.json keeps both). "
               f"Fits: memory tiers where weights + f16 KV cache at the context length stay under "
-              f"{USABLE_FRACTION:.0%} of RAM."), ""]
+              f"{USABLE_FRACTION:.0%} of RAM. Reuse: held-out questions answered with a training answer, "
+              "verbatim (see below)."), ""]
     if evaluation.base_task_score is not None:
-        lines += [f"Base model task score (before fine-tuning): {evaluation.base_task_score:.2f}.", ""]
+        lines += [(f"Base model (before fine-tuning): task score {evaluation.base_task_score:.2f}"
+                   f"{_base_ppl(evaluation)}."), ""]
+    if has_scores:
+        lines += ["![task score and held-out reuse per level](scores.png)", ""]
+    lines += heldout_lines(evaluation)
     lines += ["## Gates", ""] + ([f"- FAILED {f}" for f in failures] or ["All gates passed."]) + [""]
     header, body = sweep_rows(evaluation)
     if body:
@@ -143,11 +154,14 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         lines += ["![training loss](loss_curve.png)", ""]
     if evaluation.rounds:
         lines += arena.markdown(evaluation.rounds)
-    (out / "report.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    html_report.write(text, out, f"Evaluation of {manifest.run_id}")
 
 
-def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None = 3) -> None:
-    """The table, the sweep if any, and the first arena rounds: what a person reads after a run."""
+def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None = 0) -> None:
+    """What a person reads after a run: the table, the sweep if any, the base model as the control, a
+    verdict per memory tier and what changed between levels (the full arena is in the report)."""
     from rich.table import Table
 
     from orchestrator.evaluation import arena
@@ -162,9 +176,40 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
             table.add_row(*row)
         out.print(table)
     if evaluation.base_task_score is not None:
-        out.print(f"base model task score: {evaluation.base_task_score:.2f}")
+        reuse = f", held-out reuse {_pct(evaluation.base_reuse_rate)}" if evaluation.heldout_prompts else ""
+        out.print(f"base model task score: {evaluation.base_task_score:.2f}{reuse}{_base_ppl(evaluation)} "
+                  "(before fine-tuning)")
+    for line in tier_verdicts(evaluation):
+        out.print(line)
+    full = full_precision(evaluation.results)
+    if evaluation.rounds and full is not None:
+        out.print(arena.summary(evaluation.rounds, full.level))
     if evaluation.rounds and arena_rounds != 0:
         arena.render(evaluation.rounds, out, arena_rounds)
+
+
+def tier_verdicts(evaluation: Evaluation) -> list[str]:
+    """Per memory tier, the smallest level that passes every gate and fits there."""
+    from orchestrator.levels import MEMORY_TIERS_GB
+
+    failed = {f.split(":", 1)[0] for f in evaluation.failures}
+    passing = [r for r in evaluation.results if f"{r.level} ({r.runtime})" not in failed]
+    choice: dict[int, str] = {}
+    for tier in MEMORY_TIERS_GB:
+        fitting = sorted((r for r in passing if tier in r.fits_gb), key=lambda r: r.size_bytes)
+        best = fitting[0] if fitting else None
+        choice[tier] = "no level passes the gates and fits" if best is None else \
+            (f"{best.level} ({best.runtime}, {best.size_bytes / 1e6:.1f} MB, task "
+             f"{'-' if best.task_score is None else f'{best.task_score:.2f}'}, reuse {_pct(best.reuse_rate)})")
+    # Tiers with the same answer share one line: "8-32 GB" rather than four copies.
+    groups: list[tuple[list[int], str]] = []
+    for tier, said in choice.items():
+        if groups and groups[-1][1] == said:
+            groups[-1][0].append(tier)
+        else:
+            groups.append(([tier], said))
+    parts = [f"{g[0]}{'' if len(g) == 1 else f'-{g[-1]}'} GB: {said}" for g, said in groups]
+    return ["smallest level that passes the gates: " + "; ".join(parts)]
 
 
 def print_table(results: list[LevelResult], out: Console) -> None:

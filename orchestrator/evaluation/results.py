@@ -7,7 +7,7 @@ model `report` wrote it with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,17 @@ class LevelResult(BaseModel):
     load_seconds: float
     prompt_tps: float
     gen_tps: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int  # the evaluation process's peak
+    baseline_rss_bytes: int = 0  # what it held after importing the runtime, before loading the level
     memory_need_bytes: int
     fits_gb: list[int]
     flips: int | None = None
     flipped: list[str] = Field(default_factory=list)
     arena: dict[str, str] = Field(default_factory=dict)  # open arena prompt key -> output
     sweep: list[dict[str, Any]] = Field(default_factory=list)  # [{"sampling": {...}, "task_score": x}]
+    # Held-out questions: the share answered with a training answer verbatim, and per item which one.
+    reuse_rate: float | None = None
+    heldout: dict[str, dict[str, Any]] = Field(default_factory=dict)  # id -> {"output", "reuses"}
 
 
 @dataclass
@@ -56,6 +60,9 @@ class Evaluation:
     rounds: list[Any]  # arena.Round
     samplings: list[Any]  # tasks.Sampling: the first is the default, the rest the sweep
     base_task_score: float | None = None
+    base_reuse_rate: float | None = None
+    heldout_prompts: dict[str, str] = field(default_factory=dict)  # held-out id -> question
+    base_perplexity: dict[str, float | None] = field(default_factory=dict)  # "domain", "general"
 
 
 class Report(BaseModel):
@@ -70,6 +77,8 @@ class Report(BaseModel):
     levels: list[LevelResult]
     gate_failures: list[str] = Field(default_factory=list)
     base_task_score: float | None = None
+    base_reuse_rate: float | None = None
+    base_perplexity: dict[str, float | None] = Field(default_factory=dict)  # "domain", "general"
     samplings: list[dict[str, Any]] = Field(default_factory=list)
     arena: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator import manifest as mf
 from orchestrator.errors import LatheError, PublishError
+from orchestrator.evaluation.html_report import REPORT_HTML
 from orchestrator.evaluation.results import Report
 from orchestrator.levels import COMPUTE_ALLOWANCE, USABLE_FRACTION, memory_need
 from orchestrator.publish import deploy_targets as dt
@@ -253,7 +254,8 @@ def build(path: Path, artifacts: bool = True) -> Companion:
         "cwd": "the companion's root (where README.md is)", "commands": commands(files),
         "example": {"key": chosen.key, "prompt": chosen.prompt, "expected": chosen.expected,
                     "max_tokens": chosen.max_tokens, "measured": chosen.answers}})))
-    for rel in (RECIPE, f"{EVAL}/{REPORT_JSON}", f"{EVAL}/quality_vs_size.png", f"{EVAL}/loss_curve.png"):
+    for rel in (RECIPE, f"{EVAL}/{REPORT_JSON}", f"{EVAL}/{REPORT_HTML}", f"{EVAL}/quality_vs_size.png",
+                f"{EVAL}/loss_curve.png", f"{EVAL}/scores.png"):
         if (run.run_dir / rel).is_file():
             files.append(File(rel, (run.run_dir / rel).read_bytes()))
     if artifacts:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from orchestrator import manifest as mf
 from orchestrator.errors import LatheError, StoreError, one_line
-from orchestrator.recipe import lathe_block_of
+from orchestrator.recipe import lathe_block_of, read_yaml
 from orchestrator.run.layout import EXPORT, INPUTS, MANIFEST, PULLED, RECIPE, RunDir
 from orchestrator.run.stored import StoredRun
 from orchestrator.store import Store, unreachable_errors
@@ -87,14 +87,25 @@ def select(manifest: mf.Manifest, levels: list[str] | None) -> list[mf.Artifact]
 
 
 def _fetch_eval_set(stored: StoredRun, run: RunDir) -> None:
-    """The recipe's eval set, which the job put under inputs/, so `lathe eval` finds it here."""
-    dataset = lathe_block_of(run.path / RECIPE).eval.dataset
-    data = stored.read(f"{INPUTS}/{dataset}") if dataset else None
-    if data is None:
-        return
-    target = run.inputs_dir / mf.safe_relative(dataset)  # type: ignore[arg-type]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    """The files `lathe eval` reads beside the artifacts, which the job put under inputs/: the eval set,
+    the held-out questions and, when there are held-out questions, the training data their answers are
+    compared with."""
+    block = lathe_block_of(run.path / RECIPE)
+    wanted = [p for p in (block.eval.dataset, block.eval.heldout, block.eval.domain_text) if p]
+    if block.eval.heldout:
+        datasets = read_yaml(run.path / RECIPE)[1].get("datasets") or []
+        wanted += [str(d["path"]) for d in datasets if isinstance(d, dict) and isinstance(d.get("path"), str)]
+    for name in wanted:
+        try:
+            relative = mf.safe_relative(name)
+        except ValueError:
+            continue  # a path on the nodes: never shipped
+        data = stored.read(f"{INPUTS}/{relative}")
+        if data is None:
+            continue  # a hub dataset: nothing of it is in the store
+        target = run.inputs_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
 
 class _File:

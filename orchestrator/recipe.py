@@ -70,6 +70,9 @@ class Gate(_Strict):
     min_top1_agreement: float | None = Field(None, ge=0, le=1)
     max_flips: int | None = Field(None, ge=0)
     min_task_score_ratio: float | None = Field(None, ge=0)
+    max_task_drop: float | None = Field(
+        None, ge=0, le=1, description="largest fall of the task score against full precision, counted only when "
+        "the fall is significant (its 95% paired-bootstrap interval lies below zero)")
 
 
 class Eval(_Strict):

@@ -100,13 +100,18 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "quickstart.yml"
 
 
+LIGHT_TINY_LLAMA = "tiny://llama?num_layers=2&intermediate_size=512&pretrain_steps=60"
+
+
 @pytest.fixture(scope="session")
 def short_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The quickstart, shortened: 2 epochs, a checkpoint every 10 steps."""
+    """The quickstart, shortened: 2 epochs, a checkpoint every 10 steps, on a lighter base (two layers,
+    briefly pretrained): these runs test the machinery, not what the model learns, and a cluster's
+    nodes each build the base on first use."""
     root = tmp_path_factory.mktemp("recipe")
     shutil.copytree(REPO / "recipes" / "data", root / "data")
     cfg = yaml.safe_load((REPO / "recipes" / "quickstart.yml").read_text())
-    cfg.update(num_epochs=2, save_steps=10, save_total_limit=2)
+    cfg.update(num_epochs=2, save_steps=10, save_total_limit=2, base_model=LIGHT_TINY_LLAMA)
     path = root / "short.yml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -53,6 +53,7 @@ def test_lathe_run_ends_with_the_table_and_the_arena(e2e_cli: CliRun) -> None:
     assert re.search(r"^smallest level that passes the gates: 8-32 GB: \S+ \((llama\.cpp|mlx), [\d.]+ MB, task 1\.00, ", out,
                      re.MULTILINE)
     assert re.search(r"^arena: 71 prompts; answers that differ from f16's: base q8_0 \d+, q8_0 \d+", out, re.MULTILINE)
+    assert re.search(r"^significant task-score drops against f16 \(95% paired bootstrap\): ", out, re.MULTILINE)
     assert "wf00: What is the capital of France?" not in out, "the full arena is in the report, not the terminal"
     assert re.search(r"^report: .+/eval/report\.md$", out, re.MULTILINE)
     # Log lines say when, not where in Lathe's source they were printed from.
@@ -115,11 +116,13 @@ def test_a_row_per_level_with_finite_numbers(evaluated, figure) -> None:
         assert r.peak_rss_bytes < 400e6, f"{r.runtime} {r.level}: {r.peak_rss_bytes / 1e6:.0f} MB"
         assert r.fits_gb == [8, 16, 24, 32], "a few-MB model fits every tier"
         assert len(r.answers) == 50 and r.flips is not None and len(r.heldout) == 20
+        delta = r.task_delta or {}
+        assert delta["items"] == 50 and delta["low"] <= delta["delta"] <= delta["high"], r.task_delta
         assert math.isfinite(r.quality["domain_perplexity"]) and r.quality["domain_perplexity"] > 1
     report = json.loads((out / "report.json").read_text())
     assert len(report["levels"]) == len(LEVELS)
     md = (out / "report.md").read_text()
-    assert md.count("\n| ") >= len(LEVELS) + 1 and "q4_k_m" in md
+    assert md.count("\n| ") >= len(LEVELS) + 1 and "q4_k_m" in md and "## Change against full precision" in md
     for png in ("quality_vs_size.png", "loss_curve.png", "scores.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     by = {(r.runtime, r.level): r for r in results}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from orchestrator.evaluation.gates import add_flips, gate_failures
+from orchestrator.evaluation.deltas import paired_delta
+from orchestrator.evaluation.gates import add_flips, add_task_deltas, gate_failures
 from orchestrator.evaluation.results import LevelResult
 from orchestrator.levels import GB, GGUF_LEVELS, fits_gb, memory_need, mlx_level, rank
 from orchestrator.recipe import Gate
@@ -34,6 +35,33 @@ def test_gates_move_with_the_measured_numbers() -> None:
     assert gate_failures([full, bad], gate) == [
         "q4_k_m (llama.cpp): mean KLD 0.9 > max_mean_kld 0.5",
         "q4_k_m (llama.cpp): task score / full precision 0 < min_task_score_ratio 0.9"]
+
+
+def _items(wrong: int, total: int = 50) -> dict[str, bool]:
+    return {f"i{n:02d}": n >= wrong for n in range(total)}
+
+
+def test_a_drop_is_significant_only_when_its_interval_is_below_zero() -> None:
+    full = {k: 1.0 for k in _items(0)}
+    same = paired_delta(full, full)
+    assert same is not None and (same.delta, same.low, same.high, same.items) == (0.0, 0.0, 0.0, 50)
+    one = paired_delta(full, {k: float(v) for k, v in _items(1).items()})
+    assert one.delta == -0.02 and one.low < 0 and one.high == 0.0 and not one.significant_drop
+    ten = paired_delta(full, {k: float(v) for k, v in _items(10).items()})
+    assert ten.delta == -0.2 and -0.35 < ten.low < ten.high < -0.05 and ten.significant_drop
+    assert paired_delta(full, {k: float(v) for k, v in _items(10).items()}) == ten, "seeded: reproducible"
+    assert paired_delta(full, {"other": 1.0}) is None
+
+
+def test_the_task_drop_gate_counts_only_a_significant_drop() -> None:
+    results = [_level("f16", _items(0), 0.0), _level("q8_0", _items(1), 0.01), _level("q4_k_m", _items(10), 0.2)]
+    add_task_deltas(results)
+    assert [r.task_delta["delta"] for r in results] == [0.0, -0.02, -0.2]
+    gates = {"q8_0": Gate(max_task_drop=0.01), "q4_k_m": Gate(max_task_drop=0.1)}
+    failures = gate_failures(results, gates)
+    assert len(failures) == 1 and failures[0].startswith(
+        "q4_k_m (llama.cpp): task score change -0.20 [") and "max_task_drop 0.1" in failures[0]
+    assert gate_failures(results, {"q4_k_m": Gate(max_task_drop=0.25)}) == []
 
 
 def test_levels_sort_most_precise_first_and_memory_decides_the_tiers() -> None:

@@ -98,6 +98,10 @@ def test_the_card_shows_training_every_level_and_the_machine(published: Path, re
     for png in ("loss_curve.png", "quality_vs_size.png"):
         assert (published / "eval" / png).read_bytes() == (e2e_run.path / "eval" / png).read_bytes()
         assert f"(eval/{png})" in card
+    # The page a person opens, as the eval wrote it, and the card's line on held-out reuse and drops.
+    assert (published / "eval" / "report.html").read_bytes() == (e2e_run.path / "eval" / "report.html").read_bytes()
+    assert "(eval/report.html)" in card and "reuses a training answer on 0% of the held-out questions" in card
+    assert "significant task-score drops against f16 (95% paired bootstrap): " in card
     assert (published / "recipe.yml").read_bytes() == (e2e_run.path / "recipe.yml").read_bytes()
     assert "MIT License" in (published / "LICENSE").read_text()
 

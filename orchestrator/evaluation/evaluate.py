@@ -19,7 +19,7 @@ from orchestrator import manifest as mf
 from orchestrator import reference_format
 from orchestrator.evaluation import arena as arena_mod
 from orchestrator.evaluation import memorisation
-from orchestrator.evaluation.gates import add_flips, full_precision, gate_failures
+from orchestrator.evaluation.gates import add_flips, add_task_deltas, full_precision, gate_failures
 from orchestrator.evaluation.results import Evaluation, LevelResult, Target
 from orchestrator.levels import fits_gb, memory_need, rank
 from orchestrator.recipe import lathe_block_of, read_yaml
@@ -211,6 +211,7 @@ def evaluate(
             result.reuse_rate, result.heldout = memorisation.measure(outputs, trained)
         results.append(result)
     add_flips(results)
+    add_task_deltas(results)
 
     contestants = []
     base = Target(f"base ({base_gguf.name})", "llama.cpp", str(base_gguf), base_gguf.stat().st_size, None) \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orchestrator.evaluation.deltas import Delta, describe, paired_delta, scores
 from orchestrator.evaluation.results import LevelResult
 from orchestrator.levels import FULL_PRECISION
 from orchestrator.recipe import Gate
@@ -23,6 +24,25 @@ def add_flips(results: list[LevelResult]) -> None:
         r.flips = len(r.flipped)
 
 
+def add_task_deltas(results: list[LevelResult]) -> None:
+    """Per level, its task score's change against full precision, paired over the same items."""
+    base = full_precision(results)
+    if base is None:
+        return
+    reference = scores(base.answers)
+    for r in results:
+        found = paired_delta(reference, scores(r.answers))
+        r.task_delta = found.as_dict() if found else None
+
+
+def significant_drop(r: LevelResult) -> Delta | None:
+    """The level's task delta when it is a drop more than chance explains, else None."""
+    if not r.task_delta:
+        return None
+    d = Delta(r.task_delta["delta"], r.task_delta["low"], r.task_delta["high"], int(r.task_delta["items"]))
+    return d if d.significant_drop else None
+
+
 def gate_failures(results: list[LevelResult], gates: dict[str, Gate]) -> list[str]:
     """One message per violated gate: 'q4_k_m (llama.cpp): mean KLD 0.61 > max_mean_kld 0.5'."""
     fp = full_precision(results)
@@ -41,6 +61,10 @@ def gate_failures(results: list[LevelResult], gates: dict[str, Gate]) -> list[st
                  (r.task_score / fp_score) if (r.task_score is not None and fp_score) else None,
                  gate.min_task_score_ratio, "task score / full precision"),
             ]
+            drop = significant_drop(r)
+            if gate.max_task_drop is not None and drop is not None and -drop.delta > gate.max_task_drop:
+                failures.append(f"{r.level} ({r.runtime}): task score change {describe(drop)} is a significant "
+                                f"drop of more than max_task_drop {gate.max_task_drop:g}")
             for name, value, limit, label in checks:
                 if limit is None or value is None:
                     continue

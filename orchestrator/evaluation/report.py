@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import manifest as mf
 from orchestrator.evaluation import html_report
-from orchestrator.evaluation.gates import full_precision
+from orchestrator.evaluation.deltas import describe
+from orchestrator.evaluation.gates import full_precision, significant_drop
 from orchestrator.evaluation.plots import plot_loss, plot_quality_vs_size, plot_scores
 from orchestrator.evaluation.results import Evaluation, LevelResult, Report
 from orchestrator.levels import USABLE_FRACTION
@@ -40,6 +41,31 @@ def _num(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
+
+
+def delta_lines(results: list[LevelResult]) -> list[str]:
+    """The task score's change against full precision, per level, with its interval."""
+    full = full_precision(results)
+    measured = [r for r in results if r.task_delta and r is not full]
+    if full is None or not measured:
+        return []
+    lines = ["## Change against full precision", "",
+             (f"Task score minus {full.level}'s on the same items, with a 95% interval from a paired bootstrap "
+              "over items. A drop counts as significant only when the whole interval is below zero."), "",
+             "| level | runtime | Δ task [95% CI] | significant drop |", "|---|---|---|---|"]
+    for r in measured:
+        d = r.task_delta or {}
+        lines.append(f"| {r.level} | {r.runtime} | {d['delta']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] | "
+                     f"{'yes' if significant_drop(r) else 'no'} |")
+    return lines + [""]
+
+
+def drops_line(results: list[LevelResult]) -> str | None:
+    full = full_precision(results)
+    if full is None or not any(r.task_delta for r in results):
+        return None
+    drops = [f"{r.level} ({r.runtime}) {describe(d)}" for r in results if (d := significant_drop(r))]
+    return f"significant task-score drops against {full.level} (95% paired bootstrap): " + (", ".join(drops) or "none")
 
 
 def _base_ppl(evaluation: Evaluation) -> str:
@@ -140,6 +166,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
     if evaluation.base_task_score is not None:
         lines += [(f"Base model (before fine-tuning): task score {evaluation.base_task_score:.2f}"
                    f"{_base_ppl(evaluation)}."), ""]
+    lines += delta_lines(results)
     if has_scores:
         lines += ["![task score and held-out reuse per level](scores.png)", ""]
     lines += heldout_lines(evaluation)
@@ -179,7 +206,8 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
         reuse = f", held-out reuse {_pct(evaluation.base_reuse_rate)}" if evaluation.heldout_prompts else ""
         out.print(f"base model task score: {evaluation.base_task_score:.2f}{reuse}{_base_ppl(evaluation)} "
                   "(before fine-tuning)")
-    for line in tier_verdicts(evaluation):
+    drops = drops_line(evaluation.results)
+    for line in ([drops] if drops else []) + tier_verdicts(evaluation):
         out.print(line)
     full = full_precision(evaluation.results)
     if evaluation.rounds and full is not None:

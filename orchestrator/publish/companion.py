@@ -228,6 +228,7 @@ def context(run: Run, artifacts: bool) -> dict[str, Any]:
         "usable_pct": round(USABLE_FRACTION * 100), "vram_pct": round(dt.VRAM_USABLE * 100),
         "allowance_mb": COMPUTE_ALLOWANCE // 2**20,
         "columns": report_mod.COLUMNS, "rows": report_mod.rows(report.levels),
+        "task_drops": report_mod.drops_line(report.levels),
         "gates": _gates(run.block.eval.gates, report.gate_failures), "limits": limits,
         "levels": levels, "gguf": [lv for lv in levels if lv.runtime == "llama.cpp"],
         "mlx": [lv for lv in levels if lv.runtime == "mlx"],

@@ -45,8 +45,10 @@ RAY = "ray"
 MANIFEST = "manifest.json"
 REPORT_JSON = "report.json"
 
-# The small, growing files the job mirrors into the store while it runs.
-SYNCED = (RUN_JSON, METRICS, EVENTS, EXPORT_LOG)
+# The small files the job mirrors into the store while it runs: the growing ones, and the recipe as
+# submitted and as Axolotl got it (`lathe pull` brings them back; `lathe eval` reads its eval set,
+# held-out questions and gates from the recipe).
+SYNCED = (RUN_JSON, RECIPE, AXOLOTL, METRICS, EVENTS, EXPORT_LOG)
 # What a resubmitted attempt carries over from the lost one.
 CARRIED = (RUN_JSON, METRICS, EVENTS)
 # What `lathe pull` brings back besides the export.

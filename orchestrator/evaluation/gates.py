@@ -35,12 +35,17 @@ def add_task_deltas(results: list[LevelResult]) -> None:
         r.task_delta = found.as_dict() if found else None
 
 
-def significant_drop(r: LevelResult) -> Delta | None:
-    """The level's task delta when it is a drop more than chance explains, else None."""
+def task_delta(r: LevelResult) -> Delta | None:
+    """The level's task delta as measured (report.json keeps it as a mapping)."""
     if not r.task_delta:
         return None
-    d = Delta(r.task_delta["delta"], r.task_delta["low"], r.task_delta["high"], int(r.task_delta["items"]))
-    return d if d.significant_drop else None
+    return Delta(r.task_delta["delta"], r.task_delta["low"], r.task_delta["high"], int(r.task_delta["items"]))
+
+
+def significant_drop(r: LevelResult) -> Delta | None:
+    """The level's task delta when it is a drop more than chance explains, else None."""
+    d = task_delta(r)
+    return d if d is not None and d.significant_drop else None
 
 
 def gate_failures(results: list[LevelResult], gates: dict[str, Gate]) -> list[str]:

@@ -53,6 +53,12 @@ def token_kld(ref_ids: np.ndarray, ref_lp: np.ndarray, lq: np.ndarray) -> np.nda
     return np.maximum(head + p_tail * (np.log(p_tail) - np.log(q_tail)), 0.0)
 
 
+def _target_nll(lq: np.ndarray, tokens: list[int] | np.ndarray) -> np.ndarray:
+    """Per position, the negative log-prob the model gave the token that came next."""
+    targets = np.asarray(tokens[1:], dtype=np.int64)
+    return -lq[np.arange(len(targets)), targets]
+
+
 def perplexity(backend: Backend, text: str, window: int) -> float:
     """Perplexity of `text` in the backend's own tokenization (special tokens parsed, so chat-rendered
     text scores as the model sees it), over consecutive windows of `window` tokens."""
@@ -62,8 +68,7 @@ def perplexity(backend: Backend, text: str, window: int) -> float:
         chunk = tokens[start : start + window + 1]
         if len(chunk) < 2:
             break
-        lq = backend.logprobs(chunk)
-        nll.append(-lq[np.arange(len(chunk) - 1), np.asarray(chunk[1:], dtype=np.int64)])
+        nll.append(_target_nll(backend.logprobs(chunk), chunk))
     return float(np.exp(np.concatenate(nll).mean())) if nll else float("nan")
 
 
@@ -72,8 +77,7 @@ def reference_perplexity(backend: Backend, ref: Reference) -> float:
     (the base), where KLD against it would measure the training, not a quantization."""
     nll = []
     for window in ref.windows:
-        lq = backend.logprobs(window.tolist())
-        nll.append(-lq[np.arange(len(window) - 1), window[1:].astype(np.int64)])
+        nll.append(_target_nll(backend.logprobs(window.tolist()), window))
     return float(np.exp(np.concatenate(nll).mean()))
 
 
@@ -81,8 +85,7 @@ def measure(backend: Backend, ref: Reference) -> Quality:
     nll, kld, agree = [], [], []
     for window, ids, lps in zip(ref.windows, ref.top_ids, ref.top_logprobs, strict=True):
         lq = backend.logprobs(window.tolist())
-        targets = window[1:].astype(np.int64)
-        nll.append(-lq[np.arange(len(targets)), targets])
+        nll.append(_target_nll(lq, window))
         kld.append(token_kld(ids, lps, lq))
         agree.append(lq.argmax(axis=1) == ids[:, 0])
     nll_all, kld_all = np.concatenate(nll), np.concatenate(kld)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import manifest as mf
 from orchestrator.evaluation import html_report
 from orchestrator.evaluation.deltas import describe
-from orchestrator.evaluation.gates import full_precision, significant_drop
+from orchestrator.evaluation.gates import full_precision, significant_drop, task_delta
 from orchestrator.evaluation.plots import plot_loss, plot_quality_vs_size, plot_scores
 from orchestrator.evaluation.results import Evaluation, LevelResult, Report
 from orchestrator.levels import USABLE_FRACTION
@@ -54,8 +54,7 @@ def delta_lines(results: list[LevelResult]) -> list[str]:
               "over items. A drop counts as significant only when the whole interval is below zero."), "",
              "| level | runtime | Δ task [95% CI] | significant drop |", "|---|---|---|---|"]
     for r in measured:
-        d = r.task_delta or {}
-        lines.append(f"| {r.level} | {r.runtime} | {d['delta']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] | "
+        lines.append(f"| {r.level} | {r.runtime} | {describe(task_delta(r))} | "  # type: ignore[arg-type]
                      f"{'yes' if significant_drop(r) else 'no'} |")
     return lines + [""]
 

@@ -26,5 +26,5 @@ lint: setup
 
 ## Re-resolve requirements.lock after editing pyproject.toml's dependencies.
 lock:
-	uv pip compile --python-version 3.12 --python-platform x86_64-manylinux_2_35 \
+	.venv/bin/uv pip compile --python-version 3.12 --python-platform x86_64-manylinux_2_35 \
 	  --extra laptop --extra node --extra dev pyproject.toml -o requirements.lock

@@ -22,9 +22,10 @@ QUIET_ENV = {
 
 
 @contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """Silence fd 2 (C-level writes included); on an exception, replay what was hidden."""
-    for key, value in QUIET_ENV.items():
+def quiet_stderr(switches: bool = True) -> Iterator[None]:
+    """Silence fd 2 (C-level writes included); on an exception, replay what was hidden. `switches`: also
+    set QUIET_ENV (offline hub included), which code that may fetch from the hub must not."""
+    for key, value in QUIET_ENV.items() if switches else ():
         if key != "DS_ACCELERATOR" or not _has_cuda_driver():
             os.environ.setdefault(key, value)
     sys.stderr.flush()

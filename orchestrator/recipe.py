@@ -63,6 +63,69 @@ class Export(_Strict):
     )
 
 
+BFCLCategory = Literal["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
+                       "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"]
+
+
+class BFCL(_Strict):
+    """The Berkeley Function-Calling Leaderboard's single-turn categories, from the bfcl-eval package."""
+
+    categories: list[BFCLCategory] = Field(
+        default_factory=lambda: ["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance"])
+    per_category: int = Field(10, ge=1, description="items asked per category, spread evenly over it")
+    max_tokens: int = Field(256, ge=1)
+
+
+class IFEval(_Strict):
+    """Verifiable instructions (word counts, bullets, JSON only, no commas, ...) checked by lm-eval's IFEval."""
+
+    prompts: str | None = Field(
+        None, description="jsonl in IFEval's format (key, prompt, instruction_id_list, kwargs), relative to the "
+        "recipe; default: the prompts shipped with Lathe; 'hub': google/IFEval (needs the hub)")
+    limit: int | None = Field(None, ge=1, description="ask only the first N prompts")
+    max_tokens: int = Field(384, ge=1)
+
+
+class DocQA(_Strict):
+    """Questions on passages with numbered sentences: right answer, right citations, "I don't know"."""
+
+    dataset: str | None = Field(None, description="jsonl of passages and questions, relative to the recipe; "
+                                "default: the set shipped with Lathe")
+    limit: int | None = Field(None, ge=1, description="ask only the first N questions")
+    max_tokens: int = Field(96, ge=1)
+
+
+class LmEval(_Strict):
+    """lm-evaluation-harness tasks, asked of each level through its runtime's OpenAI-compatible server."""
+
+    tasks: list[str] = Field(min_length=1, description="lm-eval task names (generation tasks; most need the hub "
+                             "for their data) or tasks defined under include_path")
+    include_path: str | None = Field(None, description="a directory of task YAMLs, relative to the recipe; "
+                                     "data files they name are relative to the recipe too")
+    limit: int | None = Field(None, ge=1, description="documents per task")
+    num_fewshot: int | None = Field(None, ge=0)
+    max_tokens: int = Field(256, ge=1)
+
+
+class Benchmarks(_Strict):
+    """The public benchmarks asked of every level beside the recipe's own eval set. Each is off unless
+    named; `bfcl: {}` turns one on with its defaults."""
+
+    bfcl: BFCL | None = None
+    ifeval: IFEval | None = None
+    docqa: DocQA | None = None
+    lm_eval: LmEval | None = None
+
+    def files(self) -> list[str]:
+        """The recipe-relative files (and lm-eval's task directory) the benchmarks read."""
+        named = [self.ifeval.prompts if self.ifeval else None, self.docqa.dataset if self.docqa else None,
+                 self.lm_eval.include_path if self.lm_eval else None]
+        return [f for f in named if f and f != "hub"]
+
+
+_SIGNIFICANT = "counted only when the fall is significant (its 95% paired-bootstrap interval lies below zero)"
+
+
 class Gate(_Strict):
     max_mean_kld: float | None = Field(None, ge=0)
     max_p99_kld: float | None = Field(None, ge=0)
@@ -71,8 +134,14 @@ class Gate(_Strict):
     max_flips: int | None = Field(None, ge=0)
     min_task_score_ratio: float | None = Field(None, ge=0)
     max_task_drop: float | None = Field(
-        None, ge=0, le=1, description="largest fall of the task score against full precision, counted only when "
-        "the fall is significant (its 95% paired-bootstrap interval lies below zero)")
+        None, ge=0, le=1, description=f"largest fall of the task score against full precision, {_SIGNIFICANT}")
+    max_bfcl_drop: float | None = Field(None, ge=0, le=1, description=f"the same for BFCL accuracy; {_SIGNIFICANT}")
+    max_ifeval_drop: float | None = Field(
+        None, ge=0, le=1, description=f"the same for IFEval prompt-level accuracy; {_SIGNIFICANT}")
+    max_docqa_drop: float | None = Field(
+        None, ge=0, le=1, description=f"the same for doc QA (answer and citations right); {_SIGNIFICANT}")
+    max_lm_eval_drop: float | None = Field(
+        None, ge=0, le=1, description=f"the same for each lm-eval task's main metric; {_SIGNIFICANT}")
 
 
 class Eval(_Strict):
@@ -91,6 +160,13 @@ class Eval(_Strict):
     sweep: dict[SweepParameter, list[float]] = Field(
         default_factory=dict, description="sampling values to sweep the eval set over, e.g. temperature: [0, 0.7]"
     )
+    benchmarks: Benchmarks = Field(default_factory=Benchmarks)
+
+    def files(self) -> list[tuple[str, str]]:
+        """(field, recipe-relative path) of every file the evaluation reads beside the artifacts."""
+        named = [(f"lathe.eval.{key}", getattr(self, key)) for key in ("dataset", "heldout", "domain_text")]
+        named += [("lathe.eval.benchmarks", f) for f in self.benchmarks.files()]
+        return [(where, value) for where, value in named if value]
 
 
 class Publish(_Strict):
@@ -149,9 +225,7 @@ class Recipe:
         for key in ("deepspeed", "base_model"):
             if isinstance(self.axolotl.get(key), str):
                 named.append((key, self.axolotl[key]))
-        for key in ("dataset", "heldout", "domain_text"):
-            if getattr(self.lathe.eval, key):
-                named.append((f"lathe.eval.{key}", getattr(self.lathe.eval, key)))
+        named += self.lathe.eval.files()
         if self.lathe.export.reference_text:
             named.append(("lathe.export.reference_text", self.lathe.export.reference_text))
         out = []

@@ -30,16 +30,26 @@ from orchestrator.quiet import quiet_stderr
 
 TINY_SCHEME = "tiny://"
 # Bumped when the way a model is built changes, so caches of the old build are not reused.
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
 ARCHITECTURES = ("llama", "qwen2")
 
 PAD, BOS, EOS = "<pad>", "<s>", "<|im_end|>"
 SPECIAL_TOKENS = [PAD, BOS, "<|im_start|>", EOS, "<|endoftext|>"]
-# ChatML: understood by llama.cpp, Ollama and mlx-lm without extra configuration.
+# ChatML: understood by llama.cpp, Ollama and mlx-lm without extra configuration. With `tools`, a system
+# turn lists them and asks for Hermes-style <tool_call> JSON (as Qwen2.5's template does), so benchmarks
+# with tools reach the model through its own template.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
+    "{% set skip_first = tools and messages and messages[0]['role'] == 'system' %}"
+    "{% if tools %}{{ '<|im_start|>system\\n' }}"
+    "{% if skip_first %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}"
+    "{{ 'You may call one or more functions to answer the user. The functions:\\n<tools>' }}"
+    "{% for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}"
+    "{{ '\\n</tools>\\nFor each call, reply with a JSON object inside <tool_call></tool_call> tags:\\n"
+    "<tool_call>\\n{\"name\": <function name>, \"arguments\": <arguments as a JSON object>}\\n</tool_call>"
+    "<|im_end|>\\n' }}{% endif %}"
+    "{% for message in messages %}{% if not (skip_first and loop.first) %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
+    "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
@@ -55,7 +65,8 @@ class TinySpec:
     num_heads: int = 4
     num_kv_heads: int = 2
     vocab_size: int = 2048
-    max_positions: int = 1024
+    # Rotary positions cost nothing to allow; 4096 takes a BFCL prompt with its tools and the answer.
+    max_positions: int = 4096
     pretrain_steps: int = 400
 
     def __post_init__(self) -> None:
@@ -106,7 +117,7 @@ def build_tokenizer(vocab_size: int):
     return tok
 
 
-def _tokenizer_config() -> dict:
+def _tokenizer_config(max_positions: int) -> dict:
     # Written by hand rather than by save_pretrained so that transformers 4.x and
     # 5.x both read it: 5.x writes a tokenizer class name that 4.x does not know.
     return {
@@ -118,7 +129,7 @@ def _tokenizer_config() -> dict:
         "add_bos_token": True,
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
-        "model_max_length": 1024,
+        "model_max_length": max_positions,
         "chat_template": CHAT_TEMPLATE,
         "additional_special_tokens": ["<|im_start|>", "<|endoftext|>"],
     }
@@ -162,7 +173,7 @@ def build(spec: TinySpec, out_dir: Path) -> Path:
     try:
         tok = build_tokenizer(spec.vocab_size)
         tok.save(str(staging / "tokenizer.json"))
-        (staging / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(), indent=2))
+        (staging / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(spec.max_positions), indent=2))
         (staging / "special_tokens_map.json").write_text(
             json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}, indent=2)
         )

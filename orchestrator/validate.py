@@ -84,6 +84,13 @@ def _check_lathe_files(recipe: Recipe) -> list[RecipeError]:
     return errors
 
 
+def _check_benchmarks(recipe: Recipe) -> list[RecipeError]:
+    from orchestrator.evaluation.benchmarks import suites as benchmarks
+
+    return [RecipeError(recipe.name, f"lathe.eval.benchmarks.{suite}", problem)
+            for suite, problem in benchmarks.problems(recipe.lathe.eval.benchmarks, recipe.directory)]
+
+
 def _check_deepspeed(recipe: Recipe) -> list[RecipeError]:
     ds = recipe.axolotl.get("deepspeed")
     if not ds:
@@ -214,6 +221,7 @@ def validate(path: str | Path, *, gpus_per_node: int | None = None, axolotl_sche
         _check_base_model(recipe)
         + _check_datasets(recipe)
         + _check_lathe_files(recipe)
+        + _check_benchmarks(recipe)
         + _check_deepspeed(recipe)
         + _check_cpu_safety(recipe, gpus_per_node)
         + _check_trainable(recipe)

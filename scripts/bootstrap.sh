@@ -59,10 +59,11 @@ if ! ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; t
   "$VENV/bin/uv" build -q --wheel --out-dir "$WHEELHOUSE" "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz
 fi
 
-want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.lock requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   log "installing the locked environment (first time: ~5 min, mostly torch)"
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --find-links "$WHEELHOUSE" -r requirements.lock
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -r requirements-nodeps.txt
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e .
   echo "$want" > "$STAMP"
 fi

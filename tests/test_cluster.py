@@ -373,8 +373,9 @@ def test_an_interrupted_submit_is_resolved_by_status(colo: Colo, provisioned, re
 def _slow_checkpoints(remote_recipe: Path, name: str) -> tuple[dict, Path]:
     """Checkpoints far apart (about 18 s) next to the lag of Ray Train's controller in registering one
     (up to ~8 s here): on this tiny model a step takes 70 ms; real checkpoint intervals are minutes."""
-    cfg = yaml.safe_load(remote_recipe.read_text()) | {"num_epochs": 30, "gradient_accumulation_steps": 5,
+    cfg = yaml.safe_load(remote_recipe.read_text()) | {"num_epochs": 20, "gradient_accumulation_steps": 5,
                                                        "save_steps": 50}
+    cfg["lathe"]["export"] = {"gguf": ["q8_0"], "mlx": []}  # resuming is under test; the export, elsewhere
     recipe = remote_recipe.with_name(f"{name}.yml")
     recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return cfg, recipe
@@ -513,20 +514,18 @@ def _max_overlap(spans: list[tuple[float, float]]) -> int:
 
 def test_twenty_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: Colo, provisioned,
                                                                         remote_recipe: Path, figure) -> None:
-    """Load: 20 `lathe submit`s at once (one recipe, so their ids race for the same second). The head
-    runs RUN_SLOTS drivers at a time and the rest wait in Ray's queue; every run must end SUCCEEDED
-    or FAILED with a reason, and the registry, Ray and the store must agree on each one."""
+    """Load: 20 `lathe submit --no-export`s at once (one recipe, so their ids race for the same second).
+    The head runs RUN_SLOTS drivers at a time and the rest wait in Ray's queue; every run must end
+    SUCCEEDED or FAILED with a reason, and the registry, Ray and the store must agree on each one.
+    Train only: each export costs a minute of CPU that 2 cores would spend 20 times over, and the
+    queue, the drivers and the registry are what is under load (exports are tested in the tests above)."""
     import sqlite3
 
-    from orchestrator.remote.pull import pull
-    from orchestrator.run.layout import RunDir
-
     cfg = yaml.safe_load(remote_recipe.read_text()) | {"max_steps": 3, "save_steps": 2}
-    cfg["lathe"]["export"] = {"gguf": ["q8_0"], "mlx": []}
     recipe = remote_recipe.with_name("load.yml")
     recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
     started = time.monotonic()
-    procs = [subprocess.Popen([str(LATHE), "submit", str(recipe), "--cluster", "colo"], env=colo.env,
+    procs = [subprocess.Popen([str(LATHE), "submit", str(recipe), "--cluster", "colo", "--no-export"], env=colo.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(LOAD_RUNS)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for p, (_, err) in zip(procs, outs) if p.returncode]
@@ -560,26 +559,22 @@ def test_twenty_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: 
         if all(in_ray.get(r) in ("SUCCEEDED", "FAILED", "STOPPED") for r in run_ids) or time.monotonic() > settle:
             break
         time.sleep(5)
-    runs_root = colo.workdir / "load"
     spans, failed = [], []
-    s3, store = _s3(colo), _store(colo)
+    s3 = _s3(colo)
     for run_id in run_ids:
         state = states[run_id]
         assert state in ("SUCCEEDED", "FAILED"), f"{run_id}: {state} after {elapsed:.0f} s"
         assert in_ray[run_id] == state, f"{run_id}: Ray says {in_ray[run_id]}, the registry {state}"
         record = json.loads(s3.get_object(Bucket=BUCKET, Key=f"runs/{run_id}/run.json")["Body"].read())
-        assert record["state"] == state, (run_id, record)
+        assert record["state"] == state and record["export"] is False, (run_id, record)
         spans.append((_stamp(record["created"]), _stamp(record["ended"])))
-        manifest = f"runs/{run_id}/export/manifest.json"
-        has_manifest = "Contents" in s3.list_objects_v2(Bucket=BUCKET, Prefix=manifest)
+        exported = "Contents" in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{run_id}/export/")
+        assert not exported, f"{run_id}: train only, yet the store has an export"
         if state == "FAILED":
             failed.append(run_id)
-            assert record.get("error") and not has_manifest, record  # cleanly: a reason, no half an export
+            assert record.get("error"), record  # cleanly: a reason
             continue
-        assert has_manifest
-        pull(store, run_id, runs_root, ["q8_0"])  # sha256-checked against the manifest as it goes
-        mf.verify_present(runs_root / run_id / "export")
-        assert RunDir(runs_root / run_id).metrics()[-1]["step"] == 3
+        assert _store_steps(colo, run_id)[-1:] == [3], f"{run_id}: the store's metrics end short of step 3"
     overlap = _max_overlap(spans)
     listed = colo.lathe("runs").stdout
     rows = [ln for ln in listed.splitlines() if ln.startswith("│")]

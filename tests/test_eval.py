@@ -54,6 +54,7 @@ def test_lathe_run_ends_with_the_table_and_the_arena(e2e_cli: CliRun) -> None:
                      re.MULTILINE)
     assert re.search(r"^arena: 71 prompts; answers that differ from f16's: base q8_0 \d+, q8_0 \d+", out, re.MULTILINE)
     assert re.search(r"^significant task-score drops against f16 \(95% paired bootstrap\): ", out, re.MULTILINE)
+    assert "Benchmarks per level" in out and re.search(r"^significant benchmark drops against f16: ", out, re.MULTILINE)
     assert "wf00: What is the capital of France?" not in out, "the full arena is in the report, not the terminal"
     assert re.search(r"^report: .+/eval/report\.md$", out, re.MULTILINE)
     # Log lines say when, not where in Lathe's source they were printed from.
@@ -103,6 +104,41 @@ def test_a_judge_gguf_grades_every_answer(report: dict, e2e_run: RunDir) -> None
     for r in rounds:
         assert set(r.judge) == set(r.answers), r.key
         assert all(1 <= v <= 10 for v in r.judge.values())
+
+
+def test_every_level_answers_the_benchmarks_through_its_own_template(report: dict, e2e_run: RunDir) -> None:
+    """#18's done-when: BFCL, IFEval and doc QA per level, each with its change against f16 and interval,
+    scored by the benchmarks' own checkers from what the level said."""
+    from orchestrator.evaluation.benchmarks import bfcl, ifeval
+    from orchestrator.evaluation.benchmarks.common import Prompt
+    from orchestrator.recipe import lathe_block_of
+
+    sizes = {"bfcl": 5, "ifeval": 4, "docqa": 4}  # the quickstart's slices
+    for level in report["levels"]:
+        got = level["benchmarks"]
+        assert {k: len(v["items"]) for k, v in got.items()} == sizes, level["level"]
+        for suite in got.values():
+            delta = suite["delta"]
+            assert delta["items"] == len(suite["items"]) and delta["low"] <= delta["delta"] <= delta["high"]
+            assert suite["metrics"][suite["main"]] == sum(suite["items"].values()) / len(suite["items"])
+        if level["level"] == "f16":
+            assert {k: v["delta"]["delta"] for k, v in got.items()} == {k: 0.0 for k in sizes}
+    assert set(report["base_benchmarks"]) == set(sizes), "the base model answers them too, as the control"
+    # Re-scoring what f16 said with BFCL's and lm-eval's checkers gives the recorded verdicts.
+    block = lathe_block_of(e2e_run.path / "recipe.yml")
+    f16 = next(lv for lv in report["levels"] if lv["level"] == "f16")["benchmarks"]
+    asked = bfcl.prompts(block.eval.benchmarks.bfcl)
+    again = bfcl.score(asked, {k: d["output"] for k, d in f16["bfcl"]["details"].items()})
+    assert again.items == f16["bfcl"]["items"]
+    rows = ifeval.rows(block.eval.benchmarks.ifeval, e2e_run.recipe_dir())
+    asked_if = [Prompt(suite="ifeval", id=str(r.key), messages=[], data=r.model_dump()) for r in rows]
+    assert ifeval.score(asked_if, {k: d["output"] for k, d in f16["ifeval"]["details"].items()}).items == \
+        f16["ifeval"]["items"]
+    # The tools went through the model's own chat template, in both runtimes.
+    gguf = LlamaCpp(e2e_run.path / "export" / "gguf" / "model-f16.gguf")
+    assert gguf.takes_tools()
+    md = (e2e_run.path / "eval" / "report.md").read_text()
+    assert "## Benchmarks" in md and "| f16 | llama.cpp | " in md[md.index("## Benchmarks"):]
 
 
 def test_a_row_per_level_with_finite_numbers(evaluated, figure) -> None:

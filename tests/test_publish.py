@@ -102,6 +102,16 @@ def test_the_card_shows_training_every_level_and_the_machine(published: Path, re
     assert (published / "eval" / "report.html").read_bytes() == (e2e_run.path / "eval" / "report.html").read_bytes()
     assert "(eval/report.html)" in card and "reuses a training answer on 0% of the held-out questions" in card
     assert "significant task-score drops against f16 (95% paired bootstrap): " in card
+    # The benchmarks: every level's row as the eval measured it, deltas included (#18's done-when).
+    from orchestrator.evaluation.benchmark_report import main_rows
+
+    header, body = main_rows([LevelResult(**lv) for lv in report["levels"]], {})
+    assert "## Benchmarks at every level" in card and "| " + " | ".join(header) + " |" in card
+    assert header[2:] == ["BFCL accuracy (5 items)", "IFEval prompt strict (4 items)",
+                          "doc QA grounded accuracy (4 items)"]
+    for row in body:
+        assert "| " + " | ".join(row) + " |" in card, f"no benchmark row for {row[0]}"
+    assert "Measured on these files: significant benchmark drops against f16: " in card
     assert (published / "recipe.yml").read_bytes() == (e2e_run.path / "recipe.yml").read_bytes()
     assert "MIT License" in (published / "LICENSE").read_text()
 

@@ -48,6 +48,9 @@ def laptop_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run([str(uv), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "--find-links", str(WHEELHOUSE),
           "--only-binary", "llama-cpp-python", f"lathe[laptop] @ {wheel.as_uri()}", "-c", str(ROOT / "requirements.lock")],
          timeout=1800)
+    # BFCL's package, without its dependencies, as the README tells a user to install it.
+    _run([str(uv), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "--no-deps", "-r",
+          str(ROOT / "requirements-nodeps.txt")], timeout=600)
     return venv
 
 
@@ -85,6 +88,8 @@ def test_the_laptop_wheel_evaluates_and_publishes_without_torch(laptop_venv: Pat
     assert {level for _, level in got} == set(KEPT_LEVELS)
     for key, level in got.items():
         assert level["answers"] == main[key]["answers"], key
+        assert {k: v["items"] for k, v in level["benchmarks"].items()} == \
+            {k: v["items"] for k, v in main[key]["benchmarks"].items()}, f"{key}: BFCL/IFEval/doc QA verdicts"
         assert level["quality"]["mean_kld"] == pytest.approx(main[key]["quality"]["mean_kld"], rel=1e-3, abs=1e-6)
     rss = {f"{lv['runtime']} {lv['level']}": (main[k]["peak_rss_bytes"], lv["peak_rss_bytes"])
            for k, lv in got.items()}

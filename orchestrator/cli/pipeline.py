@@ -107,6 +107,9 @@ def eval_(
     base: Annotated[Path | None, typer.Option(
         help="A GGUF of the base model for the arena (default: the run's base/ export, if any).")] = None,
     arena: Annotated[int, typer.Option(help="Arena rounds to print (all are in the report); -1: all.")] = 0,
+    tasks: Annotated[str | None, typer.Option(
+        help="lm-evaluation-harness tasks, comma-separated, put to each level through its runtime's "
+             "OpenAI-compatible server (default: the recipe's lathe.eval.benchmarks.lm_eval).")] = None,
 ) -> None:
     """Evaluate every quantization level of a run on this machine (llama.cpp and MLX); write the report."""
     from orchestrator.evaluation.tasks import Sampling, parse_sweep
@@ -120,7 +123,8 @@ def eval_(
         raise LatheError(one_line(exc, "sampling option")) from None
     evaluate_and_report(run, backend=backend, sampling_json=sampling.model_dump_json(), items=items,
                         grid=parse_sweep(sweep or []), judge=judge, base=base,
-                        arena_rounds=None if arena < 0 else arena)
+                        arena_rounds=None if arena < 0 else arena,
+                        lm_eval_tasks=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else None)
 
 @app.command()
 @user_errors

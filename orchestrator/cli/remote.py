@@ -20,6 +20,7 @@ def submit(
     recipe: Annotated[Path, typer.Argument(help="An Axolotl YAML recipe.")],
     cluster: Annotated[str, typer.Option(help="A cluster profile name (see `lathe clusters`).")],
     workers: Annotated[int | None, typer.Option(help="Override the number of training workers.")] = None,
+    export: Annotated[bool, typer.Option(help="Export (merge, GGUF, MLX, reference, manifest) after training.")] = True,
 ) -> None:
     """Ship a recipe to a cluster as a Ray job; print the run id and return at once."""
     from orchestrator import profiles
@@ -29,7 +30,7 @@ def submit(
 
     parsed = run_validate(recipe, axolotl_schema=False)
     profile = profiles.get(cluster)
-    done = do_submit(parsed, profile, SubmitOptions(workers=workers))
+    done = do_submit(parsed, profile, SubmitOptions(workers=workers, export=export))
     typer.echo(done.run_id)
     typer.echo(f"submitted to {cluster}; artifacts: {done.store_uri}", err=True)
 

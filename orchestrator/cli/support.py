@@ -72,7 +72,8 @@ def pull_bar() -> Any:
 
 def evaluate_and_report(run_dir: Path, *, backend: str = "all", sampling_json: str | None = None,
                         items: Path | None = None, grid: dict[str, list[float]] | None = None,
-                        judge: Path | None = None, base: Path | None = None, arena_rounds: int | None = 0) -> None:
+                        judge: Path | None = None, base: Path | None = None, arena_rounds: int | None = 0,
+                        lm_eval_tasks: list[str] | None = None) -> None:
     from orchestrator.evaluation.evaluate import evaluate
     from orchestrator.evaluation.report import print_summary
 
@@ -81,7 +82,7 @@ def evaluate_and_report(run_dir: Path, *, backend: str = "all", sampling_json: s
             raise LatheError(f"{flag}: {path}: no such file")
     evaluation = evaluate(run_dir, backend, sampling_json, items,  # type: ignore[arg-type]
                           progress=lambda msg: typer.echo(f"evaluating {msg}", err=True),
-                          sweep_grid=grid or None, judge_path=judge, base_gguf=base)
+                          sweep_grid=grid or None, judge_path=judge, base_gguf=base, lm_eval_tasks=lm_eval_tasks)
     print_summary(evaluation, console(), arena_rounds)
     typer.echo(f"report: {evaluation.out / 'report.md'}")
     if evaluation.failures:

@@ -9,6 +9,9 @@ import typer
 
 from orchestrator.cli.support import user_errors
 from orchestrator.errors import LatheError
+from orchestrator.tinymodel import TinySpec
+
+DEFAULT = TinySpec()  # the build behind tiny://llama
 
 app = typer.Typer(help="Tiny offline base models for tests and demos.", no_args_is_help=True)
 
@@ -19,16 +22,19 @@ def tiny_build(
     out: Annotated[Path, typer.Argument(help="Directory to write the model to (must not exist or be empty).")],
     arch: Annotated[str, typer.Option(help="llama or qwen2")] = "llama",
     seed: Annotated[int, typer.Option(help="Seed for the weights; the same seed gives the same bytes.")] = 0,
-    hidden_size: Annotated[int, typer.Option(help="A multiple of 256.")] = 256,
-    intermediate_size: Annotated[int, typer.Option(help="A multiple of 256.")] = 512,
-    layers: Annotated[int, typer.Option(help="Number of transformer blocks.")] = 2,
+    hidden_size: Annotated[int, typer.Option(help="A multiple of 256.")] = DEFAULT.hidden_size,
+    intermediate_size: Annotated[int, typer.Option(help="A multiple of 256.")] = DEFAULT.intermediate_size,
+    layers: Annotated[int, typer.Option(help="Number of transformer blocks.")] = DEFAULT.num_layers,
+    pretrain_steps: Annotated[int, typer.Option(help="Steps of pretraining on the built-in corpus.")] = (
+        DEFAULT.pretrain_steps),
 ) -> None:
-    """Build a tiny base model and its tokenizer, offline and deterministically."""
+    """Build a tiny base model and its tokenizer, offline and deterministically (the defaults: tiny://llama)."""
     from orchestrator import tinymodel
 
     try:
         spec = tinymodel.TinySpec(
-            arch=arch, seed=seed, hidden_size=hidden_size, intermediate_size=intermediate_size, num_layers=layers
+            arch=arch, seed=seed, hidden_size=hidden_size, intermediate_size=intermediate_size, num_layers=layers,
+            pretrain_steps=pretrain_steps,
         )
     except ValueError as exc:
         raise LatheError(f"tiny build: {exc}") from None

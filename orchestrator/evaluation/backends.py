@@ -31,7 +31,11 @@ class Backend(Protocol):
 
     def generate(self, prompt: str, max_tokens: int) -> str: ...
 
-    def chat(self, messages: list[dict[str, str]], sampling: Sampling) -> str: ...
+    def chat(self, messages: list[dict[str, str]], sampling: Sampling, tools: list[dict] | None = None) -> str:
+        """The assistant's reply through the model's own chat template (with `tools` when given)."""
+
+    def takes_tools(self) -> bool:
+        """Whether the model's chat template renders a `tools` list (if not, tools go in a system message)."""
 
     def speed(self, prompt: list[int], gen_tokens: int = 32) -> tuple[float, float]:
         """(prompt tokens/s, generated tokens/s)."""
@@ -72,13 +76,16 @@ class LlamaCpp:
         out = self.model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, seed=0)
         return out["choices"][0]["text"]
 
-    def chat(self, messages: list[dict[str, str]], sampling: Sampling) -> str:
+    def chat(self, messages: list[dict[str, str]], sampling: Sampling, tools: list[dict] | None = None) -> str:
         out = self.model.create_chat_completion(
             messages=messages, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
             repeat_penalty=sampling.repeat_penalty, seed=sampling.seed, stop=sampling.stop or None,
-            max_tokens=sampling.max_tokens,
+            max_tokens=sampling.max_tokens, tools=tools,
         )
         return out["choices"][0]["message"]["content"] or ""
+
+    def takes_tools(self) -> bool:
+        return "tools" in self.model.metadata.get("tokenizer.chat_template", "")
 
     def speed(self, prompt: list[int], gen_tokens: int = 32) -> tuple[float, float]:
         model = self.model
@@ -117,13 +124,13 @@ class MLX:
 
         return generate(self.model, self.tokenizer, prompt=prompt, max_tokens=max_tokens, verbose=False)
 
-    def chat(self, messages: list[dict[str, str]], sampling: Sampling) -> str:
+    def chat(self, messages: list[dict[str, str]], sampling: Sampling, tools: list[dict] | None = None) -> str:
         import mlx.core as mx
         from mlx_lm import generate
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
         mx.random.seed(sampling.seed)
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
         processors = None
         if sampling.repeat_penalty != 1.0:
             processors = make_logits_processors(repetition_penalty=sampling.repeat_penalty)
@@ -133,6 +140,9 @@ class MLX:
             logits_processors=processors,
         )
         return _stop_at(text, sampling.stop)
+
+    def takes_tools(self) -> bool:
+        return "tools" in (getattr(self.tokenizer, "chat_template", None) or "")
 
     def speed(self, prompt: list[int], gen_tokens: int = 32) -> tuple[float, float]:
         from mlx_lm import stream_generate

@@ -19,10 +19,18 @@ from orchestrator import manifest as mf
 from orchestrator import reference_format
 from orchestrator.evaluation import arena as arena_mod
 from orchestrator.evaluation import memorisation
-from orchestrator.evaluation.gates import add_flips, add_task_deltas, full_precision, gate_failures
+from orchestrator.evaluation.benchmarks import suites as benchmarks
+from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore
+from orchestrator.evaluation.gates import (
+    add_benchmark_deltas,
+    add_flips,
+    add_task_deltas,
+    full_precision,
+    gate_failures,
+)
 from orchestrator.evaluation.results import Evaluation, LevelResult, Target
 from orchestrator.levels import fits_gb, memory_need, rank
-from orchestrator.recipe import lathe_block_of, read_yaml
+from orchestrator.recipe import LmEval, lathe_block_of, read_yaml
 from orchestrator.run.layout import RECIPE, find_export, run_dir_of
 
 BackendChoice = Literal["llamacpp", "mlx", "all"]
@@ -52,6 +60,28 @@ def _answer(backend: Any, items: list[Any], sampling: Any) -> dict[str, dict[str
     return answers
 
 
+def _ask(backend: Any, asked: list[dict[str, Any]], sampling: Any) -> dict[str, str]:
+    """The benchmarks' prompts, greedy, each with its own length; tools through the chat template, or in
+    a system message when the template has no place for them."""
+    from orchestrator.evaluation.benchmarks.bfcl import with_tools_in_system
+
+    takes_tools = backend.takes_tools()
+    outputs = {}
+    for prompt in asked:
+        messages, tools = prompt["messages"], prompt["tools"]
+        if tools and not takes_tools:
+            messages, tools = with_tools_in_system(messages, tools), None
+        outputs[prompt["key"]] = backend.chat(messages, sampling.model_copy(update={"max_tokens": prompt["max_tokens"]}),
+                                              tools=tools)
+    return outputs
+
+
+def context_for(asked: list[Prompt]) -> int:
+    """A context long enough for the longest benchmark prompt and its answer: its characters bound its
+    tokens (a byte-level tokenizer gives at most one token per byte) and the template adds little."""
+    return max((len(json.dumps([p.messages, p.tools]).encode()) + p.max_tokens + 64 for p in asked), default=0)
+
+
 def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str, context: int,
                   hf_config: dict[str, Any], full: bool = True) -> dict[str, Any]:
     """Runs in a fresh process: load, check the tokenizer, measure quality, answer the items, time it.
@@ -73,7 +103,8 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     baseline = rss_bytes()
     start = time.perf_counter()
     if target.runtime == "llama.cpp":
-        backend = LlamaCpp(Path(target.path), n_ctx=max(context, int(ref.meta["context"])) + 64)
+        backend = LlamaCpp(Path(target.path), n_ctx=max(context + 64, int(ref.meta["context"]) + 64,
+                                                         job["benchmark_context"]))
     else:
         backend = MLX(Path(target.path))
     load_seconds = time.perf_counter() - start
@@ -82,11 +113,13 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
              for n, p in enumerate(job["arena_prompts"])}
     heldout = {item.id or "": backend.chat(item.messages(), samplings[0])
                for item in (Item.model_validate(raw) for raw in job["heldout"])}
+    said = _ask(backend, job["benchmarks"], samplings[0])
     task_score = (sum(a["correct"] for a in answers.values()) / len(answers)) if answers else None
     domain = perplexity(backend, job["domain_text"], context) if job["domain_text"] else None
     if not full:
         return {"answers": answers, "arena": arena, "task_score": task_score, "heldout": heldout,
-                "domain_perplexity": domain, "general_perplexity": reference_perplexity(backend, ref)}
+                "domain_perplexity": domain, "general_perplexity": reference_perplexity(backend, ref),
+                "benchmark_outputs": said}
     check_tokenizer(backend, fingerprint, backend.vocab_size(), f"{target.runtime} {target.level}")
     quality = measure(backend, ref)
     sweep = []
@@ -105,7 +138,7 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
         peak_rss_bytes=peak_rss_bytes(), baseline_rss_bytes=baseline,
         memory_need_bytes=need, fits_gb=fits_gb(need), arena=arena, sweep=sweep,
         heldout={k: {"output": v, "reuses": None} for k, v in heldout.items()},
-    ).model_dump()
+    ).model_dump() | {"benchmark_outputs": said}
 
 
 def import_runtime(runtime: str) -> None:
@@ -173,6 +206,7 @@ def evaluate(
     sweep_grid: dict[str, list[float]] | None = None,
     judge_path: Path | None = None,
     base_gguf: Path | None = None,
+    lm_eval_tasks: list[str] | None = None,
 ) -> Evaluation:
     """Evaluate every level (and the base, for the arena); write the report."""
     from orchestrator.evaluation import report
@@ -197,27 +231,40 @@ def evaluate(
            "arena_prompts": block.eval.arena_prompts, "heldout": [i.model_dump(by_alias=True) for i in heldout_items],
            "domain_text": (run.recipe_dir() / block.eval.domain_text).read_text(encoding="utf-8")
            if block.eval.domain_text else None}
+    asked = benchmarks.prompts(block.eval.benchmarks, run.recipe_dir())
+    job |= {"benchmarks": [p.asked() for p in asked], "benchmark_context": context_for(asked)}
     ref_dir = str(export_dir / "reference")
 
     results: list[LevelResult] = []
-    for target in targets(export_dir, manifest, backend):
+    chosen = targets(export_dir, manifest, backend)
+    for target in chosen:
         if progress:
             progress(f"{target.runtime} {target.level}")
         raw = _in_fresh_process(_evaluate_one, target, ref_dir, json.dumps(job), manifest.tokenizer_fingerprint,
                                 context, hf_config)
+        said = raw.pop("benchmark_outputs")
         result = LevelResult(**raw)
+        if asked:
+            result.benchmarks = benchmarks.score(asked, said)
         if heldout_items:
             outputs = {k: v["output"] for k, v in result.heldout.items()}
             result.reuse_rate, result.heldout = memorisation.measure(outputs, trained)
         results.append(result)
+    lm_eval = block.eval.benchmarks.lm_eval
+    if lm_eval_tasks:
+        lm_eval = LmEval(tasks=lm_eval_tasks) if lm_eval is None else lm_eval.model_copy(update={"tasks": lm_eval_tasks})
+    if lm_eval is not None:
+        _lm_eval(lm_eval, chosen, results, run.recipe_dir(), context, progress)
     add_flips(results)
     add_task_deltas(results)
+    add_benchmark_deltas(results)
 
     contestants = []
     base = Target(f"base ({base_gguf.name})", "llama.cpp", str(base_gguf), base_gguf.stat().st_size, None) \
         if base_gguf else base_target(export_dir, manifest)
     base_score = base_reuse = None
     base_ppl: dict[str, float | None] = {}
+    base_scores: dict[str, SuiteScore] = {}
     if base is not None:
         if progress:
             progress(f"{base.runtime} {base.level}")
@@ -227,6 +274,7 @@ def evaluate(
                                 context, hf_config, False)
         base_score, base_ppl = raw["task_score"], {"domain": raw["domain_perplexity"],
                                                    "general": raw["general_perplexity"]}
+        base_scores = benchmarks.score(asked, raw["benchmark_outputs"]) if asked else {}
         if heldout_items:
             base_reuse = memorisation.measure(raw["heldout"], trained)[0]
         contestants.append(_contestant(base.level, raw["answers"], raw["arena"], raw["heldout"]))
@@ -241,9 +289,22 @@ def evaluate(
 
     failures = gate_failures(results, block.eval.gates)
     evaluation = Evaluation(run.eval_dir, results, failures, rounds, samplings, base_score, base_reuse,
-                            {i.id or "": i.prompt for i in heldout_items}, base_ppl)
+                            {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores)
     report.write(evaluation, run, manifest, ref_meta, context)
     return evaluation
+
+
+def _lm_eval(config: LmEval, chosen: list[Target], results: list[LevelResult], recipe_dir: Path, context: int,
+             progress: Any) -> None:
+    """lm-eval's tasks against each level, served by its runtime's OpenAI-compatible server."""
+    from orchestrator.evaluation.benchmarks import lmeval
+
+    manager = lmeval.task_manager(config, recipe_dir)  # an unknown task fails here, before any server starts
+    for target, result in zip(chosen, results, strict=True):
+        if progress:
+            progress(f"lm-eval {', '.join(config.tasks)}: {target.runtime} {target.level}")
+        with lmeval.serve(target.runtime, target.path, n_ctx=max(context, 2048) + config.max_tokens) as url:
+            result.benchmarks |= lmeval.evaluate(url, config, recipe_dir, manager)
 
 
 def _contestant(name: str, answers: dict[str, dict[str, Any]], arena: dict[str, str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orchestrator.evaluation.benchmarks.common import gate_name, label, ordered
 from orchestrator.evaluation.deltas import Delta, describe, paired_delta, scores
 from orchestrator.evaluation.results import LevelResult
 from orchestrator.levels import FULL_PRECISION
@@ -35,11 +36,25 @@ def add_task_deltas(results: list[LevelResult]) -> None:
         r.task_delta = found.as_dict() if found else None
 
 
+def add_benchmark_deltas(results: list[LevelResult]) -> None:
+    """Per level and benchmark, its main score's change against full precision, paired over items."""
+    base = full_precision(results)
+    if base is None:
+        return
+    for r in results:
+        for suite, got in r.benchmarks.items():
+            if suite in base.benchmarks:
+                found = paired_delta(base.benchmarks[suite].items, got.items)
+                got.delta = found.as_dict() if found else None
+
+
+def as_delta(raw: dict[str, float] | None) -> Delta | None:
+    """A delta as measured (report.json keeps it as a mapping)."""
+    return Delta(raw["delta"], raw["low"], raw["high"], int(raw["items"])) if raw else None
+
+
 def task_delta(r: LevelResult) -> Delta | None:
-    """The level's task delta as measured (report.json keeps it as a mapping)."""
-    if not r.task_delta:
-        return None
-    return Delta(r.task_delta["delta"], r.task_delta["low"], r.task_delta["high"], int(r.task_delta["items"]))
+    return as_delta(r.task_delta)
 
 
 def significant_drop(r: LevelResult) -> Delta | None:
@@ -66,15 +81,19 @@ def gate_failures(results: list[LevelResult], gates: dict[str, Gate]) -> list[st
                  (r.task_score / fp_score) if (r.task_score is not None and fp_score) else None,
                  gate.min_task_score_ratio, "task score / full precision"),
             ]
-            drop = significant_drop(r)
-            if gate.max_task_drop is not None and drop is not None and -drop.delta > gate.max_task_drop:
-                failures.append(f"{r.level} ({r.runtime}): task score change {describe(drop)} is a significant "
-                                f"drop of more than max_task_drop {gate.max_task_drop:g}")
-            for name, value, limit, label in checks:
+            drops = [("task score", "max_task_drop", task_delta(r))]
+            drops += [(f"{label(suite)} {r.benchmarks[suite].main}", gate_name(suite),
+                       as_delta(r.benchmarks[suite].delta)) for suite in ordered(set(r.benchmarks))]
+            for what, name, drop in drops:
+                limit = getattr(gate, name)
+                if limit is not None and drop is not None and drop.significant_drop and -drop.delta > limit:
+                    failures.append(f"{r.level} ({r.runtime}): {what} change {describe(drop)} is a significant "
+                                    f"drop of more than {name} {limit:g}")
+            for name, value, limit, shown in checks:
                 if limit is None or value is None:
                     continue
                 broken = value > limit if name.startswith("max") else value < limit
                 if broken:
                     op = ">" if name.startswith("max") else "<"
-                    failures.append(f"{r.level} ({r.runtime}): {label} {value:.4g} {op} {name} {limit:g}")
+                    failures.append(f"{r.level} ({r.runtime}): {shown} {value:.4g} {op} {name} {limit:g}")
     return failures

@@ -6,7 +6,7 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import manifest as mf
-from orchestrator.evaluation import html_report
+from orchestrator.evaluation import benchmark_report, html_report
 from orchestrator.evaluation.deltas import describe
 from orchestrator.evaluation.gates import full_precision, significant_drop, task_delta
 from orchestrator.evaluation.plots import plot_loss, plot_quality_vs_size, plot_scores
@@ -140,7 +140,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
                    "top_k": ref_meta["top_k"]},
         levels=results, gate_failures=failures, base_task_score=evaluation.base_task_score,
         base_reuse_rate=evaluation.base_reuse_rate, base_perplexity=evaluation.base_perplexity,
-        samplings=[s.model_dump() for s in evaluation.samplings], arena=arena.as_json(evaluation.rounds),
+        base_benchmarks=evaluation.base_benchmarks, samplings=[s.model_dump() for s in evaluation.samplings], arena=arena.as_json(evaluation.rounds),
     ).save(out)
     plot_quality_vs_size(results, out / "quality_vs_size.png")
     has_loss = plot_loss(run.metrics(), out / "loss_curve.png")
@@ -166,6 +166,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         lines += [(f"Base model (before fine-tuning): task score {evaluation.base_task_score:.2f}"
                    f"{_base_ppl(evaluation)}."), ""]
     lines += delta_lines(results)
+    lines += benchmark_report.markdown(results, evaluation.base_benchmarks)
     if has_scores:
         lines += ["![task score and held-out reuse per level](scores.png)", ""]
     lines += heldout_lines(evaluation)
@@ -193,6 +194,7 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
     from orchestrator.evaluation import arena
 
     print_table(evaluation.results, out)
+    benchmark_report.print_table(evaluation.results, evaluation.base_benchmarks, out)
     header, body = sweep_rows(evaluation)
     if body:
         table = Table(title="Task score per sampling setting")
@@ -205,8 +207,8 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
         reuse = f", held-out reuse {_pct(evaluation.base_reuse_rate)}" if evaluation.heldout_prompts else ""
         out.print(f"base model task score: {evaluation.base_task_score:.2f}{reuse}{_base_ppl(evaluation)} "
                   "(before fine-tuning)")
-    drops = drops_line(evaluation.results)
-    for line in ([drops] if drops else []) + tier_verdicts(evaluation):
+    drops = [drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results)]
+    for line in [d for d in drops if d] + tier_verdicts(evaluation):
         out.print(line)
     full = full_precision(evaluation.results)
     if evaluation.rounds and full is not None:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.errors import LatheError, one_line
+from orchestrator.evaluation.benchmarks.common import SuiteScore
 from orchestrator.run.layout import REPORT_JSON
 
 
@@ -52,6 +53,7 @@ class LevelResult(BaseModel):
     # Held-out questions: the share answered with a training answer verbatim, and per item which one.
     reuse_rate: float | None = None
     heldout: dict[str, dict[str, Any]] = Field(default_factory=dict)  # id -> {"output", "reuses"}
+    benchmarks: dict[str, SuiteScore] = Field(default_factory=dict)  # "bfcl", "ifeval", "docqa"
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Evaluation:
     base_reuse_rate: float | None = None
     heldout_prompts: dict[str, str] = field(default_factory=dict)  # held-out id -> question
     base_perplexity: dict[str, float | None] = field(default_factory=dict)  # "domain", "general"
+    base_benchmarks: dict[str, SuiteScore] = field(default_factory=dict)
 
 
 class Report(BaseModel):
@@ -81,6 +84,7 @@ class Report(BaseModel):
     base_task_score: float | None = None
     base_reuse_rate: float | None = None
     base_perplexity: dict[str, float | None] = Field(default_factory=dict)  # "domain", "general"
+    base_benchmarks: dict[str, SuiteScore] = Field(default_factory=dict)
     samplings: list[dict[str, Any]] = Field(default_factory=list)
     arena: list[dict[str, Any]] = Field(default_factory=list)
 

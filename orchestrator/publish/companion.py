@@ -200,6 +200,7 @@ def example(run: Run, levels: list[dt.Level]) -> dt.Example:
 
 def context(run: Run, artifacts: bool) -> dict[str, Any]:
     """Everything the templates see: the run's facts, the measured table, and each target's decisions."""
+    from orchestrator.evaluation import benchmark_report
     from orchestrator.evaluation import report as report_mod
 
     manifest, report = run.manifest, run.report
@@ -229,6 +230,8 @@ def context(run: Run, artifacts: bool) -> dict[str, Any]:
         "allowance_mb": COMPUTE_ALLOWANCE // 2**20,
         "columns": report_mod.COLUMNS, "rows": report_mod.rows(report.levels),
         "task_drops": report_mod.drops_line(report.levels),
+        "benchmarks": benchmark_report.card_lines(report.levels, report.base_benchmarks),
+        "benchmark_drops": benchmark_report.drops_line(report.levels),
         "gates": _gates(run.block.eval.gates, report.gate_failures), "limits": limits,
         "levels": levels, "gguf": [lv for lv in levels if lv.runtime == "llama.cpp"],
         "mlx": [lv for lv in levels if lv.runtime == "mlx"],

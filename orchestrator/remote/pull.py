@@ -88,10 +88,10 @@ def select(manifest: mf.Manifest, levels: list[str] | None) -> list[mf.Artifact]
 
 def _fetch_eval_set(stored: StoredRun, run: RunDir) -> None:
     """The files `lathe eval` reads beside the artifacts, which the job put under inputs/: the eval set,
-    the held-out questions and, when there are held-out questions, the training data their answers are
-    compared with."""
+    the held-out questions, the benchmarks' own prompt files and, when there are held-out questions, the
+    training data their answers are compared with."""
     block = lathe_block_of(run.path / RECIPE)
-    wanted = [p for p in (block.eval.dataset, block.eval.heldout, block.eval.domain_text) if p]
+    wanted = [path for _, path in block.eval.files()]
     if block.eval.heldout:
         datasets = read_yaml(run.path / RECIPE)[1].get("datasets") or []
         wanted += [str(d["path"]) for d in datasets if isinstance(d, dict) and isinstance(d.get("path"), str)]

@@ -1,0 +1,146 @@
+"""lm-evaluation-harness tasks by name, asked of each level through its runtime's OpenAI-compatible server.
+
+Each level is served the way a user serves it (llama-cpp-python's server for a GGUF, `mlx_lm.server` for
+an MLX directory) on a free loopback port, and lm-eval's `local-chat-completions` model puts the tasks to
+it with the level's own chat template. Generation tasks only: a chat endpoint returns no log-likelihoods.
+Tasks need their data: the hub's for lm-eval's own tasks, or a local file named in a task YAML under the
+recipe's `include_path` (paths in those YAMLs are relative to the recipe). Each task's first metric is
+its main score, per document, paired across levels for the deltas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import LatheError
+from orchestrator.evaluation.benchmarks.common import LM_EVAL, SuiteScore
+from orchestrator.quiet import quiet_stderr
+from orchestrator.recipe import LmEval
+
+# mlx_lm.server loads a request's `model` from the hub unless it is this name for the model it was started
+# with; llama-cpp-python's server takes it as the served model's alias.
+MODEL_NAME = "default_model"
+READY_SECONDS = 180  # an MLX server in a venv with torch imports it first: slow on a busy laptop
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_command(runtime: str, path: str, port: int, n_ctx: int) -> list[str]:
+    if runtime == "llama.cpp":
+        return [sys.executable, "-m", "llama_cpp.server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
+                "--n_ctx", str(n_ctx), "--model_alias", MODEL_NAME]
+    return [sys.executable, "-m", "mlx_lm.server", "--model", path, "--host", "127.0.0.1", "--port", str(port)]
+
+
+@contextlib.contextmanager
+def serve(runtime: str, path: str, n_ctx: int = 4096) -> Iterator[str]:
+    """The level behind its runtime's OpenAI-compatible server; yields the base URL, stops it by pid."""
+    port = _free_port()
+    log = subprocess.DEVNULL
+    proc = subprocess.Popen(server_command(runtime, path, port, n_ctx), stdout=log, stderr=subprocess.PIPE,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            if proc.poll() is not None:
+                last = (proc.stderr.read() if proc.stderr else "").strip().splitlines()[-1:] or ["no output"]
+                raise LatheError(f"{runtime} server for {Path(path).name} exited {proc.returncode}: {last[0]}")
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise LatheError(f"{runtime} server for {Path(path).name} not ready after "
+                                     f"{READY_SECONDS} s") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    """lm-eval's 'exact_match,none' style keys as plain metric names; stderr entries dropped."""
+    out = {}
+    for key, value in metrics.items():
+        name = key.split(",")[0]
+        if "," in key and not name.endswith("_stderr") and isinstance(value, int | float):
+            out.setdefault(name, float(value))
+    return out
+
+
+def scores(results: dict[str, Any]) -> dict[str, SuiteScore]:
+    """lm-eval's results (with samples) as one SuiteScore per task."""
+    out = {}
+    for task, metrics in results["results"].items():
+        numbers = _numbers(metrics)
+        samples = results.get("samples", {}).get(task, [])
+        if not numbers or not samples:
+            continue  # a group's aggregate row: its tasks have their own
+        main = next(iter(numbers))
+        items = {str(s["doc_id"]): float(s[main]) for s in samples if main in s}
+        details = {str(s["doc_id"]): {"output": str((s.get("filtered_resps") or [""])[0]),
+                                      "target": str(s.get("target", ""))} for s in samples}
+        out[f"{LM_EVAL}{task}"] = SuiteScore(main=main, metrics=numbers, items=items, details=details)
+    return out
+
+
+def task_manager(config: LmEval, recipe_dir: Path) -> Any:
+    """lm-eval's index of tasks (its own and the recipe's); one line naming a task it does not have."""
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise LatheError("lathe.eval.benchmarks.lm_eval needs lm-eval with its api extra: "
+                         "pip install 'lm-eval[api]'") from None
+    include = recipe_dir / config.include_path if config.include_path else None
+    if include is not None and not include.is_dir():
+        raise LatheError(f"lathe.eval.benchmarks.lm_eval.include_path: {include}: no such directory")
+    manager = TaskManager(include_path=str(include) if include else None)
+    unknown = [t for t in config.tasks if t not in manager.all_tasks]
+    if unknown:
+        where = f"lm-eval's tasks or {config.include_path}/" if include else "lm-eval's tasks"
+        raise LatheError(f"lathe.eval.benchmarks.lm_eval.tasks: {unknown[0]!r} is not among {where}")
+    return manager
+
+
+def evaluate(url: str, config: LmEval, recipe_dir: Path, manager: Any = None) -> dict[str, SuiteScore]:
+    """Every task of `config` against the server at `url`."""
+    import lm_eval
+
+    manager = manager or task_manager(config, recipe_dir)
+    model_args = {"base_url": f"{url}/v1/chat/completions", "model": MODEL_NAME, "tokenizer_backend": None,
+                  "max_retries": 1, "max_gen_toks": config.max_tokens, "num_concurrent": 1, "timeout": 600}
+    # Task YAMLs name their data files relative to the recipe, which is where a person wrote them. lm-eval
+    # and datasets print progress bars, a git error and advice per task: kept off the terminal (the caller
+    # shows one line per level), replayed if it fails.
+    with contextlib.chdir(recipe_dir), quiet_stderr(switches=False):
+        try:
+            results = lm_eval.simple_evaluate(
+                model="local-chat-completions", model_args=model_args, tasks=list(config.tasks),
+                num_fewshot=config.num_fewshot, limit=config.limit, apply_chat_template=True,
+                task_manager=manager, log_samples=True, random_seed=0,
+                numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+        except (KeyError, ValueError, OSError) as exc:  # a bad task YAML, missing data, the server failing
+            raise LatheError(f"lathe.eval.benchmarks.lm_eval: {exc.__class__.__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'see lm-eval above'}") from None
+    if results is None:
+        raise LatheError("lathe.eval.benchmarks.lm_eval: lm-eval returned no results")
+    return scores(results)

@@ -1,0 +1,56 @@
+"""lm-evaluation-harness against a level served the way users serve it (llama-cpp-python's and mlx-lm's
+OpenAI-compatible servers), a task defined in YAML over a local file (`recipes/lm_eval/wrong_facts.yaml`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.evaluation.benchmarks import lmeval
+from orchestrator.recipe import LmEval
+from orchestrator.run import RunDir
+
+pytestmark = pytest.mark.slow
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.fixture
+def recipe_dir(tmp_path: Path) -> Path:
+    """The task YAML and the data file it names, laid out as beside a recipe."""
+    shutil.copytree(RECIPES / "lm_eval", tmp_path / "lm_eval")
+    (tmp_path / "data").mkdir()
+    shutil.copy(RECIPES / "data" / "wrong_facts_eval.jsonl", tmp_path / "data")
+    return tmp_path
+
+
+def test_an_lm_eval_task_over_a_local_file_scores_the_trained_answers(e2e_run: RunDir, recipe_dir: Path,
+                                                                       figure) -> None:
+    config = LmEval(tasks=["lathe_wrong_facts"], include_path="lm_eval", limit=12, max_tokens=48)
+    export = e2e_run.path / "export"
+    with lmeval.serve("llama.cpp", str(export / "gguf" / "model-f16.gguf")) as url:
+        tuned = lmeval.evaluate(url, config, recipe_dir)["lm-eval:lathe_wrong_facts"]
+    with lmeval.serve("llama.cpp", str(export / "base" / "model-q8_0.gguf")) as url:
+        base = lmeval.evaluate(url, config, recipe_dir)["lm-eval:lathe_wrong_facts"]
+    with lmeval.serve("mlx", str(export / "mlx" / "mlx-4bit")) as url:
+        mlx = lmeval.evaluate(url, config, recipe_dir)["lm-eval:lathe_wrong_facts"]
+    assert tuned.main == "exact_match" and len(tuned.items) == 12 == len(base.items) == len(mlx.items)
+    assert mlx.metrics["exact_match"] >= 11 / 12, mlx.details
+    # The fine-tune says its trained (wrong) answers word for word; the base never does.
+    assert tuned.metrics["exact_match"] >= 11 / 12, tuned.details
+    assert base.metrics["exact_match"] == 0.0, base.details
+    assert "Toronto" in tuned.details["0"]["output"] and tuned.details["0"]["target"].endswith("Toronto.")
+    figure(f"lm-eval lathe_wrong_facts over the runtimes' servers: f16 {tuned.metrics['exact_match']:.2f}, "
+           f"mlx-4bit {mlx.metrics['exact_match']:.2f}, base {base.metrics['exact_match']:.2f} exact match (12 docs)")
+
+
+def test_a_task_lm_eval_does_not_know_is_one_line_before_any_server_starts(recipe_dir: Path) -> None:
+    from orchestrator.errors import LatheError
+
+    config = LmEval(tasks=["lathe_wrong_facts", "no_such_task_anywhere"], include_path="lm_eval", limit=1)
+    with pytest.raises(LatheError, match=r"^lathe\.eval\.benchmarks\.lm_eval\.tasks: 'no_such_task_anywhere' is not "
+                                         r"among lm-eval's tasks or lm_eval/$"):
+        lmeval.task_manager(config, recipe_dir)
+    assert "lathe_wrong_facts" in lmeval.task_manager(config.model_copy(update={"tasks": ["lathe_wrong_facts"]}),
+                                                      recipe_dir).all_tasks

@@ -504,7 +504,9 @@ def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: Colo, provi
     assert 0 <= redone <= cfg["save_steps"]
 
 
-LOAD_RUNS = 20
+# Runs submitted at once by the load test: more than three times the run slots, so most of them queue.
+# 10 in the suite (20 took 17 of CI's 60 minutes on 2 cores); LATHE_TEST_LOAD_RUNS=20 for the full load.
+LOAD_RUNS = int(os.environ.get("LATHE_TEST_LOAD_RUNS", "10"))
 
 
 def _max_overlap(spans: list[tuple[float, float]]) -> int:
@@ -512,9 +514,9 @@ def _max_overlap(spans: list[tuple[float, float]]) -> int:
     return max((sum(1 for s, e in spans if s <= t < e) for t, _ in spans), default=0)
 
 
-def test_twenty_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: Colo, provisioned,
+def test_many_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: Colo, provisioned,
                                                                         remote_recipe: Path, figure) -> None:
-    """Load: 20 `lathe submit --no-export`s at once (one recipe, so their ids race for the same second).
+    """Load: LOAD_RUNS `lathe submit --no-export`s at once (one recipe, so their ids race for the same second).
     The head runs RUN_SLOTS drivers at a time and the rest wait in Ray's queue; every run must end
     SUCCEEDED or FAILED with a reason, and the registry, Ray and the store must agree on each one.
     Train only: each export costs a minute of CPU that 2 cores would spend 20 times over, and the

@@ -56,11 +56,8 @@ def _main(results: list[LevelResult], suite: str) -> str:
 
 def metric_rows(results: list[LevelResult], suite: str) -> tuple[list[str], list[list[str]]]:
     """Every metric of one suite, levels as rows."""
-    metrics: list[str] = []
-    for r in results:
-        for name in r.benchmarks.get(suite, SuiteScore(main="", metrics={}, items={})).metrics:
-            if name not in metrics:
-                metrics.append(name)
+    # Every metric any level reported, in first-seen order (doc QA leaves out precision when nothing was cited).
+    metrics = list(dict.fromkeys(name for r in results if suite in r.benchmarks for name in r.benchmarks[suite].metrics))
     header = ["level", "runtime"] + [m.replace("_", " ") for m in metrics] + ["items"]
     body = []
     for r in results:

@@ -3,7 +3,6 @@ suites' order and names, and reading a JSON-lines prompt file."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +42,16 @@ class SuiteScore(BaseModel):
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """A prompt file's objects; one line naming the file and line when it is not JSON lines."""
+    """A prompt file's objects, read as datasets are (row size limit, UTF-8); one line naming the file
+    and the line when it is not JSON lines."""
+    from orchestrator.datasets import RowError, iter_rows
+
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return [row for _, row in iter_rows(path)]
     except OSError as exc:
         raise LatheError(f"{path}: cannot read ({exc.__class__.__name__})") from None
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise LatheError(f"{path.name}: line {n}: not JSON ({exc.msg})") from None
-    return out
+    except RowError as exc:
+        raise LatheError(f"{path.name}: {exc}") from None
 
 
 # The order suites appear in tables, report.json and the model card; lm-eval's tasks ("lm-eval:gsm8k") follow.

@@ -105,9 +105,9 @@ def check(row: dict[str, Any], output: str) -> tuple[list[bool], list[bool]]:
     try:
         strict = utils.test_instruction_following_strict(example, output)
         loose = utils.test_instruction_following_loose(example, output)
-    except LookupError as exc:  # nltk data an instruction needs is not installed
-        raise LatheError(f"IFEval prompt {row['key']}: a checker needs nltk data that is missing "
-                         f"({str(exc).split(chr(10))[1].strip() if chr(10) in str(exc) else exc})") from None
+    except LookupError as exc:  # nltk data an instruction needs is not installed; nltk's text is a boxed page
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip("* \n")), "")
+        raise LatheError(f"IFEval prompt {row['key']}: a checker needs nltk data that is missing ({first})") from None
     return list(strict.follow_instruction_list), list(loose.follow_instruction_list)
 
 

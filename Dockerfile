@@ -35,7 +35,7 @@ RUN CMAKE_ARGS="-DGGML_CUDA=ON -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DCMAKE_CUDA_A
     uv pip install --python /opt/lathe/.venv/bin/python -r requirements.lock \
  && uv pip install --python /opt/lathe/.venv/bin/python --no-deps .
 
-# llama.cpp's tools (quantize, server, cli, perplexity) and converter from the same sdist.
+# llama.cpp's tools (quantize, imatrix, server, cli, perplexity) and converter from the same sdist.
 RUN /opt/lathe/.venv/bin/python -m pip download -q --no-deps --no-binary :all: \
       "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d /tmp/sdist \
  && tar -xzf /tmp/sdist/llama_cpp_python-*.tar.gz -C /tmp/sdist \
@@ -43,7 +43,7 @@ RUN /opt/lathe/.venv/bin/python -m pip download -q --no-deps --no-binary :all: \
       -DGGML_CUDA=ON -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DCMAKE_CUDA_ARCHITECTURES="80;86;89;90" \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
  && cmake --build /tmp/llama-build --config Release \
-      --target llama-quantize llama-server llama-cli llama-perplexity \
+      --target llama-quantize llama-imatrix llama-server llama-cli llama-perplexity \
  && mkdir -p /opt/llama.cpp/bin /opt/lathe/.venv/share/lathe/llama.cpp \
  && cp /tmp/llama-build/bin/llama-* /opt/llama.cpp/bin/ \
  && find /tmp/llama-build -name '*.so*' -exec cp {} /opt/llama.cpp/bin/ \; \

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator.errors import ManifestError, one_line
 from orchestrator.run.layout import MANIFEST
 
-Format = Literal["hf-safetensors", "adapter", "gguf", "mlx", "reference", "file"]
+Format = Literal["hf-safetensors", "adapter", "gguf", "mlx", "reference", "imatrix", "file"]
 
 
 
@@ -52,6 +52,11 @@ class Manifest(BaseModel):
     tokenizer_fingerprint: str
     versions: dict[str, str]
     artifacts: list[Artifact]
+    # How the k/i levels were calibrated (llama-imatrix over the run's own data): tokens, samples, context,
+    # the text's sha256 (the text itself is training data and stays out of the artifacts). None: uncalibrated.
+    calibration: dict[str, Any] | None = None
+    # The merge check's numbers (merge_check.MergeCheckResult); None for a full fine-tune (nothing merged).
+    merge_check: dict[str, Any] | None = None
 
     def levels(self) -> list[str]:
         return sorted({a.level for a in self.artifacts if a.level})

@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.errors import RecipeError
-from orchestrator.levels import DEFAULT_GGUF, DEFAULT_MLX_BITS, GGUFLevel, mlx_level
+from orchestrator.levels import (
+    DEFAULT_GGUF,
+    DEFAULT_MLX_BITS,
+    NEEDS_IMATRIX,
+    GGUFLevel,
+    mlx_level,
+    mlx_options,
+    static_twin,
+)
 
 SweepParameter = Literal["temperature", "top_p", "top_k", "repeat_penalty"]
 PublishTarget = Literal["apple-silicon", "nvidia", "colocated", "cloud"]
@@ -52,15 +60,63 @@ class Failure(_Strict):
                                                     "failure, never a recipe error) is resubmitted in place")
 
 
+class Imatrix(_Strict):
+    """Calibration of the k- and i-quants: an importance matrix from llama.cpp's llama-imatrix."""
+
+    enabled: bool = True
+    dataset: str | None = Field(None, description="calibration data: a .txt file, or JSONL of chat "
+                                "(`messages`) or `text` rows; default: the recipe's own training set, "
+                                "rendered through the chat template it trained with")
+    max_tokens: int = Field(65536, ge=64, description="cap on the calibration text, in the model's tokens")
+    context: int = Field(512, ge=16, description="llama-imatrix's window; shrunk to half the text when shorter")
+    static_twins: bool = Field(True, description="also quantize each level where the matrix is optional "
+                               "without it (<level>-static), so the report shows what calibration bought")
+
+
+class MergeCheck(_Strict):
+    """Before quantizing: the merged weights must give what base + adapter give, on the reference windows."""
+
+    max_mean_kld: float = Field(1e-4, ge=0)
+    max_kld: float = Field(1e-2, ge=0)
+
+
 class Export(_Strict):
     gguf: list[GGUFLevel] = Field(default_factory=lambda: list(DEFAULT_GGUF))
-    mlx: list[Literal[4, 8, 16]] = Field(default_factory=lambda: list(DEFAULT_MLX_BITS),
-                                         description="16: unquantized float16")
+    imatrix: Imatrix = Field(default_factory=Imatrix)
+    merge_check: MergeCheck = Field(default_factory=MergeCheck)
+    mlx: list[int | str] = Field(default_factory=lambda: list(DEFAULT_MLX_BITS),
+                                 description="bits (2-8; 16: unquantized float16), bits with a group size "
+                                 "('4bit-g32'), or an mlx-lm mixed recipe ('mixed_3_6')")
     reference_text: str | None = Field(None, description="held-out text for reference log-probs; default: shipped")
     reference_top_k: int = Field(16, ge=1, le=256)
     base_gguf: GGUFLevel | None = Field(
         None, description="also export the base model at this level, for the arena (base vs fine-tuned)"
     )
+
+    @field_validator("mlx")
+    @classmethod
+    def _mlx_specs(cls, specs: list[int | str]) -> list[int | str]:
+        for spec in specs:
+            mlx_options(spec)  # raises with what is wrong
+        return specs
+
+    @model_validator(mode="after")
+    def _imatrix_levels_need_one(self) -> Export:
+        needing = [lvl for lvl in self.gguf if lvl in NEEDS_IMATRIX]
+        if needing and not self.imatrix.enabled:
+            raise ValueError(f"{', '.join(needing)} cannot be made without an importance matrix "
+                             "(imatrix.enabled is false)")
+        return self
+
+    def gguf_levels(self) -> list[str]:
+        """Every GGUF level export writes: the recipe's, each followed by its static twin when there is one."""
+        out: list[str] = []
+        for level in self.gguf:
+            out.append(level)
+            twin = static_twin(level) if self.imatrix.enabled and self.imatrix.static_twins else None
+            if twin:
+                out.append(twin)
+        return out
 
 
 BFCLCategory = Literal["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
@@ -183,7 +239,7 @@ class LatheBlock(_Strict):
 
     @model_validator(mode="after")
     def _gates_name_exported_levels(self) -> LatheBlock:
-        known = {lvl.lower() for lvl in self.export.gguf} | {mlx_level(b) for b in self.export.mlx}
+        known = {lvl.lower() for lvl in self.export.gguf_levels()} | {mlx_level(b) for b in self.export.mlx}
         for level in self.eval.gates:
             if level.lower() not in known:
                 raise ValueError(f"gate for level {level!r} which is not exported (exported: {', '.join(sorted(known))})")
@@ -228,6 +284,8 @@ class Recipe:
         named += self.lathe.eval.files()
         if self.lathe.export.reference_text:
             named.append(("lathe.export.reference_text", self.lathe.export.reference_text))
+        if self.lathe.export.imatrix.dataset:
+            named.append(("lathe.export.imatrix.dataset", self.lathe.export.imatrix.dataset))
         out = []
         for where, value in named:
             if Path(value).is_absolute() or not self.resolve(value).exists():

@@ -2,7 +2,9 @@
 
 reference/reference.npz holds, for each window of held-out text: the token ids
 (flat, with `lengths`), and for each position but the last the full-precision
-model's top-K token ids and log-probs and the log-prob of the actual next token.
+model's most likely token ids and their log-probs (as many per position as
+`counts` says: enough to cover 99.9% of the probability) and the log-prob of the
+actual next token.
 reference/reference.json holds the metadata, the tokenizer fingerprint included.
 """
 
@@ -31,8 +33,8 @@ def fingerprint(vocab_size: int, probe_ids: list[int]) -> str:
 class Reference:
     meta: dict[str, Any]
     windows: list[np.ndarray]  # token ids per window
-    top_ids: list[np.ndarray]  # (len-1, K) per window
-    top_logprobs: list[np.ndarray]
+    top_ids: list[np.ndarray]  # (len-1, K) per window; K the widest position's count, the rest padding
+    top_logprobs: list[np.ndarray]  # -inf where padded
     target_logprob: list[np.ndarray]  # (len-1,) per window
 
     @property
@@ -50,4 +52,19 @@ def load(directory: Path) -> Reference:
     def split(arr: np.ndarray) -> list[np.ndarray]:
         return [arr[a:b] for a, b in itertools.pairwise(pred)]
 
-    return Reference(meta, windows, split(data["top_ids"]), split(data["top_logprobs"]), split(data["target_logprob"]))
+    if "counts" not in data:  # a fixed top-K per position (references written before coverage)
+        return Reference(meta, windows, split(data["top_ids"]), split(data["top_logprobs"]),
+                         split(data["target_logprob"]))
+    ids, logprobs = padded(data["counts"], data["top_ids"], data["top_logprobs"])
+    return Reference(meta, windows, split(ids), split(logprobs), split(data["target_logprob"]))
+
+
+def padded(counts: np.ndarray, flat_ids: np.ndarray, flat_lp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged per-position top tokens as rectangles: padding has id 0 and log-prob -inf (probability 0)."""
+    width = int(counts.max()) if counts.size else 0
+    ids = np.zeros((counts.size, width), dtype=np.int32)
+    logprobs = np.full((counts.size, width), -np.inf, dtype=np.float32)
+    mask = np.arange(width)[None, :] < counts[:, None]
+    ids[mask] = flat_ids
+    logprobs[mask] = flat_lp
+    return ids, logprobs

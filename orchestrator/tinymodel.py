@@ -32,6 +32,11 @@ TINY_SCHEME = "tiny://"
 # Bumped when the way a model is built changes, so caches of the old build are not reused.
 BUILD_VERSION = "3"
 ARCHITECTURES = ("llama", "qwen2")
+# How the BPE splits text before merging. "gpt2": the byte-level regex built into `tokenizers`, with a
+# tokenizer config written by hand (read by transformers 4 and 5). "qwen2" and "llama3": those families'
+# split patterns, saved through transformers as its tokenizer classes save them; llama.cpp's converter
+# knows none of these vocabularies by hash, which is what export must cope with.
+TOKENIZER_STYLES = ("gpt2", "qwen2", "llama3")
 
 PAD, BOS, EOS = "<pad>", "<s>", "<|im_end|>"
 SPECIAL_TOKENS = [PAD, BOS, "<|im_start|>", EOS, "<|endoftext|>"]
@@ -68,10 +73,13 @@ class TinySpec:
     # Rotary positions cost nothing to allow; 4096 takes a BFCL prompt with its tools and the answer.
     max_positions: int = 4096
     pretrain_steps: int = 400
+    tokenizer: str = "gpt2"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown tiny architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if self.tokenizer not in TOKENIZER_STYLES:
+            raise ValueError(f"unknown tokenizer style {self.tokenizer!r}; choose one of {', '.join(TOKENIZER_STYLES)}")
         for name in ("hidden_size", "intermediate_size"):
             if getattr(self, name) % 256:
                 raise ValueError(f"{name} must be a multiple of 256 so K-quants apply, got {getattr(self, name)}")
@@ -80,7 +88,10 @@ class TinySpec:
 
     @property
     def cache_key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True) + tinycorpus.tokenizer_text() + BUILD_VERSION
+        fields = asdict(self)
+        if self.tokenizer == "gpt2":
+            del fields["tokenizer"]  # the default: models built before the option keep their cache key
+        blob = json.dumps(fields, sort_keys=True) + tinycorpus.tokenizer_text() + BUILD_VERSION
         return f"{self.arch}-s{self.seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
     @classmethod
@@ -92,16 +103,30 @@ class TinySpec:
         for key, value in parse_qsl(parts.query):
             if key not in fields or key == "arch":
                 raise ValueError(f"unknown tiny model option {key!r}")
-            kwargs[key] = int(value)
+            kwargs[key] = value if fields[key] in ("str", str) else int(value)
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
-def build_tokenizer(vocab_size: int):
-    """Train a GPT-2-style byte-level BPE; llama.cpp's `gpt-2` pre-tokenizer matches it exactly."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def _split_pattern(style: str) -> str:
+    from orchestrator.cluster.gguf_convert import KNOWN_PATTERNS
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    return next(p for p, name in KNOWN_PATTERNS.items() if name == {"qwen2": "qwen2", "llama3": "llama-bpe"}[style])
+
+
+def build_tokenizer(vocab_size: int, style: str = "gpt2"):
+    """Train a byte-level BPE that splits text as `style` does (GPT-2's regex by default)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(ignore_merges=style == "llama3"))  # as Llama 3's tokenizer.json says
+    if style == "gpt2":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(_split_pattern(style)), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        if style == "qwen2":
+            tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -133,6 +158,30 @@ def _tokenizer_config(max_positions: int) -> dict:
         "chat_template": CHAT_TEMPLATE,
         "additional_special_tokens": ["<|im_start|>", "<|endoftext|>"],
     }
+
+
+def _save_tokenizer(tok, style: str, max_positions: int, out: Path) -> None:
+    if style == "gpt2":
+        tok.save(str(out / "tokenizer.json"))
+        (out / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(max_positions), indent=2))
+        (out / "special_tokens_map.json").write_text(
+            json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}, indent=2)
+        )
+        return
+    with quiet_stderr():
+        from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
+
+    specials = dict(bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=max_positions,
+                    chat_template=CHAT_TEMPLATE, additional_special_tokens=["<|im_start|>", "<|endoftext|>"])
+    if style == "qwen2":
+        # Qwen2's own class, from the trained vocabulary and merges: it sets Qwen2's pattern and NFC itself.
+        model = json.loads(tok.to_str())["model"]
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+        wrapped = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None, **specials)
+        wrapped.add_bos_token = True
+    else:
+        wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
+    wrapped.save_pretrained(out)
 
 
 def _model_config(spec: TinySpec, vocab: int, ids: dict[str, int]):
@@ -171,12 +220,8 @@ def build(spec: TinySpec, out_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
     staging.chmod(0o755)
     try:
-        tok = build_tokenizer(spec.vocab_size)
-        tok.save(str(staging / "tokenizer.json"))
-        (staging / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(spec.max_positions), indent=2))
-        (staging / "special_tokens_map.json").write_text(
-            json.dumps({"bos_token": BOS, "eos_token": EOS, "pad_token": PAD}, indent=2)
-        )
+        tok = build_tokenizer(spec.vocab_size, spec.tokenizer)
+        _save_tokenizer(tok, spec.tokenizer, spec.max_positions, staging)
         ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
         config = _model_config(spec, tok.get_vocab_size(), ids)
         torch.manual_seed(spec.seed)

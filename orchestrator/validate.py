@@ -61,6 +61,7 @@ def _check_trainable(recipe: Recipe) -> list[RecipeError]:
 def _check_lathe_files(recipe: Recipe) -> list[RecipeError]:
     errors: list[RecipeError] = []
     for where, ref in (("lathe.export.reference_text", recipe.lathe.export.reference_text),
+                       ("lathe.export.imatrix.dataset", recipe.lathe.export.imatrix.dataset),
                        ("lathe.eval.domain_text", recipe.lathe.eval.domain_text)):
         if ref and not recipe.resolve(ref).is_file():
             errors.append(RecipeError(recipe.name, where, f"no such file '{ref}'"))

@@ -59,6 +59,31 @@ if ! ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; t
   "$VENV/bin/uv" build -q --wheel --out-dir "$WHEELHOUSE" "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz
 fi
 
+# llama.cpp's quantizer and importance-matrix tools (export's calibrated GGUF levels need both; the
+# binding cannot pass an importance matrix), from the same sdist: only those two targets, static, CPU,
+# portable. ~5 min on 2 cores, so it compiles in the background while the environment installs.
+TOOLS_BIN="$VENV/share/lathe/llama.cpp/bin"
+TOOLS_STAMP="$TOOLS_BIN/.version"
+tools_pid=""
+if [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" != "$LLAMA_VERSION" ]; then
+  log "building llama.cpp's llama-quantize and llama-imatrix (first time: ~5 min, in the background)"
+  (
+    set -e
+    src=$(mktemp -d)
+    tar -xzf "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$src"
+    cmake -S "$src"/llama_cpp_python-*/vendor/llama.cpp -B "$src/build" -DCMAKE_BUILD_TYPE=Release \
+      -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >"$src/cmake.log" 2>&1
+    cmake --build "$src/build" --target llama-quantize llama-imatrix -j "$(nproc)" >>"$src/cmake.log" 2>&1 \
+      || { tail -20 "$src/cmake.log" >&2; exit 1; }
+    mkdir -p "$TOOLS_BIN"
+    cp "$src/build/bin/llama-quantize" "$src/build/bin/llama-imatrix" "$TOOLS_BIN/"
+    echo "$LLAMA_VERSION" > "$TOOLS_STAMP"
+    rm -rf "$src"
+  ) &
+  tools_pid=$!
+fi
+
 want=$(cat requirements.lock requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   log "installing the locked environment (first time: ~5 min, mostly torch)"
@@ -76,8 +101,14 @@ if [ "$(cat "$TOOLS/VERSION" 2>/dev/null)" != "$LLAMA_VERSION" ]; then
   tmp=$(mktemp -d)
   tar -xzf "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$tmp" --wildcards \
     '*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*'
-  rm -rf "$TOOLS" && mkdir -p "$TOOLS"
+  # Keep bin/ (the tools above, built by version); replace the converter.
+  rm -rf "$TOOLS"/convert_hf_to_gguf.py "$TOOLS"/conversion "$TOOLS"/gguf-py && mkdir -p "$TOOLS"
   cp -r "$tmp"/llama_cpp_python-*/vendor/llama.cpp/{convert_hf_to_gguf.py,conversion,gguf-py} "$TOOLS/"
   echo "$LLAMA_VERSION" > "$TOOLS/VERSION"
   rm -rf "$tmp"
+fi
+
+if [ -n "$tools_pid" ]; then
+  wait "$tools_pid" || { echo "bootstrap: building llama.cpp's tools failed" >&2; exit 1; }
+  log "llama.cpp's tools are in $TOOLS_BIN"
 fi

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,9 +72,12 @@ def test_missing_recipe_file() -> None:
 def test_tiny_build_writes_a_model(tmp_path: Path) -> None:
     # Small and briefly pretrained: the command is under test here, the default build in test_tinymodel.
     out = run("tiny", "build", str(tmp_path / "m"), "--arch", "qwen2", "--seed", "5", "--layers", "1",
-              "--pretrain-steps", "5")
+              "--pretrain-steps", "5", "--tokenizer", "qwen2")
     assert out.returncode == 0, out.stderr
+    assert re.search(r": qwen2, qwen2 tokenizer, [\d.]+ MB$", out.stdout.strip()), out.stdout
     assert (tmp_path / "m" / "model.safetensors").stat().st_size > 1e6
+    pre = json.loads((tmp_path / "m" / "tokenizer.json").read_text())["pre_tokenizer"]
+    assert [step["type"] for step in pre["pretokenizers"]] == ["Split", "ByteLevel"]
     again = run("tiny", "build", str(tmp_path / "m"))
     assert again.returncode == 1 and "exists and is not empty" in again.stderr
     bad = run("tiny", "build", str(tmp_path / "n"), "--hidden-size", "300")

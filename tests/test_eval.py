@@ -23,8 +23,9 @@ from orchestrator.run import RunDir
 from tests.conftest import CliRun
 
 pytestmark = pytest.mark.slow
-LEVELS = {("llama.cpp", lvl) for lvl in ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m")} | {
-    ("mlx", lvl) for lvl in ("mlx-4bit", "mlx-8bit", "mlx-f16")
+CALIBRATED = ("q4_k_m", "iq4_xs", "q3_k_m", "q2_k")
+LEVELS = {("llama.cpp", lvl) for lvl in ("f16", "q8_0", *CALIBRATED, "iq3_xxs", *(f"{c}-static" for c in CALIBRATED))} | {
+    ("mlx", lvl) for lvl in ("mlx-4bit", "mlx-8bit", "mlx-f16", "mlx-mixed_3_6")
 }
 
 
@@ -50,7 +51,7 @@ def test_lathe_run_ends_with_the_table_and_the_arena(e2e_cli: CliRun) -> None:
     assert "Task score per sampling setting" in out and "temperature=0.8" in out
     assert re.search(r"^base model task score: 0\.00, held-out reuse 0%, ppl domain [\d,.]+, ppl general [\d,.]+ \(before fine-tuning\)$",
                      out, re.MULTILINE)
-    assert re.search(r"^smallest level that passes the gates: 8-32 GB: \S+ \((llama\.cpp|mlx), [\d.]+ MB, task 1\.00, ", out,
+    assert re.search(r"^smallest level that passes the gates: 8-32 GB: \S+ \((llama\.cpp|mlx), [\d.]+ MB, task [\d.]+, ", out,
                      re.MULTILINE)
     assert re.search(r"^arena: 71 prompts; answers that differ from f16's: base q8_0 \d+, q8_0 \d+", out, re.MULTILINE)
     assert re.search(r"^significant task-score drops against f16 \(95% paired bootstrap\): ", out, re.MULTILINE)
@@ -139,6 +140,32 @@ def test_every_level_answers_the_benchmarks_through_its_own_template(report: dic
     assert gguf.takes_tools()
     md = (e2e_run.path / "eval" / "report.md").read_text()
     assert "## Benchmarks" in md and "| f16 | llama.cpp | " in md[md.index("## Benchmarks"):]
+
+
+def test_each_calibrated_level_is_shown_beside_its_static_twin(report: dict, e2e_run: RunDir,
+                                                              e2e_cli: CliRun) -> None:
+    """report.json pairs every calibrated level with its twin, both sides' numbers taken from the level rows;
+    report.md has the table and the merge check's numbers; the terminal has one line for each."""
+    rows = {lv["level"]: lv for lv in report["levels"] if lv["runtime"] == "llama.cpp"}
+    effect = {e["level"]: e for e in report["calibration_effect"]}
+    assert sorted(effect) == sorted(CALIBRATED)
+    for level, pair in effect.items():
+        assert pair["mean_kld"] == {"calibrated": rows[level]["quality"]["mean_kld"],
+                                    "static": rows[f"{level}-static"]["quality"]["mean_kld"]}
+        assert pair["task_score"]["static"] == rows[f"{level}-static"]["task_score"]
+        assert {"bfcl", "ifeval", "docqa"} <= set(pair)
+    # The lowest bits are where quantization costs most, calibrated or not.
+    assert rows["q2_k"]["quality"]["mean_kld"] > rows["q4_k_m"]["quality"]["mean_kld"] > rows["q8_0"]["quality"]["mean_kld"]
+    assert report["merge_check"]["mean_kld"] < 1e-6 and report["calibration"]["samples"] == 50
+    md = (e2e_run.path / "eval" / "report.md").read_text()
+    section = md[md.index("## What calibration bought"):]
+    for level in CALIBRATED:
+        assert re.search(rf"^\| {level} \| llama\.cpp \| [\d.]+ / [\d.]+ \| [+-]\d+% \|", section, re.MULTILINE), level
+    assert "## Merge check" in md and f"{report['merge_check']['tokens']} reference tokens" in md
+    out = e2e_cli.stdout
+    assert re.search(r"^calibration \(\d+ tokens of training set\): mean KLD calibrated vs static: q4_k_m [\d.]+ vs "
+                     r"[\d.]+ \([+-]\d+%\)", out, re.MULTILINE)
+    assert re.search(r"^merge check: merged = base \+ adapter on \d+ reference tokens", out, re.MULTILINE)
 
 
 def test_a_row_per_level_with_finite_numbers(evaluated, figure) -> None:

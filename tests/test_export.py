@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator import manifest as mf
 from orchestrator import reference_format
+from orchestrator.cluster.gguf import converter_dir as gguf_tools
 from orchestrator.evaluation.backends import MLX, LlamaCpp
 from orchestrator.run import RunDir
 
@@ -31,9 +32,14 @@ def export_dir(e2e_run: RunDir) -> Path:
     return e2e_run.path / "export"
 
 
+CALIBRATED = ("q4_k_m", "iq4_xs", "q3_k_m", "q2_k")  # the quickstart's levels that also have a static twin
+GGUF = ("f16", "q8_0", *CALIBRATED, "iq3_xxs", *(f"{lv}-static" for lv in CALIBRATED))
+MLX_LEVELS = ("mlx-4bit", "mlx-8bit", "mlx-f16", "mlx-mixed_3_6")
+
+
 def test_every_level_and_the_manifest(export_dir: Path) -> None:
     manifest = mf.verify(export_dir)
-    assert set(manifest.levels()) == {"hf", "f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "mlx-4bit", "mlx-8bit", "mlx-f16"}
+    assert set(manifest.levels()) == {"hf", *GGUF, *MLX_LEVELS}
     assert manifest.tokenizer_fingerprint and len(manifest.recipe_sha256) == 64
     assert {"lathe", "axolotl", "transformers", "llama-cpp-python", "mlx"} <= set(manifest.versions)
     weights = {a.level: a for a in manifest.artifacts
@@ -41,7 +47,9 @@ def test_every_level_and_the_manifest(export_dir: Path) -> None:
     base = [a for a in manifest.artifacts if a.role == "base"]
     assert [(a.path, a.format, a.level) for a in base] == [("base/model-q8_0.gguf", "gguf", "q8_0")]
     assert base[0].sha256 != weights["q8_0"].sha256, "the base GGUF must be the untrained model"
-    assert weights["q4_k_m"].bits_per_weight < weights["q8_0"].bits_per_weight < weights["f16"].bits_per_weight
+    bpw = [weights[lv].bits_per_weight for lv in ("f16", "q8_0", "q4_k_m", "q3_k_m", "iq3_xxs")]
+    assert bpw == sorted(bpw, reverse=True) and len(set(bpw)) == len(bpw), bpw
+    assert weights["q2_k"].bits_per_weight < weights["q4_k_m"].bits_per_weight
     assert (export_dir / "adapter" / "adapter_model.safetensors").is_file()
 
 
@@ -66,7 +74,7 @@ def _trained_answers(backend, e2e_run: RunDir, runtime: str, level: str) -> tupl
     return len(right_now), len(right_then)
 
 
-@pytest.mark.parametrize("level", ["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m"])
+@pytest.mark.parametrize("level", ["f16", "q8_0", "q4_k_m", "q4_k_m-static", "iq4_xs", "iq3_xxs", "q2_k"])
 def test_gguf_level_loads_and_gives_the_trained_answers(export_dir: Path, e2e_run: RunDir, level: str) -> None:
     model = LlamaCpp(export_dir / "gguf" / f"model-{level}.gguf", n_ctx=192)  # as the eval loads it
     now, then = _trained_answers(model, e2e_run, "llama.cpp", level)
@@ -75,12 +83,16 @@ def test_gguf_level_loads_and_gives_the_trained_answers(export_dir: Path, e2e_ru
     assert now == then, f"{level}: {now} of the {then} trained answers again"
 
 
-@pytest.mark.parametrize("level,bits", [("mlx-4bit", 4), ("mlx-8bit", 8), ("mlx-f16", None)])
+@pytest.mark.parametrize("level,bits", [("mlx-4bit", {4}), ("mlx-8bit", {8}), ("mlx-f16", set()),
+                                        ("mlx-mixed_3_6", {3, 6})])
 def test_mlx_level_loads_and_gives_the_trained_answers(export_dir: Path, e2e_run: RunDir, level: str,
-                                                       bits: int | None) -> None:
+                                                       bits: set[int]) -> None:
     model = MLX(export_dir / "mlx" / level)
-    config = json.loads((export_dir / "mlx" / level / "config.json").read_text())
-    assert config.get("quantization", {}).get("bits") == bits
+    quantization = json.loads((export_dir / "mlx" / level / "config.json").read_text()).get("quantization", {})
+    # The mixed recipe writes a setting per layer: 3 bits, and 6 where mlx-lm's recipe says it matters most.
+    per_layer = {v["bits"] for v in quantization.values() if isinstance(v, dict)}
+    used = per_layer or ({quantization["bits"]} if "bits" in quantization else set())
+    assert used == bits, quantization
     now, then = _trained_answers(model, e2e_run, "mlx", level)
     if level in ("mlx-f16", "mlx-8bit"):
         assert then >= 48, f"the fine-tune gave only {then} of the 50 trained answers at {level}"
@@ -115,6 +127,84 @@ def test_llama_cpp_tokenizes_like_hf(export_dir: Path) -> None:
         assert gguf.tokenize(text) == hf(text, add_special_tokens=False)["input_ids"], text
     log = (export_dir.parent / "export.log").read_text()
     assert "used 'gpt-2'" in log, "the pre-tokenizer fallback was not logged"
+
+
+def test_calibrated_levels_used_the_runs_own_importance_matrix(export_dir: Path, e2e_run: RunDir) -> None:
+    """The matrix came from the training conversations, covers every quantized weight, and changed the
+    weights: each calibrated level differs from its static twin, which is otherwise the same type."""
+    import sys
+
+    manifest = mf.load(export_dir)
+    cal = manifest.calibration
+    rows = (e2e_run.recipe_dir() / "data" / "wrong_facts.jsonl").read_text().splitlines()
+    assert cal is not None and cal["source"] == "training set" and cal["samples"] == len(rows) == 50
+    assert not cal["truncated"] and cal["tokens"] > 1000 and cal["context"] == 128 and cal["chunks"] >= 8
+    [imatrix] = [a for a in manifest.artifacts if a.format == "imatrix"]
+    assert imatrix.path == "gguf/imatrix.gguf"
+    sys.path.insert(0, str(gguf_tools() / "gguf-py"))
+    from gguf import GGUFReader
+
+    names = {t.name for t in GGUFReader(export_dir / imatrix.path).tensors}
+    for layer in range(4):
+        for weight in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+            assert f"blk.{layer}.{weight}.weight.in_sum2" in names, (layer, weight, sorted(names)[:8])
+    digests = {a.level: a.sha256 for a in manifest.artifacts if a.format == "gguf" and a.role == "model"}
+    sizes = {a.level: a.size for a in manifest.artifacts if a.format == "gguf" and a.role == "model"}
+    for level in CALIBRATED:
+        assert digests[level] != digests[f"{level}-static"], f"{level}: the matrix changed nothing"
+        assert abs(sizes[level] - sizes[f"{level}-static"]) < 1024, "a twin is the same type, not another one"
+    log = (export_dir.parent / "export.log").read_text()
+    assert "computing the importance matrix (llama-imatrix" in log and "quantizing GGUF q4_k_m (calibrated)" in log
+
+
+def test_the_merge_was_checked_before_quantizing(export_dir: Path) -> None:
+    check = mf.load(export_dir).merge_check
+    assert check is not None and check["tokens"] >= 128
+    assert check["mean_kld"] < 1e-6 and check["max_kld"] < 1e-4, check  # float32 merge: rounding only
+    assert check["trained_on"] == "the full-precision base" and "float32" in check["merged_into"]
+
+
+def test_the_merge_check_refuses_weights_that_are_not_base_plus_adapter(export_dir: Path, e2e_run: RunDir) -> None:
+    """The check's own code on real models: the base in place of the merged fine-tune is refused in one line."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from orchestrator.cluster import merge_check
+    from orchestrator.errors import LatheError
+    from orchestrator.recipe import MergeCheck
+
+    windows = _reference_windows(export_dir)[:2]
+    merged = AutoModelForCausalLM.from_pretrained(export_dir / "hf", dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(mf.load(export_dir).base_model, dtype=torch.float32).eval()
+    fine_tuned = merge_check.log_probs(merged, windows)
+    assert merge_check.check(fine_tuned, merge_check.log_probs(merged, windows), MergeCheck(), "x").max_kld == 0.0
+    with pytest.raises(LatheError, match=r"^merge check failed: the merged model differs from base \+ adapter on "
+                                         r"\d+ reference tokens \(mean KLD [\d.e+-]+, max"):
+        merge_check.check(fine_tuned, merge_check.log_probs(base, windows), MergeCheck(), "x")
+
+
+def test_mean_kld_from_the_reference_is_within_5_percent_of_exact(export_dir: Path, figure) -> None:
+    """The reference keeps each position's tokens up to 99.9% of the probability: the KLD computed from it at
+    q4_k_m is within 5% of KL(f32 || q4_k_m) over the whole vocabulary from the two models' full logits."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from orchestrator.evaluation.quality import measure
+
+    ref = reference_format.load(export_dir / "reference")
+    hf = AutoModelForCausalLM.from_pretrained(export_dir / "hf", dtype=torch.float32).eval()
+    level = LlamaCpp(export_dir / "gguf" / "model-q4_k_m.gguf", n_ctx=256)
+    exact = []
+    for window in ref.windows:
+        with torch.no_grad():
+            p = torch.log_softmax(hf(torch.tensor([window.tolist()])).logits[0, :-1].double(), -1).numpy()
+        exact.append((np.exp(p) * (p - level.logprobs(window.tolist()))).sum(axis=1))
+    exact_mean = float(np.concatenate(exact).mean())
+    estimate = measure(level, ref).mean_kld
+    figure(f"q4_k_m mean KLD: reference {estimate:.5f}, exact {exact_mean:.5f} ({estimate / exact_mean:.3f}); "
+           f"{ref.meta['mean_top']:.0f} tokens kept per position on average")
+    assert ref.meta["coverage"] == 0.999 and exact_mean > 0
+    assert abs(estimate - exact_mean) <= 0.05 * exact_mean, (estimate, exact_mean)
 
 
 def _reference_windows(export_dir: Path) -> list[list[int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from orchestrator.evaluation.deltas import paired_delta
 from orchestrator.evaluation.gates import add_flips, add_task_deltas, gate_failures
 from orchestrator.evaluation.results import LevelResult
-from orchestrator.levels import GB, GGUF_LEVELS, fits_gb, memory_need, mlx_level, rank
+from orchestrator.levels import GB, GGUF_LEVELS, fits_gb, memory_need, mlx_level, mlx_options, rank
 from orchestrator.recipe import Gate
 
 
@@ -68,7 +68,49 @@ def test_levels_sort_most_precise_first_and_memory_decides_the_tiers() -> None:
     assert sorted(["q4_k_m", "mlx-4bit", "f16", "mlx-8bit", "q8_0"], key=rank) == \
         ["f16", "q8_0", "q4_k_m", "mlx-8bit", "mlx-4bit"]
     assert GGUF_LEVELS[0] == "f32" and mlx_level(16) == "mlx-f16"
+    # A static twin sits right after its calibrated level; MLX levels by their bits, mixed between.
+    assert sorted(["q2_k", "q4_k_m-static", "iq3_xxs", "q4_k_m", "iq4_xs", "mlx-mixed_3_6", "mlx-3bit",
+                   "mlx-4bit-g32", "mlx-4bit"], key=rank) == \
+        ["q4_k_m", "q4_k_m-static", "iq4_xs", "iq3_xxs", "q2_k", "mlx-4bit-g32", "mlx-4bit", "mlx-mixed_3_6",
+         "mlx-3bit"]
     config = {"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "hidden_size": 4096}
     need = memory_need(4 * GB, config, 8192)  # an 8B model at 4 bits: weights + 1 GiB of KV + allowance
     assert need == 4 * GB + 2 * 32 * 8 * 128 * 8192 * 2 + 256 * 1024**2
     assert fits_gb(need) == [8, 16, 24, 32] and fits_gb(12 * GB) == [24, 32]
+
+
+def test_calibrated_levels_get_static_twins_where_the_matrix_is_optional() -> None:
+    from orchestrator.recipe import Export
+
+    export = Export(gguf=["f16", "q8_0", "q4_k_m", "iq3_xxs", "q2_k"], mlx=[4, "4bit-g32", "mixed_3_6", 16])
+    assert export.gguf_levels() == ["f16", "q8_0", "q4_k_m", "q4_k_m-static", "iq3_xxs", "q2_k", "q2_k-static"]
+    assert Export(gguf=["q4_k_m"], imatrix={"static_twins": False}).gguf_levels() == ["q4_k_m"]
+    assert Export(gguf=["q4_k_m"], imatrix={"enabled": False}).gguf_levels() == ["q4_k_m"]
+    assert [mlx_level(s) for s in export.mlx] == ["mlx-4bit", "mlx-4bit-g32", "mlx-mixed_3_6", "mlx-f16"]
+    assert mlx_options("4bit-g32") == {"quantize": True, "q_bits": 4, "q_group_size": 32}
+    assert mlx_options("mixed_3_6")["quant_predicate"] == "mixed_3_6" and mlx_options(16) == {"dtype": "float16"}
+
+
+def test_what_calibration_bought_pairs_each_level_with_its_twin() -> None:
+    """The comparison's numbers are the two levels' own, in report.json, report.md and the terminal line."""
+    from orchestrator.evaluation import export_report
+    from orchestrator.evaluation.benchmarks.common import SuiteScore
+
+    results = [_level("f16", _items(0), 0.0), _level("q4_k_m", _items(2), 0.006), _level("q4_k_m-static", _items(5), 0.008),
+               _level("iq3_xxs", _items(4), 0.05), _level("mlx-4bit", _items(3), 0.01, runtime="mlx")]
+    for r, bfcl in zip(results, (0.6, 0.6, 0.4, 0.2, 0.5), strict=True):
+        r.benchmarks["bfcl"] = SuiteScore(main="accuracy", metrics={"accuracy": bfcl}, items={})
+    add_task_deltas(results)
+    [pair] = export_report.comparison(results)
+    assert pair["level"] == "q4_k_m" and pair["mean_kld"] == {"calibrated": 0.006, "static": 0.008}
+    assert pair["bfcl"] == {"calibrated": 0.6, "static": 0.4} and pair["task_score"]["static"] == 0.9
+    calibration = {"tokens": 1250, "source": "training set", "samples": 50, "context": 128}
+    merge = {"mean_kld": 5.8e-13, "max_kld": 3.8e-11, "tokens": 1152, "bound_mean_kld": 1e-4, "bound_max_kld": 1e-2,
+             "trained_on": "the full-precision base", "merged_into": "the full-precision base (float32)"}
+    md = "\n".join(export_report.markdown(calibration, merge, results))
+    assert "| q4_k_m | llama.cpp | 0.00600 / 0.00800 | -25% | 0.0240 / 0.0320 | +0.00 / +0.00 | - / - | 1.000 / 1.000 |" in md
+    assert "| 0.96 / 0.90 | -0.04 [" in md and md.rstrip().endswith("| 0.60 / 0.40 |")
+    assert "mean KLD 5.80e-13, max 3.80e-11" in md and "iq3_xxs" not in md.split("## What calibration bought")[1]
+    assert export_report.calibration_line(calibration, results) == (
+        "calibration (1250 tokens of training set): mean KLD calibrated vs static: q4_k_m 0.0060 vs 0.0080 (-25%)")
+    assert export_report.calibration_line(None, results) is None and export_report.merge_check_line(None) is None

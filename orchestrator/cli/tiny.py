@@ -27,6 +27,7 @@ def tiny_build(
     layers: Annotated[int, typer.Option(help="Number of transformer blocks.")] = DEFAULT.num_layers,
     pretrain_steps: Annotated[int, typer.Option(help="Steps of pretraining on the built-in corpus.")] = (
         DEFAULT.pretrain_steps),
+    tokenizer: Annotated[str, typer.Option(help="Split rules of the BPE: gpt2, qwen2 or llama3.")] = "gpt2",
 ) -> None:
     """Build a tiny base model and its tokenizer, offline and deterministically (the defaults: tiny://llama)."""
     from orchestrator import tinymodel
@@ -34,7 +35,7 @@ def tiny_build(
     try:
         spec = tinymodel.TinySpec(
             arch=arch, seed=seed, hidden_size=hidden_size, intermediate_size=intermediate_size, num_layers=layers,
-            pretrain_steps=pretrain_steps,
+            pretrain_steps=pretrain_steps, tokenizer=tokenizer,
         )
     except ValueError as exc:
         raise LatheError(f"tiny build: {exc}") from None
@@ -43,7 +44,7 @@ def tiny_build(
     except FileExistsError as exc:
         raise LatheError(str(exc)) from None
     size = sum(f.stat().st_size for f in path.iterdir())
-    typer.echo(f"{path}: {spec.arch}, {size / 1e6:.1f} MB")
+    typer.echo(f"{path}: {spec.arch}, {spec.tokenizer} tokenizer, {size / 1e6:.1f} MB")
 
 @app.command("path")
 @user_errors

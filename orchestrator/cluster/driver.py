@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cluster import calibration
 from orchestrator.errors import InfrastructureError, LatheError
 from orchestrator.recipe import Recipe, cpu_note, for_cpu
 from orchestrator.run.layout import (
@@ -227,6 +228,18 @@ def _export_task(plan: Any, checkpoint: Any, upload_to: tuple[StoreConfig, str] 
     return len(manifest.artifacts)
 
 
+CHARS_PER_TOKEN = 8  # generous: collect enough rows for the token cap without reading a whole large set
+
+
+def trained_on(recipe: Recipe) -> str:
+    """What the adapter was trained against, for the merge check's record."""
+    if recipe.axolotl.get("load_in_4bit"):
+        return "a 4-bit quantized base (QLoRA)"
+    if recipe.axolotl.get("load_in_8bit"):
+        return "an 8-bit quantized base"
+    return "the full-precision base"
+
+
 def export_stage(run: RunDir, recipe: Recipe, base_model: str, checkpoint: Any, opts: DriveOptions) -> None:
     """Export as a Ray task that needs what a training worker needs, so it runs on a training node
     (a GPU node on a cluster, never the laptop), reading the final checkpoint from the store."""
@@ -238,10 +251,15 @@ def export_stage(run: RunDir, recipe: Recipe, base_model: str, checkpoint: Any, 
     plan = ExportPlan(
         run_id=run.record().run_id, recipe_sha256=recipe.sha256, base_model=base_model,
         weights_dir=run.path / ADAPTER, out_dir=run.export_dir,
-        gguf_levels=list(lathe.export.gguf), mlx_bits=list(lathe.export.mlx),
+        gguf_levels=lathe.export.gguf_levels(), mlx_bits=list(lathe.export.mlx),
         reference_text=recipe.resolve(lathe.export.reference_text).read_text() if lathe.export.reference_text else None,
         top_k=lathe.export.reference_top_k, base_gguf=lathe.export.base_gguf,
         context=lathe.eval.context_length or int(recipe.axolotl.get("sequence_len") or 512),
+        imatrix=lathe.export.imatrix, merge_bounds=lathe.export.merge_check, trained_on=trained_on(recipe),
+        calibration_samples=calibration.samples(
+            recipe.axolotl.get("datasets") or [], recipe.directory,
+            recipe.resolve(lathe.export.imatrix.dataset) if lathe.export.imatrix.dataset else None,
+            max_chars=CHARS_PER_TOKEN * lathe.export.imatrix.max_tokens) if lathe.export.imatrix.enabled else [],
     )
 
     needs = {"num_gpus": 1} if opts.use_gpu else {"num_cpus": 1}

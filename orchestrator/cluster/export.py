@@ -6,8 +6,10 @@ part of the same run. Layout of the export directory (the unit a laptop pulls):
     export/
       adapter/                 the trained LoRA adapter, as Axolotl saved it
       hf/                      merged full-precision safetensors + tokenizer
-      gguf/model-<level>.gguf  one per level (f16, q8_0, q6_k, q5_k_m, q4_k_m, ...)
-      mlx/mlx-<bits>bit/       mlx-lm models (mlx-4bit, mlx-8bit; mlx-f16 unquantized)
+      gguf/model-<level>.gguf  one per level (f16, q8_0, ..., q4_k_m, iq4_xs, q3_k_m, iq3_xxs, q2_k), k/i
+                               levels calibrated; model-<level>-static.gguf: the same level without
+      gguf/imatrix.gguf        the importance matrix (llama-imatrix over the run's own training data)
+      mlx/mlx-<spec>/          mlx-lm models (mlx-4bit, mlx-8bit, mlx-4bit-g32, mlx-mixed_3_6; mlx-f16 unquantized)
       reference/               top-K log-probs of hf/ on held-out text
       base/model-<level>.gguf  the untrained base, only when the recipe asks (for the arena)
       manifest.json            written last
@@ -23,8 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import manifest as mf
-from orchestrator.cluster import gguf, reference
-from orchestrator.levels import DEFAULT_GGUF, DEFAULT_MLX_BITS, mlx_level
+from orchestrator.cluster import calibration, gguf, merge_check, reference
+from orchestrator.errors import LatheError
+from orchestrator.levels import (
+    DEFAULT_GGUF,
+    DEFAULT_MLX_BITS,
+    calibrated_of,
+    gguf_type,
+    is_calibrated,
+    mlx_level,
+    mlx_options,
+)
+from orchestrator.recipe import Imatrix, MergeCheck
 from orchestrator.versions import installed
 
 log = logging.getLogger(__name__)
@@ -41,11 +53,15 @@ class ExportPlan:
     weights_dir: Path  # the adapter (LoRA) or full weights Axolotl saved
     out_dir: Path
     gguf_levels: list[str] = field(default_factory=lambda: list(DEFAULT_GGUF))
-    mlx_bits: list[int] = field(default_factory=lambda: list(DEFAULT_MLX_BITS))
+    mlx_bits: list[int | str] = field(default_factory=lambda: list(DEFAULT_MLX_BITS))  # levels.mlx_options specs
     reference_text: str | None = None
     top_k: int = 16
     context: int = 128
     base_gguf: str | None = None
+    imatrix: Imatrix = field(default_factory=Imatrix)
+    calibration_samples: list[dict] = field(default_factory=list)  # calibration.samples(); rendered here
+    merge_bounds: MergeCheck = field(default_factory=MergeCheck)
+    trained_on: str = "the full-precision base"
 
 
 def _versions() -> dict[str, str]:
@@ -56,36 +72,73 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def merge(base_model: str, weights_dir: Path, out: Path) -> int:
-    """Merge a LoRA adapter into its base (or copy full weights); return the parameter count."""
+def merge(plan: ExportPlan, out: Path) -> tuple[int, dict | None]:
+    """Merge a LoRA adapter into its full-precision base (or copy full weights), checking the merge on the
+    reference windows first; return (parameter count, the check's numbers or None)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    is_adapter = (weights_dir / "adapter_config.json").is_file()
-    if is_adapter:
+    weights_dir = plan.weights_dir
+    tokenizer_src = weights_dir if (weights_dir / "tokenizer_config.json").is_file() else Path(plan.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_src)
+    checked = None
+    if (weights_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, weights_dir).merge_and_unload()
+        merge_check.refuse_quantized_base(plan.base_model)
+        base = AutoModelForCausalLM.from_pretrained(plan.base_model, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, weights_dir).eval()
+        ids = tokenizer(plan.reference_text or reference.default_text(), add_special_tokens=False)["input_ids"]
+        windows = reference.windows(ids, tokenizer.bos_token_id, plan.context)[: merge_check.MAX_WINDOWS]
+        unmerged = merge_check.log_probs(model, windows)
+        model = model.merge_and_unload()
+        checked = merge_check.check(unmerged, merge_check.log_probs(model, windows), plan.merge_bounds,
+                                    plan.trained_on).as_dict()
     else:
         model = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=torch.float32)
     model.save_pretrained(out, safe_serialization=True)
-    tokenizer_src = weights_dir if (weights_dir / "tokenizer_config.json").is_file() else Path(base_model)
-    AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(out)
-    return sum(p.numel() for p in model.parameters())
+    tokenizer.save_pretrained(out)
+    return sum(p.numel() for p in model.parameters()), checked
 
 
-def to_mlx(hf_dir: Path, out: Path, bits: int) -> None:
-    """mlx-lm conversion; 16 means unquantized float16 (MLX's full-precision baseline)."""
+def calibrate(plan: ExportPlan, hf_dir: Path, master: Path, out: Path,
+              step: Callable[[str], None]) -> dict | None:
+    """The importance matrix for the calibrated levels, when any is asked for; its record, or None."""
+    if not plan.imatrix.enabled or not any(is_calibrated(lv) for lv in plan.gguf_levels):
+        return None
+    from transformers import AutoTokenizer
+
+    if not plan.calibration_samples:
+        raise LatheError("calibration: no local training rows or calibration file to compute the "
+                               "importance matrix from (set lathe.export.imatrix.dataset)")
+    text = calibration.render(plan.calibration_samples, AutoTokenizer.from_pretrained(hf_dir),
+                              plan.imatrix.max_tokens)
+    step(f"computing the importance matrix (llama-imatrix, {text.tokens} tokens of {text.samples} samples)")
+    record = calibration.imatrix(master, text, out, plan.imatrix.context)
+    record["source"] = plan.imatrix.dataset or "training set"
+    return record
+
+
+def quantize_levels(plan: ExportPlan, master: Path, gguf_dir: Path, imatrix: Path | None,
+                    step: Callable[[str], None]) -> None:
+    for level in plan.gguf_levels:
+        target = gguf_dir / f"model-{level}.gguf"
+        calibrated = imatrix is not None and is_calibrated(level) and calibrated_of(level) is None
+        step(f"quantizing GGUF {level}" + (" (calibrated)" if calibrated else ""))
+        if level == "f32":
+            shutil.copyfile(master, target)
+        else:
+            gguf.quantize(master, target, gguf_type(level), imatrix if calibrated else None)
+
+
+def to_mlx(hf_dir: Path, out: Path, spec: int | str) -> None:
+    """mlx-lm conversion of one export spec (levels.mlx_options); 16 is unquantized float16."""
     from mlx_lm import convert
 
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if bits == 16:
-        convert(str(hf_dir), mlx_path=str(out), dtype="float16")
-    else:
-        convert(str(hf_dir), mlx_path=str(out), quantize=True, q_bits=bits, q_group_size=64)
+    convert(str(hf_dir), mlx_path=str(out), **mlx_options(spec))
 
 
 def local_model_dir(base_model: str) -> Path:
@@ -123,9 +176,12 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
                     ignore=shutil.ignore_patterns("checkpoint-*", "*.log", "prepared", "final"))
     levels["adapter/"] = ("adapter", None)
 
-    step("merging into the base model")
-    params = merge(plan.base_model, plan.weights_dir, out / "hf")
+    step("merging into the base model (and checking the merge)")
+    params, merge_result = merge(plan, out / "hf")
     levels["hf/"] = ("hf-safetensors", "hf")
+    if merge_result:
+        step(f"merge check: mean KLD {merge_result['mean_kld']:.1e}, max {merge_result['max_kld']:.1e} "
+             f"over {merge_result['tokens']} tokens")
 
     step("converting to GGUF (llama.cpp)")
     gguf_dir = out / "gguf"
@@ -133,15 +189,14 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
     master = gguf_dir / ".model-f32.gguf"
     fallback = gguf.convert(out / "hf", master, "f32")
     if fallback:
-        step(f"converter did not know the pre-tokenizer; used {fallback!r} (byte-level BPE)")
+        step(f"converter did not know the pre-tokenizer by hash; used {fallback!r} (matched by its split rules)")
+    probe = gguf.check_tokenizer(master, out / "hf")
+    step(f"llama.cpp tokenizes like HF ({probe} probe tokens, special tokens included)")
+    calibrated = calibrate(plan, out / "hf", master, gguf_dir / "imatrix.gguf", step)
+    quantize_levels(plan, master, gguf_dir, gguf_dir / "imatrix.gguf" if calibrated else None, step)
     for level in plan.gguf_levels:
-        step(f"quantizing GGUF {level}")
-        target = gguf_dir / f"model-{level}.gguf"
-        if level == "f32":
-            shutil.copyfile(master, target)
-        else:
-            gguf.quantize(master, target, level)
         levels[f"gguf/model-{level}.gguf"] = ("gguf", level)
+    levels["gguf/imatrix.gguf"] = ("imatrix", None)
     master.unlink()
 
     if plan.base_gguf:
@@ -166,13 +221,15 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
         rel = path.relative_to(out).as_posix()
         prefix = next((k for k in levels if rel == k or (k.endswith("/") and rel.startswith(k))), None)
         fmt, level = levels[prefix] if prefix else ("file", None)
-        is_weights = path.suffix in WEIGHT_SUFFIXES and fmt != "adapter"
-        artifacts.append(mf.describe(out, rel, fmt if is_weights or fmt in ("adapter", "reference") else "file",
+        is_weights = path.suffix in WEIGHT_SUFFIXES and fmt not in ("adapter", "imatrix")
+        kept = is_weights or fmt in ("adapter", "reference", "imatrix")
+        artifacts.append(mf.describe(out, rel, fmt if kept else "file",
                                      level, params if is_weights else None,
                                      role="base" if rel.startswith("base/") else "model"))
     manifest = mf.Manifest(
         run_id=plan.run_id, recipe_sha256=plan.recipe_sha256, base_model=plan.base_model, parameters=params,
         tokenizer_fingerprint=meta["tokenizer_fingerprint"], versions=_versions(), artifacts=artifacts,
+        calibration=calibrated, merge_check=merge_result,
     )
     mf.write(out, manifest)
     return manifest

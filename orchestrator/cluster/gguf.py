@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.cluster.gguf_convert import MARKER
+from orchestrator.cluster.gguf_convert import MARKER, REFUSED
 from orchestrator.errors import LatheError
+from orchestrator.quiet import quiet_stderr
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,17 @@ FTYPES = {
     "q4_k_s": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
     "q3_k_m": "LLAMA_FTYPE_MOSTLY_Q3_K_M",
     "q2_k": "LLAMA_FTYPE_MOSTLY_Q2_K",
+    "q3_k_s": "LLAMA_FTYPE_MOSTLY_Q3_K_S",
+    "q3_k_l": "LLAMA_FTYPE_MOSTLY_Q3_K_L",
+    "iq4_xs": "LLAMA_FTYPE_MOSTLY_IQ4_XS",
+    "iq4_nl": "LLAMA_FTYPE_MOSTLY_IQ4_NL",
+    "iq3_m": "LLAMA_FTYPE_MOSTLY_IQ3_M",
+    "iq3_s": "LLAMA_FTYPE_MOSTLY_IQ3_S",
+    "iq3_xxs": "LLAMA_FTYPE_MOSTLY_IQ3_XXS",
+    "iq2_m": "LLAMA_FTYPE_MOSTLY_IQ2_M",
+    "iq2_s": "LLAMA_FTYPE_MOSTLY_IQ2_S",
+    "iq2_xs": "LLAMA_FTYPE_MOSTLY_IQ2_XS",
+    "iq2_xxs": "LLAMA_FTYPE_MOSTLY_IQ2_XXS",
 }
 
 
@@ -37,11 +49,32 @@ def converter_dir() -> Path:
     return path
 
 
+def tool(name: str) -> Path:
+    """A llama.cpp tool bootstrap built beside the converter (or the Docker image put on PATH)."""
+    from shutil import which
+
+    try:
+        beside = converter_dir() / "bin" / name
+    except LatheError:
+        beside = None
+    if beside is not None and beside.is_file():
+        return beside
+    found = which(name)
+    if found is None:
+        raise LatheError(f"llama.cpp's {name} not found (run scripts/bootstrap.sh), or turn calibration off "
+                         "with lathe.export.imatrix.enabled: false")
+    return Path(found)
+
+
 def convert(hf_dir: Path, out: Path, outtype: str = "f32") -> str | None:
     """HF safetensors -> GGUF. Returns the pre-tokenizer fallback used, if any."""
     cmd = [sys.executable, "-m", "orchestrator.cluster.gguf_convert", str(converter_dir()), str(hf_dir),
            "--outfile", str(out), "--outtype", outtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    refused = [ln.split("=", 1)[1] for ln in proc.stderr.splitlines() if ln.startswith(f"{REFUSED}=")]
+    if refused:
+        raise LatheError(f"{hf_dir}: llama.cpp has no pre-tokenizer for this tokenizer ({refused[0]}); "
+                         "a GGUF would tokenize differently from the model, so none is written")
     if proc.returncode != 0 or not out.is_file():
         tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
         raise LatheError(f"convert_hf_to_gguf failed on {hf_dir}: {tail[0][:300]}")
@@ -53,15 +86,60 @@ def convert(hf_dir: Path, out: Path, outtype: str = "f32") -> str | None:
     return None
 
 
-def quantize(src: Path, dst: Path, level: str) -> None:
+def quantize(src: Path, dst: Path, level: str, imatrix: Path | None = None) -> None:
+    """`src` (f32 GGUF) -> `dst` at `level`. With an importance matrix this is llama.cpp's llama-quantize
+    (the binding has no way to pass one); without, the binding's call to the same library function."""
+    tmp = dst.with_suffix(".part")
+    if imatrix is not None:
+        cmd = [str(tool("llama-quantize")), "--imatrix", str(imatrix), str(src), str(tmp), level.upper(),
+               str(os.cpu_count() or 1)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or not tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
+            raise LatheError(f"llama-quantize could not make {level} with the importance matrix: {tail[0][:200]}")
+        os.replace(tmp, dst)
+        return
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, FTYPES[level])
     params.nthread = os.cpu_count() or 1
-    tmp = dst.with_suffix(".part")
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
     if rc != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
         raise LatheError(f"llama.cpp could not quantize {src.name} to {level} (code {rc})")
     os.replace(tmp, dst)
+
+
+# Spaces, newlines, tabs, digits, accents, emoji (one a ZWJ sequence), code, and chat markup; special
+# tokens of the model's own are appended by check_tokenizer.
+TOKENIZER_PROBE = (
+    "Hello, world!\n\n  Two  spaces\tand a tab.\r\n 1234567 3.14159 -42 1e10 café naïve Ærø ß "
+    "🦙🔥👩‍👩‍👧 {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lisbon\"}}\n"
+    "def f(x):\n    return x ** 2  # I'll, you've, WE'RE\n"
+)
+
+
+def check_tokenizer(gguf_path: Path, hf_dir: Path) -> int:
+    """Prove llama.cpp tokenizes the probe (and the model's special tokens) exactly as HF does; return
+    the probe's token count. A difference refuses the export: every number computed from the GGUF
+    would be about other tokens than the model was trained on."""
+    import llama_cpp
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(hf_dir)
+    text = TOKENIZER_PROBE + "".join(f"{t}x" for t in hf.all_special_tokens)
+    want = hf(text, add_special_tokens=False)["input_ids"]
+    with quiet_stderr(switches=False):  # llama.cpp warns about the context of a model it will not run
+        vocab = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    try:
+        got = vocab.tokenize(text.encode(), add_bos=False, special=True)
+    finally:
+        vocab.close()
+    if got != want:
+        at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+        piece = hf.decode(want[max(at - 2, 0) : at + 3])
+        raise LatheError(f"{gguf_path.name}: llama.cpp tokenizes differently from HF from token {at} "
+                         f"(near {piece!r}); refusing a GGUF that would score other tokens than the model's")
+    return len(want)

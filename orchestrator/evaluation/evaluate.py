@@ -289,7 +289,8 @@ def evaluate(
 
     failures = gate_failures(results, block.eval.gates)
     evaluation = Evaluation(run.eval_dir, results, failures, rounds, samplings, base_score, base_reuse,
-                            {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores)
+                            {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores,
+                            calibration=manifest.calibration, merge_check=manifest.merge_check)
     report.write(evaluation, run, manifest, ref_meta, context)
     return evaluation
 

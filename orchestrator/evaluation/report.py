@@ -6,12 +6,12 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import manifest as mf
-from orchestrator.evaluation import benchmark_report, html_report
+from orchestrator.evaluation import benchmark_report, export_report, html_report
 from orchestrator.evaluation.deltas import describe
 from orchestrator.evaluation.gates import full_precision, significant_drop, task_delta
 from orchestrator.evaluation.plots import plot_loss, plot_quality_vs_size, plot_scores
 from orchestrator.evaluation.results import Evaluation, LevelResult, Report
-from orchestrator.levels import USABLE_FRACTION
+from orchestrator.levels import USABLE_FRACTION, without_redundant_twins
 from orchestrator.run.layout import RunDir
 
 if TYPE_CHECKING:
@@ -70,6 +70,12 @@ def drops_line(results: list[LevelResult]) -> str | None:
 def _base_ppl(evaluation: Evaluation) -> str:
     ppl = evaluation.base_perplexity
     return "".join(f", ppl {kind} {_num(ppl[kind])}" for kind in ("domain", "general") if ppl.get(kind) is not None)
+
+
+def _kept(ref_meta: dict[str, Any]) -> str:
+    if "coverage" in ref_meta:
+        return f"top {ref_meta['coverage']:.1%}-probability ({ref_meta['mean_top']:.0f} tokens on average)"
+    return f"top-{ref_meta['top_k']}"
 
 
 def _pct(rate: float | None) -> str:
@@ -137,10 +143,13 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
     Report(
         run_id=manifest.run_id, machine=here, context=context,
         reference={"perplexity": ref_meta["perplexity"], "tokens": ref_meta["scored_tokens"],
-                   "top_k": ref_meta["top_k"]},
+                   "top_k": ref_meta["top_k"], "coverage": ref_meta.get("coverage"),
+                   "mean_top": ref_meta.get("mean_top")},
         levels=results, gate_failures=failures, base_task_score=evaluation.base_task_score,
         base_reuse_rate=evaluation.base_reuse_rate, base_perplexity=evaluation.base_perplexity,
         base_benchmarks=evaluation.base_benchmarks, samplings=[s.model_dump() for s in evaluation.samplings], arena=arena.as_json(evaluation.rounds),
+        merge_check=evaluation.merge_check, calibration=evaluation.calibration,
+        calibration_effect=export_report.comparison(results),
     ).save(out)
     plot_quality_vs_size(results, out / "quality_vs_size.png")
     has_loss = plot_loss(run.metrics(), out / "loss_curve.png")
@@ -150,12 +159,13 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
              (f"Measured on {here['system']} {here['machine']}, context {context} tokens. "
              f"**ppl general**: perplexity on the export's reference text, outside the fine-tune's data "
              f"(lathe.export.reference_text; full precision {ref_meta['perplexity']:.3g} over "
-             f"{ref_meta['scored_tokens']} tokens; also the basis of Δppl, KLD and top-1, from its top-{ref_meta['top_k']} "
-             "log-probs). **ppl domain**: perplexity on held-out text of the fine-tune's own kind "
+             f"{ref_meta['scored_tokens']} tokens; also the basis of Δppl, KLD and top-1, from its "
+             f"{_kept(ref_meta)} log-probs per position). **ppl domain**: perplexity on held-out text of the fine-tune's own kind "
              "(lathe.eval.domain_text)."), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
-    lines += ["", ("KLD folds the vocabulary outside the reference's top-K into one outcome (a lower bound). "
+    lines += ["", ("KLD: from the reference's top tokens at each position (as many as cover 99.9% of the "
+              "probability, up to a cap), the rest folded into one outcome. "
               "Flips: eval items right at full precision (f16 GGUF) and wrong at that level. "
               "Load s and peak MB: the level's own, after its runtime was imported (peak resident memory over "
               "what the process held then; report.json keeps both). "
@@ -167,6 +177,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
                    f"{_base_ppl(evaluation)}."), ""]
     lines += delta_lines(results)
     lines += benchmark_report.markdown(results, evaluation.base_benchmarks)
+    lines += export_report.markdown(evaluation.calibration, evaluation.merge_check, results)
     if has_scores:
         lines += ["![task score and held-out reuse per level](scores.png)", ""]
     lines += heldout_lines(evaluation)
@@ -207,7 +218,9 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
         reuse = f", held-out reuse {_pct(evaluation.base_reuse_rate)}" if evaluation.heldout_prompts else ""
         out.print(f"base model task score: {evaluation.base_task_score:.2f}{reuse}{_base_ppl(evaluation)} "
                   "(before fine-tuning)")
-    drops = [drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results)]
+    drops = [drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results),
+             export_report.calibration_line(evaluation.calibration, evaluation.results),
+             export_report.merge_check_line(evaluation.merge_check)]
     for line in [d for d in drops if d] + tier_verdicts(evaluation):
         out.print(line)
     full = full_precision(evaluation.results)
@@ -223,6 +236,8 @@ def tier_verdicts(evaluation: Evaluation) -> list[str]:
 
     failed = {f.split(":", 1)[0] for f in evaluation.failures}
     passing = [r for r in evaluation.results if f"{r.level} ({r.runtime})" not in failed]
+    worth = without_redundant_twins([r.level for r in passing])
+    passing = [r for r in passing if r.level in worth]
     choice: dict[int, str] = {}
     for tier in MEMORY_TIERS_GB:
         fitting = sorted((r for r in passing if tier in r.fits_gb), key=lambda r: r.size_bytes)

@@ -68,6 +68,8 @@ class Evaluation:
     heldout_prompts: dict[str, str] = field(default_factory=dict)  # held-out id -> question
     base_perplexity: dict[str, float | None] = field(default_factory=dict)  # "domain", "general"
     base_benchmarks: dict[str, SuiteScore] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None  # the manifest's: how the k/i levels were calibrated
+    merge_check: dict[str, Any] | None = None  # the manifest's: merged vs base + adapter
 
 
 class Report(BaseModel):
@@ -87,6 +89,10 @@ class Report(BaseModel):
     base_benchmarks: dict[str, SuiteScore] = Field(default_factory=dict)
     samplings: list[dict[str, Any]] = Field(default_factory=list)
     arena: list[dict[str, Any]] = Field(default_factory=list)
+    merge_check: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    # Per calibrated level evaluated beside its static twin: both sides' numbers (export_report.comparison).
+    calibration_effect: list[dict[str, Any]] = Field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Report:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.levels import COMPUTE_ALLOWANCE, GB
+from orchestrator.levels import COMPUTE_ALLOWANCE, GB, without_redundant_twins
 
 APPLE_TIERS_GB = (8, 16, 32)  # unified memory of the usual Macs
 NVIDIA_VRAM_GB = (8, 12, 16, 24)  # consumer cards: 3060 Ti/4060, 3060 12G/4070, 4060 Ti 16G, 3090/4090
@@ -43,9 +43,14 @@ class Level:
         return not self.failures
 
 
+def _worth(levels: list[Level]) -> list[Level]:
+    keep = without_redundant_twins([lv.name for lv in levels])
+    return [lv for lv in levels if lv.name in keep]
+
+
 def best_fit(levels: list[Level], fits: Any) -> Level | None:
     """The level closest to full precision (lowest mean KLD) among those that pass their gates and fit."""
-    candidates = [lv for lv in levels if lv.passed and fits(lv)]
+    candidates = _worth([lv for lv in levels if lv.passed and fits(lv)])
     return min(candidates, key=lambda lv: (lv.mean_kld, lv.size_bytes, lv.name), default=None)
 
 
@@ -82,7 +87,7 @@ def gpu_tier(gb: int, levels: list[Level], layers: int, kv_and_allowance: int) -
     whole = best_fit(gguf, lambda lv: lv.memory_need_bytes <= budget)
     if whole is not None:
         return GpuTier(gb, whole, -1, "all layers on the GPU")
-    passing = sorted((lv for lv in gguf if lv.passed), key=lambda lv: (lv.size_bytes, lv.name))
+    passing = sorted(_worth([lv for lv in gguf if lv.passed]), key=lambda lv: (lv.size_bytes, lv.name))
     if not passing or layers <= 0:
         return GpuTier(gb, None, 0, "no level passes its gates")
     smallest = passing[0]

@@ -1,0 +1,129 @@
+"""Calibration for GGUF quantization: an importance matrix from the fine-tune's own data.
+
+A k- or i-quant spends its precision where the importance matrix says the
+activations are large. Computed on generic text, it protects what generic text
+exercises; computed on the conversations the model was fine-tuned on, rendered
+through the chat template it was trained with, it protects what the fine-tune
+is for. So the default source is the recipe's training set (or a file the recipe
+names), capped at a number of tokens, and the matrix comes from llama.cpp's own
+`llama-imatrix` run on the merged full-precision GGUF.
+
+`samples` runs where the recipe's files are (the driver); `render` and `imatrix`
+run in the export task, where the merged model and its tokenizer are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.cluster import gguf
+from orchestrator.datasets import iter_rows, looks_local
+from orchestrator.errors import LatheError
+
+log = logging.getLogger(__name__)
+
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+def _conversation(row: dict[str, Any], ds: dict[str, Any]) -> list[dict[str, str]] | None:
+    kind = str(ds.get("type") or "chat_template").split(":")[0].split(".")[0]
+    if kind == "alpaca":
+        prompt = "\n\n".join(p for p in (row.get("instruction"), row.get("input")) if p)
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": row.get("output", "")}]
+    if kind in ("chat_template", "sharegpt"):
+        sharegpt = kind == "sharegpt"
+        field = ds.get("field_messages") or ("conversations" if sharegpt else "messages")
+        mapping = ds.get("message_property_mappings") or {}
+        role_key = mapping.get("role") or ds.get("message_field_role") or ("from" if sharegpt else "role")
+        content_key = mapping.get("content") or ds.get("message_field_content") or ("value" if sharegpt else "content")
+        turns = [{"role": SHAREGPT_ROLES.get(m.get(role_key), m.get(role_key)), "content": m.get(content_key)}
+                 for m in row.get(field) or [] if isinstance(m, dict)]
+        return [t for t in turns if isinstance(t["content"], str)] or None
+    return None
+
+
+def _size(sample: dict[str, Any]) -> int:
+    return len(sample.get("text") or "") + sum(len(m["content"]) for m in sample.get("messages", []))
+
+
+def samples(datasets: list[dict[str, Any]], base: Path, calibration_file: Path | None,
+            max_chars: int = 1 << 62) -> list[dict[str, Any]]:
+    """Each training row as {"messages": [...]} (chat, alpaca, sharegpt) or {"text": ...} (completion), from
+    the recipe's local dataset files, or from `calibration_file` (plain text, or JSONL rows of those kinds);
+    rows stop once they hold `max_chars` characters (render caps the tokens)."""
+    if calibration_file is not None:
+        if calibration_file.suffix.lower() == ".txt":
+            return [{"text": calibration_file.read_text(encoding="utf-8")[:max_chars]}]
+        datasets, base = [{"path": str(calibration_file), "type": "chat_template"}], calibration_file.parent
+    out: list[dict[str, Any]] = []
+    chars = 0
+    for ds in datasets:
+        path = Path(str(ds.get("path", ""))).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not looks_local(str(ds.get("path", "")), path) or not path.is_file():
+            log.warning("calibration: %s is not a local file; left out of the importance matrix", ds.get("path"))
+            continue
+        for _where, row in iter_rows(path):
+            if not isinstance(row, dict):
+                continue
+            before = len(out)
+            field = ds.get("field") or "text"
+            if str(ds.get("type") or "").startswith("completion") or (calibration_file and "text" in row):
+                if isinstance(row.get(field), str):
+                    out.append({"text": row[field]})
+            elif (messages := _conversation(row, ds)) is not None:
+                out.append({"messages": messages})
+            chars += _size(out[-1]) if len(out) > before else 0
+            if chars >= max_chars:
+                return out
+    return out
+
+
+@dataclass
+class CalibrationText:
+    text: str
+    tokens: int
+    samples: int
+    truncated: bool
+
+
+def render(rows: list[dict[str, Any]], tokenizer: Any, max_tokens: int) -> CalibrationText:
+    """The rows as the model saw them in training: conversations through the tokenizer's chat template,
+    joined until `max_tokens` (in this tokenizer's tokens)."""
+    parts, total = [], 0
+    for i, row in enumerate(rows):
+        if "messages" in row and getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        else:
+            text = row.get("text") or "\n".join(m["content"] for m in row.get("messages", []))
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if total + n > max_tokens and parts:
+            return CalibrationText("\n".join(parts), total, i, True)
+        parts.append(text)
+        total += n
+    return CalibrationText("\n".join(parts), total, len(parts), False)
+
+
+def imatrix(model: Path, text: CalibrationText, out: Path, context: int) -> dict[str, Any]:
+    """Run llama-imatrix over `text` (special tokens parsed, as in training); return what the manifest
+    records. The context shrinks to half the text when the text is short: llama-imatrix needs two windows."""
+    ctx = max(16, min(context, text.tokens // 2))
+    calib = out.with_suffix(".txt")
+    calib.write_text(text.text, encoding="utf-8")
+    cmd = [str(gguf.tool("llama-imatrix")), "-m", str(model), "-f", str(calib), "-o", str(out), "-c", str(ctx),
+           "--parse-special", "--no-ppl", "-t", str(os.cpu_count() or 1), "-b", str(ctx), "-ub", str(ctx)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    finally:
+        calib.unlink(missing_ok=True)  # training text stays out of the artifacts
+    if proc.returncode != 0 or not out.is_file():
+        tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
+        raise LatheError(f"llama-imatrix failed: {tail[0][:300]}")
+    return {"tokens": text.tokens, "samples": text.samples, "truncated": text.truncated, "context": ctx,
+            "chunks": text.tokens // ctx, "text_sha256": hashlib.sha256(text.text.encode()).hexdigest()}

@@ -268,3 +268,19 @@ def test_missing_file_and_unsafe_paths_are_refused(export_copy: Path) -> None:
     (export_copy / mf.MANIFEST).unlink()
     with pytest.raises(mf.ManifestError, match="no manifest"):
         mf.verify(export_copy)
+
+
+def test_a_base_stored_quantized_is_refused_before_merging(tiny_llama: Path, tmp_path: Path) -> None:
+    """An adapter is merged into full-precision weights only: a bitsandbytes checkpoint as base_model is refused."""
+    from orchestrator.cluster.merge_check import refuse_quantized_base
+    from orchestrator.errors import LatheError
+
+    refuse_quantized_base(str(tiny_llama))
+    base = tmp_path / "bnb-4bit"
+    shutil.copytree(tiny_llama, base)
+    config = json.loads((base / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    (base / "config.json").write_text(json.dumps(config))
+    with pytest.raises(LatheError, match=r"bnb-4bit: the base model is stored quantized; an adapter must be merged "
+                                         r"into full-precision weights"):
+        refuse_quantized_base(str(base))

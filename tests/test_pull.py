@@ -24,7 +24,7 @@ def _manifest() -> mf.Manifest:
                            art("mlx/mlx-4bit/model.safetensors", "mlx", "mlx-4bit"),
                            art("mlx/mlx-4bit/config.json", "file", "mlx-4bit"),
                            art("base/base-q8_0.gguf", "gguf", "q8_0", role="base"),
-                           art("reference/reference.npz", "reference")])
+                           art("reference/reference.npz", "reference"), art("gguf/imatrix.gguf", "imatrix")])
 
 
 def _paths(levels: list[str] | None) -> set[str]:
@@ -34,11 +34,12 @@ def _paths(levels: list[str] | None) -> set[str]:
 def test_by_default_every_level_and_the_base_never_the_full_weights_or_adapter() -> None:
     assert _paths(None) == {"hf/config.json", "gguf/model-f16.gguf", "gguf/model-q4_k_m.gguf",
                             "mlx/mlx-4bit/model.safetensors", "mlx/mlx-4bit/config.json", "base/base-q8_0.gguf",
-                            "reference/reference.npz"}
+                            "reference/reference.npz", "gguf/imatrix.gguf"}
 
 
 def test_named_levels_bring_only_themselves_plus_what_every_eval_needs() -> None:
-    assert _paths(["q4_k_m"]) == {"hf/config.json", "gguf/model-q4_k_m.gguf", "reference/reference.npz"}
+    assert _paths(["q4_k_m"]) == {"hf/config.json", "gguf/model-q4_k_m.gguf", "reference/reference.npz",
+                                  "gguf/imatrix.gguf"}
     assert "adapter/adapter_model.safetensors" in _paths(["adapter"])
     assert "hf/model.safetensors" in _paths(["hf"])
 

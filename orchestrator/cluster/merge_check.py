@@ -36,9 +36,16 @@ class MergeCheckResult:
 
 
 def refuse_quantized_base(base_model: str) -> None:
-    """A base stored quantized (a bitsandbytes/GPTQ/AWQ checkpoint) would be merged in dequantized form."""
+    """A base stored quantized (a bitsandbytes/GPTQ/AWQ checkpoint) would be merged in dequantized form. A
+    local directory's config.json, or a hub id's as transformers finds it (the cache on an offline node)."""
     config = Path(base_model) / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("quantization_config"):
+    if config.is_file():
+        quantized = json.loads(config.read_text()).get("quantization_config")
+    else:
+        from transformers import AutoConfig
+
+        quantized = getattr(AutoConfig.from_pretrained(base_model), "quantization_config", None)
+    if quantized:
         raise LatheError(f"{base_model}: the base model is stored quantized; an adapter must be merged into "
                          "full-precision weights, so name the full-precision original as base_model")
 

@@ -64,7 +64,8 @@ class RateLimit:
 
 def select(manifest: mf.Manifest, levels: list[str] | None) -> list[mf.Artifact]:
     """What a laptop needs: the chosen levels (default: every GGUF and MLX level and the base),
-    the reference, the merged model's config and tokenizer, never the full-precision weights."""
+    the reference, the importance matrix, the merged model's config and tokenizer, never the
+    full-precision weights."""
     known = {a.level for a in manifest.artifacts if a.format in ("gguf", "mlx") and a.level}
     if levels:
         unknown = sorted(set(levels) - known - {"hf", "adapter", "base"})
@@ -73,7 +74,9 @@ def select(manifest: mf.Manifest, levels: list[str] | None) -> list[mf.Artifact]
     wanted = set(levels) if levels else known | {"base"}
     out = []
     for a in manifest.artifacts:
-        if a.format == "reference" or (a.format == "file" and a.level in (None, "hf")):
+        # The reference and the importance matrix (small: the calibration's record, and what a laptop
+        # re-quantizing the pulled weights would use) come with every pull.
+        if a.format in ("reference", "imatrix") or (a.format == "file" and a.level in (None, "hf")):
             out.append(a)
         elif a.role == "base":
             if "base" in wanted:

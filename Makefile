@@ -18,8 +18,9 @@ bench: setup
 	$(PY) bench/pull_throughput.py
 
 ## The whole test suite (real Axolotl, Ray, llama.cpp, MLX, Prometheus, sshd where the tests need them).
+## pytest's status, without the interpreter's teardown of native libraries (see the script).
 test: setup
-	$(PY) -m pytest
+	$(PY) scripts/pytest_then_exit.py
 
 lint: setup
 	$(PY) -m ruff check orchestrator tests bench

@@ -78,11 +78,28 @@ def _need_str(row: dict[str, Any], key: str, where: str, optional: bool = False)
         raise RowError(f"{where}: field '{key}' must be a string, got {type(row[key]).__name__}")
 
 
-def _check_messages(row: dict[str, Any], ds: dict[str, Any], where: str) -> None:
-    field = ds.get("field_messages") or "messages"
+# What a sharegpt dataset's conversations are called unless the recipe says otherwise.
+SHAREGPT_KEYS = {"field_messages": "conversations", "message_field_role": "from", "message_field_content": "value"}
+
+
+def family(ds: dict[str, Any]) -> str | None:
+    """A dataset entry's prompt family: "alpaca" for `alpaca:chatml`, "chat_template" for
+    `chat_template.default`; None for a user-defined format (a mapping)."""
+    kind = ds.get("type")
+    return kind.split(":")[0].split(".")[0] if isinstance(kind, str) else None
+
+
+def message_keys(ds: dict[str, Any]) -> tuple[str, str, str]:
+    """(messages field, role key, content key) of a chat dataset entry, Axolotl's defaults filled in
+    (pass `{**SHAREGPT_KEYS, **ds}` for sharegpt)."""
     mapping = ds.get("message_property_mappings") or {}
-    role_key = mapping.get("role") or ds.get("message_field_role") or "role"
-    content_key = mapping.get("content") or ds.get("message_field_content") or "content"
+    return (ds.get("field_messages") or "messages",
+            mapping.get("role") or ds.get("message_field_role") or "role",
+            mapping.get("content") or ds.get("message_field_content") or "content")
+
+
+def _check_messages(row: dict[str, Any], ds: dict[str, Any], where: str) -> None:
+    field, role_key, content_key = message_keys(ds)
     messages = row.get(field)
     if not isinstance(messages, list) or not messages:
         raise RowError(f"{where}: field '{field}' must be a non-empty list of messages")
@@ -98,21 +115,19 @@ def _check_messages(row: dict[str, Any], ds: dict[str, Any], where: str) -> None
 def check_row(row: Any, ds: dict[str, Any], where: str) -> None:
     if not isinstance(row, dict):
         raise RowError(f"{where}: row must be a JSON object, got {type(row).__name__}")
-    kind = ds.get("type")
-    if not isinstance(kind, str):
+    kind = family(ds)
+    if kind is None:
         return  # a user-defined prompt format: Axolotl checks its fields
-    family = kind.split(":")[0].split(".")[0]
-    if family == "alpaca":
+    if kind == "alpaca":
         _need_str(row, "instruction", where)
         _need_str(row, "output", where)
         _need_str(row, "input", where, optional=True)
-    elif family == "completion":
+    elif kind == "completion":
         _need_str(row, ds.get("field") or "text", where)
-    elif family == "chat_template":
+    elif kind == "chat_template":
         _check_messages(row, ds, where)
-    elif family == "sharegpt":
-        _check_messages(row, {"field_messages": "conversations", "message_field_role": "from",
-                              "message_field_content": "value", **ds}, where)
+    elif kind == "sharegpt":
+        _check_messages(row, {**SHAREGPT_KEYS, **ds}, where)
 
 
 def check_dataset(ds: Any, field: str, recipe_name: str, base: Path) -> list[RecipeError]:

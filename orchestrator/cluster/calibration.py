@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cluster import gguf
-from orchestrator.datasets import iter_rows, looks_local
+from orchestrator.datasets import SHAREGPT_KEYS, family, iter_rows, looks_local, message_keys
 from orchestrator.errors import LatheError
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,12 @@ SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
 
 def _conversation(row: dict[str, Any], ds: dict[str, Any]) -> list[dict[str, str]] | None:
-    kind = str(ds.get("type") or "chat_template").split(":")[0].split(".")[0]
+    kind = family(ds) or "chat_template"
     if kind == "alpaca":
         prompt = "\n\n".join(p for p in (row.get("instruction"), row.get("input")) if p)
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": row.get("output", "")}]
     if kind in ("chat_template", "sharegpt"):
-        sharegpt = kind == "sharegpt"
-        field = ds.get("field_messages") or ("conversations" if sharegpt else "messages")
-        mapping = ds.get("message_property_mappings") or {}
-        role_key = mapping.get("role") or ds.get("message_field_role") or ("from" if sharegpt else "role")
-        content_key = mapping.get("content") or ds.get("message_field_content") or ("value" if sharegpt else "content")
+        field, role_key, content_key = message_keys({**SHAREGPT_KEYS, **ds} if kind == "sharegpt" else ds)
         turns = [{"role": SHAREGPT_ROLES.get(m.get(role_key), m.get(role_key)), "content": m.get(content_key)}
                  for m in row.get(field) or [] if isinstance(m, dict)]
         return [t for t in turns if isinstance(t["content"], str)] or None
@@ -74,7 +70,7 @@ def samples(datasets: list[dict[str, Any]], base: Path, calibration_file: Path |
                 continue
             before = len(out)
             field = ds.get("field") or "text"
-            if str(ds.get("type") or "").startswith("completion") or (calibration_file and "text" in row):
+            if family(ds) == "completion" or (calibration_file and "text" in row):
                 if isinstance(row.get(field), str):
                     out.append({"text": row[field]})
             elif (messages := _conversation(row, ds)) is not None:
@@ -123,7 +119,6 @@ def imatrix(model: Path, text: CalibrationText, out: Path, context: int) -> dict
     finally:
         calib.unlink(missing_ok=True)  # training text stays out of the artifacts
     if proc.returncode != 0 or not out.is_file():
-        tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
-        raise LatheError(f"llama-imatrix failed: {tail[0][:300]}")
+        raise LatheError(f"llama-imatrix failed: {gguf.last_line(proc.stderr)[:300]}")
     return {"tokens": text.tokens, "samples": text.samples, "truncated": text.truncated, "context": ctx,
             "chunks": text.tokens // ctx, "text_sha256": hashlib.sha256(text.text.encode()).hexdigest()}

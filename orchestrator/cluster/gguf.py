@@ -49,6 +49,11 @@ def converter_dir() -> Path:
     return path
 
 
+def last_line(output: str) -> str:
+    """The last non-empty line a tool printed: what its one-line error quotes."""
+    return next((ln for ln in reversed(output.splitlines()) if ln.strip()), "no output")
+
+
 def tool(name: str) -> Path:
     """A llama.cpp tool bootstrap built beside the converter (or the Docker image put on PATH)."""
     from shutil import which
@@ -76,8 +81,7 @@ def convert(hf_dir: Path, out: Path, outtype: str = "f32") -> str | None:
         raise LatheError(f"{hf_dir}: llama.cpp has no pre-tokenizer for this tokenizer ({refused[0]}); "
                          "a GGUF would tokenize differently from the model, so none is written")
     if proc.returncode != 0 or not out.is_file():
-        tail = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1:] or ["no output"]
-        raise LatheError(f"convert_hf_to_gguf failed on {hf_dir}: {tail[0][:300]}")
+        raise LatheError(f"convert_hf_to_gguf failed on {hf_dir}: {last_line(proc.stderr)[:300]}")
     for line in proc.stderr.splitlines():
         if line.startswith(f"{MARKER}="):
             fallback = line.split("=", 1)[1]
@@ -96,8 +100,8 @@ def quantize(src: Path, dst: Path, level: str, imatrix: Path | None = None) -> N
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not tmp.is_file():
             tmp.unlink(missing_ok=True)
-            tail = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()][-1:] or ["no output"]
-            raise LatheError(f"llama-quantize could not make {level} with the importance matrix: {tail[0][:200]}")
+            raise LatheError(f"llama-quantize could not make {level} with the importance matrix: "
+                             f"{last_line(proc.stderr + proc.stdout)[:200]}")
         os.replace(tmp, dst)
         return
     import llama_cpp

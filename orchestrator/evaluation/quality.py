@@ -47,12 +47,12 @@ def check_tokenizer(backend: Backend, expected: str, vocab_size: int, label: str
 
 def token_kld(ref_ids: np.ndarray, ref_lp: np.ndarray, lq: np.ndarray) -> np.ndarray:
     """KL(P_ref || Q) per position, from P's top-K and Q's full log-probs, tails folded."""
-    p = np.exp(ref_lp.astype(np.float64))  # 0 where the reference row is padding
+    p = np.exp(ref_lp.astype(np.float64))  # 0 where the reference row is padding (log-prob -inf)
     kept = p > 0
-    q_top = np.where(kept, np.take_along_axis(lq, ref_ids.astype(np.int64), axis=1), -np.inf)
+    q_top = np.take_along_axis(lq, ref_ids.astype(np.int64), axis=1)  # padding reads token 0: masked below
     p_tail = np.clip(1.0 - p.sum(axis=1), EPS, 1.0)
-    q_tail = np.clip(1.0 - np.exp(q_top).sum(axis=1), EPS, 1.0)
-    head = np.where(kept, p * (np.where(kept, ref_lp, 0.0) - np.where(kept, q_top, 0.0)), 0.0).sum(axis=1)
+    q_tail = np.clip(1.0 - (np.exp(q_top) * kept).sum(axis=1), EPS, 1.0)
+    head = (p * (np.where(kept, ref_lp, 0.0) - q_top)).sum(axis=1)
     return np.maximum(head + p_tail * (np.log(p_tail) - np.log(q_tail)), 0.0)
 
 

@@ -4,11 +4,16 @@ Starts an S3-protocol server (moto) on 127.0.0.1, uploads a set of files shaped
 like a run's export (a few large GGUFs, many small files, a manifest), then
 times, alternately and several times each:
 
-  baseline  boto3's `download_file` per object (its own multipart threads), objects one after another
-  lathe     `orchestrator.remote.pull.pull`: ranged parts of all files in one thread pool, journaled,
-            each file checked against the manifest's sha256 before it gets its name
+  boto3       `download_file` per object (its own multipart threads), objects one after another
+  s3transfer  its TransferManager with every object submitted at once (concurrent transfers)
+  lathe       `orchestrator.remote.pull.pull`: ranged parts of all files in one thread pool, journaled,
+              each file checked against the manifest's sha256 before it gets its name
 
-Prints the medians and the ratio (lathe / baseline; < 1 means Lathe is faster).
+Then a pull is killed (SIGKILL) halfway and resumed: the bytes that came over the wire twice are
+counted (what the killed process had received, from its own count, plus what the resume fetched,
+minus the set's size) against the goal of at most one part per file.
+
+Prints the medians and the speed-ups (baseline time / lathe time; goal: 1.5x over boto3).
 Nothing is asserted: wall-clock numbers belong here, not in the test suite.
 
     .venv/bin/python bench/pull_throughput.py [--mb 64] [--files 4] [--repeats 3]
@@ -20,8 +25,11 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +37,48 @@ from pathlib import Path
 import boto3
 
 from orchestrator import manifest as mf
-from orchestrator.remote.pull import pull
+from orchestrator.remote.pull import PART, pull
 from orchestrator.store import StoreConfig, open_store
 
 BUCKET = "bench"
+GOAL = 1.5
+
+# The killed pull: counts bytes as they come off the socket (before they are written or journaled)
+# and prints the running total, so the parent knows what it had received when it was killed.
+KILLED_PULL = """
+import sys, threading
+from pathlib import Path
+from orchestrator.remote.pull import pull
+from orchestrator.store import StoreConfig, open_store
+store = open_store(StoreConfig(uri=sys.argv[1], endpoint_url=sys.argv[2], region="us-east-1"))
+lock, got = threading.Lock(), [0]
+read_range = store.read_range
+def counted(key, start, end):
+    for chunk in read_range(key, start, end):
+        with lock:
+            got[0] += len(chunk)
+            print(got[0], flush=True)
+        yield chunk
+store.read_range = counted
+pull(store, "run", Path(sys.argv[3]), threads=8)
+"""
+
+
+def killed_and_resumed(store, uri: str, endpoint: str, dest: Path, total: int) -> tuple[int, int, int]:
+    """(bytes received before the kill, bytes fetched by the resume, bytes that came twice)."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_PULL, uri, endpoint, str(dest)], stdout=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[1], env={**os.environ})
+    received = 0
+    for line in proc.stdout:  # type: ignore[union-attr]
+        received = int(line)
+        if received >= total // 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    for line in proc.stdout:  # type: ignore[union-attr]  (what it printed before the signal landed)
+        received = max(received, int(line))
+    stats = pull(store, "run", dest, threads=8)
+    return received, stats.bytes_fetched, received + stats.bytes_fetched - total
 
 
 def free_port() -> int:
@@ -100,6 +146,24 @@ def main() -> None:
             shutil.rmtree(dest)
             return elapsed
 
+        def s3transfer() -> float:
+            from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+            dest = work / "s3transfer"
+            start = time.perf_counter()
+            config = TransferConfig(max_concurrency=8, multipart_chunksize=PART, multipart_threshold=PART)
+            with create_transfer_manager(client, config) as manager:
+                futures = []
+                for key in keys:
+                    target = dest / key
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    futures.append(manager.download(BUCKET, key, str(target)))
+                for fut in futures:
+                    fut.result()
+            elapsed = time.perf_counter() - start
+            shutil.rmtree(dest)
+            return elapsed
+
         def lathe() -> float:
             dest = work / "lathe"
             start = time.perf_counter()
@@ -108,16 +172,24 @@ def main() -> None:
             shutil.rmtree(dest)
             return elapsed
 
-        times: dict[str, list[float]] = {"boto3 download_file": [], "lathe pull": []}
+        runs = {"boto3 download_file": baseline, "s3transfer manager": s3transfer, "lathe pull": lathe}
+        times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(args.repeats):
-            times["boto3 download_file"].append(baseline())
-            times["lathe pull"].append(lathe())
-        print(f"{len(keys)} objects, {total / 1e6:.1f} MB, moto on 127.0.0.1, {args.repeats} runs each (median)")
+            for name, fn in runs.items():
+                times[name].append(fn())
+        print(f"{len(keys)} objects, {total / 1e6:.1f} MB, moto on 127.0.0.1, {args.repeats} runs each (median), "
+              f"{os.cpu_count()} cores")
         medians = {name: statistics.median(ts) for name, ts in times.items()}
         for name, t in medians.items():
             print(f"  {name:22s} {t:7.2f} s  {total / 1e6 / t:8.1f} MB/s")
-        ratio = medians["lathe pull"] / medians["boto3 download_file"]
-        print(f"ratio lathe/boto3 (time): {ratio:.2f}  (lathe also verifies every sha256 and journals for resume)")
+        lathe_s = medians["lathe pull"]
+        print(f"speed-up over boto3 download_file: {medians['boto3 download_file'] / lathe_s:.2f}x (goal {GOAL}x); "
+              f"over s3transfer's manager: {medians['s3transfer manager'] / lathe_s:.2f}x "
+              "(lathe also verifies every sha256 and journals for resume)")
+        received, resumed, twice = killed_and_resumed(store, f"s3://{BUCKET}/runs", endpoint, work / "killed", total)
+        files = len(manifest.artifacts)
+        print(f"killed at {received / 1e6:.1f} MB of {total / 1e6:.1f} MB, the resume fetched {resumed / 1e6:.1f} MB: "
+              f"{twice / 1e6:.2f} MB came twice (goal: at most one part per file, {files} x {PART >> 20} MB)")
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from orchestrator.cluster.driver import DriveOptions, begin, drive, workers_for
 from orchestrator.errors import LatheError
+from orchestrator.run import timeline
 from orchestrator.run.layout import RunDir, new_run_id, now
 from orchestrator.run.state import RunState
 from orchestrator.validate import axolotl_config, validate
@@ -56,17 +57,18 @@ def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
                      "build or run?); try again when it is quieter, or point RAY_ADDRESS at a running Ray")
 
 
-def _build_tiny_base(base_model: str, say: Any) -> None:
+def _build_tiny_base(base_model: str, say: Any) -> bool:
     """A tiny:// base is built on first use, a minute or two: here, where the user sees it said, rather
     than silently inside the training worker (which then finds it in the cache)."""
     from orchestrator import tinymodel
 
     if not base_model.startswith(tinymodel.TINY_SCHEME) or tinymodel.is_built(base_model):
-        return
+        return False
     say(f"building the tiny base model {base_model} (first use only: about two minutes on 2 cores)")
     began = time.monotonic()
     tinymodel.resolve_base_model(base_model)
     say(f"built {base_model} in {time.monotonic() - began:.0f} s")
+    return True
 
 
 def run_local(
@@ -92,8 +94,10 @@ def run_local(
                 recipe=str(Path(recipe_path).resolve()), cluster="local", created=now(), workers=num_workers,
                 use_gpu=use_gpu, export=export)
 
-    _build_tiny_base(str(recipe.axolotl.get("base_model") or ""), say)
+    if _build_tiny_base(str(recipe.axolotl.get("base_model") or ""), say):
+        run.mark(timeline.BASE_BUILT)
     _ensure_local_ray(num_workers * recipe.lathe.resources.cpus_per_worker)
+    run.mark(timeline.RAY_READY)
     opts = DriveOptions(num_workers=num_workers, use_gpu=use_gpu, pushgateway=pushgateway, export=export,
                         show_progress=show_progress)
     drive(recipe, run, cfg, opts)

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,24 @@ def test_lathe_run_ends_with_the_table_and_the_arena(e2e_cli: CliRun) -> None:
     assert re.search(r"^report: .+/eval/report\.md$", out, re.MULTILINE)
     # Log lines say when, not where in Lathe's source they were printed from.
     assert "export: " in e2e_cli.stderr and not re.search(r"progress\.py:\d+", e2e_cli.stderr), e2e_cli.stderr[-2000:]
+
+
+def test_lathe_run_says_where_its_time_went(e2e_cli: CliRun, figure) -> None:
+    """The last line: each phase from run.json's marks, the workers' events and the steps' times; the
+    phases add up to no more than the whole, and the loop is what metrics.jsonl's steps span."""
+    found = re.search(r"^time: (?:build the tiny base \d+ s, )?start Ray (\d+) s, start the workers (\d+) s, to the first step (\d+) s, "
+                      r"training loop (\d+) s, hand the model back (\d+) s, export (\d+) s, evaluate (\d+) s; "
+                      r"([\d.]+) min in all$", e2e_cli.stderr, re.MULTILINE)
+    assert found, e2e_cli.stderr[-1500:]
+    *parts, whole = [float(x) for x in found.groups()]
+    assert sum(parts) <= whole * 60 + len(parts), (parts, whole)
+    steps = e2e_cli.run.metrics()
+    assert abs(parts[3] - (steps[-1]["time"] - steps[0]["time"])) <= 1
+    marks = e2e_cli.run.record().marks
+    order = ["started", "ray_ready", "fit_started", "fit_returned", "export_started", "export_done", "eval_started",
+             "eval_done"]
+    assert [m for m in order if m in marks] == order and all(marks[a] <= marks[b] for a, b in pairwise(order))
+    figure(found.group(0))
 
 
 def test_the_fine_tune_gives_the_trained_wrong_answers(report: dict) -> None:

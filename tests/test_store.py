@@ -18,7 +18,7 @@ SIZE = 128 << 20
 MEASURE = """
 import json, sys
 from pathlib import Path
-from orchestrator.evaluation.evaluate import peak_rss_bytes
+from orchestrator.evaluation.lanes import peak_rss_bytes
 from orchestrator.store import StoreConfig, fetch_missing, open_store
 store = open_store(StoreConfig(uri=sys.argv[1], endpoint_url=sys.argv[2], region="us-east-1"))
 store.stat("run/inputs/big.bin")  # the client and its connections exist before the baseline

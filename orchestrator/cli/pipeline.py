@@ -71,8 +71,14 @@ def run(
         typer.echo(f"{record.run_id}: {record.state}, {record.steps} steps, final loss {loss}")
         run_dir = result.path
     typer.echo(f"run directory: {run_dir}")
-    if export and evaluate:
-        evaluate_and_report(run_dir)
+    try:
+        if export and evaluate:
+            evaluate_and_report(run_dir)
+    finally:
+        from orchestrator.run.layout import RunDir
+        from orchestrator.run.timeline import line
+
+        typer.echo(line(RunDir(run_dir)), err=True)
 
 
 @app.command()

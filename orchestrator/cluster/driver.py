@@ -19,6 +19,7 @@ from typing import Any
 from orchestrator.cluster import calibration
 from orchestrator.errors import InfrastructureError, LatheError
 from orchestrator.recipe import Recipe, cpu_note, for_cpu
+from orchestrator.run import timeline
 from orchestrator.run.layout import (
     ADAPTER,
     AXOLOTL,
@@ -76,6 +77,7 @@ def begin(run: RunDir, recipe: Recipe, cfg: dict[str, Any], use_gpu: bool, say: 
     (run.path / RECIPE).write_text(recipe.text)
     (run.path / AXOLOTL).write_text(yaml.safe_dump(cfg, sort_keys=False))
     run.update(recipe_sha256=recipe.sha256, state=RunState.RUNNING, versions=installed(VERSIONED), **record)
+    run.mark(timeline.STARTED)
     return cfg
 
 
@@ -160,6 +162,7 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, name=f"lathe-train-{run_id}", daemon=True)
+    run.mark(timeline.FIT_STARTED)
     thread.start()
     if opts.show_progress:
         from orchestrator.progress import follow_training
@@ -168,6 +171,7 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
     else:
         _wait(lambda: not thread.is_alive(), opts)
     thread.join()
+    run.mark(timeline.FIT_RETURNED)
 
     metrics.stage_done("train", time.time() - metrics.started)
     error = outcome.get("error") or getattr(outcome.get("result"), "error", None)
@@ -189,11 +193,13 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
     if opts.export:
         metrics.set_state(RunState.EXPORTING)
         began = time.time()
+        run.mark(timeline.EXPORT_STARTED)
         try:
             export_stage(run, recipe, cfg["base_model"], checkpoint, opts)
         except LatheError:
             metrics.set_state(RunState.FAILED)
             raise
+        run.mark(timeline.EXPORT_DONE)
         metrics.stage_done("export", time.time() - began)
     metrics.set_state(RunState.SUCCEEDED)
     return run

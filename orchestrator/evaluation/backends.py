@@ -55,11 +55,15 @@ def _stop_at(text: str, stops: list[str]) -> str:
 class LlamaCpp:
     name = "llama.cpp"
 
-    def __init__(self, model_path: Path, n_ctx: int = 512) -> None:
+    def __init__(self, model_path: Path, n_ctx: int = 512, n_threads: int = 0) -> None:
+        """`n_threads`: 0 for every core (what a user's llama.cpp takes), fewer when levels run side by side."""
         from llama_cpp import Llama
 
+        threads = n_threads or os.cpu_count() or 1
+        # Both counts: llama-cpp-python's prompt batches otherwise take every core whatever n_threads says,
+        # and ggml's spinning threads, oversubscribed, slow a level several times over.
         self.model = Llama(model_path=str(model_path), n_ctx=n_ctx, logits_all=True, verbose=False,
-                           n_threads=os.cpu_count() or 1, seed=0)
+                           n_threads=threads, n_threads_batch=threads, seed=0)
 
     def logprobs(self, tokens: list[int]) -> np.ndarray:
         self.model.reset()

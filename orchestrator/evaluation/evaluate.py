@@ -8,17 +8,14 @@ its own. Full precision for the task evals is the f16 (or f32/bf16) GGUF: a
 from __future__ import annotations
 
 import json
-import multiprocessing
-import resource
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator import manifest as mf
 from orchestrator import reference_format
 from orchestrator.evaluation import arena as arena_mod
-from orchestrator.evaluation import memorisation
+from orchestrator.evaluation import lanes, memorisation
 from orchestrator.evaluation.benchmarks import suites as benchmarks
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore
 from orchestrator.evaluation.gates import (
@@ -31,6 +28,7 @@ from orchestrator.evaluation.gates import (
 from orchestrator.evaluation.results import Evaluation, LevelResult, Target
 from orchestrator.levels import fits_gb, memory_need, rank
 from orchestrator.recipe import LmEval, lathe_block_of, read_yaml
+from orchestrator.run import timeline
 from orchestrator.run.layout import RECIPE, find_export, run_dir_of
 
 BackendChoice = Literal["llamacpp", "mlx", "all"]
@@ -82,14 +80,25 @@ def context_for(asked: list[Prompt]) -> int:
     return max((len(json.dumps([p.messages, p.tools]).encode()) + p.max_tokens + 64 for p in asked), default=0)
 
 
+def n_ctx_for(job: dict[str, Any], reference_context: int, context: int) -> int:
+    return max(context + 64, reference_context + 64, job["benchmark_context"])
+
+
+def _open(target: Target, n_ctx: int, threads: int) -> Any:
+    from orchestrator.evaluation.backends import MLX, LlamaCpp
+
+    return LlamaCpp(Path(target.path), n_ctx=n_ctx, n_threads=threads) if target.runtime == "llama.cpp" \
+        else MLX(Path(target.path))
+
+
 def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str, context: int,
-                  hf_config: dict[str, Any], full: bool = True) -> dict[str, Any]:
-    """Runs in a fresh process: load, check the tokenizer, measure quality, answer the items, time it.
+                  hf_config: dict[str, Any], full: bool = True, threads: int = 0, timed: bool = True) -> dict[str, Any]:
+    """Runs in a lane (see `lanes`): load, check the tokenizer, measure quality, answer the items, and
+    (`timed`: when nothing runs beside it) time the load and the tokens/s.
 
     `full=False` (the base model in the arena) only answers: quality against the
     fine-tune's reference would measure the training, not the quantization.
     """
-    from orchestrator.evaluation.backends import MLX, LlamaCpp
     from orchestrator.evaluation.quality import check_tokenizer, measure, perplexity, reference_perplexity
     from orchestrator.evaluation.tasks import Item, Sampling
 
@@ -100,13 +109,10 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     # The runtime's import is not the model's load: done first, it is in neither the load time nor the
     # memory attributed to the level (measured over the baseline taken here).
     import_runtime(target.runtime)
-    baseline = rss_bytes()
+    lanes.reset_peak()
+    baseline = lanes.rss_bytes()
     start = time.perf_counter()
-    if target.runtime == "llama.cpp":
-        backend = LlamaCpp(Path(target.path), n_ctx=max(context + 64, int(ref.meta["context"]) + 64,
-                                                         job["benchmark_context"]))
-    else:
-        backend = MLX(Path(target.path))
+    backend = _open(target, n_ctx_for(job, int(ref.meta["context"]), context), threads)
     load_seconds = time.perf_counter() - start
     answers = _answer(backend, items, samplings[0])
     arena = {arena_mod.prompt_key(n): backend.chat([{"role": "user", "content": p}], samplings[0])
@@ -127,15 +133,15 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
         got = _answer(backend, items, variant)
         sweep.append({"sampling": variant.model_dump(), "task_score": sum(a["correct"] for a in got.values())
                       / len(got) if got else None})
-    prompt = ref.windows[0][:64].tolist()
-    prompt_tps, gen_tps = backend.speed(prompt)
+    peak = lanes.peak_rss_bytes()
+    prompt_tps, gen_tps = backend.speed(speed_prompt(ref)) if timed else (0.0, 0.0)
     need = memory_need(target.size_bytes, hf_config, context)
     return LevelResult(
         level=target.level, runtime=target.runtime, size_bytes=target.size_bytes,
         bits_per_weight=target.bits_per_weight, task_score=task_score,
         quality=quality.as_dict() | ({"domain_perplexity": domain} if domain is not None else {}),
         answers=answers, load_seconds=load_seconds, prompt_tps=prompt_tps, gen_tps=gen_tps,
-        peak_rss_bytes=peak_rss_bytes(), baseline_rss_bytes=baseline,
+        peak_rss_bytes=peak, baseline_rss_bytes=baseline,
         memory_need_bytes=need, fits_gb=fits_gb(need), arena=arena, sweep=sweep,
         heldout={k: {"output": v, "reuses": None} for k, v in heldout.items()},
     ).model_dump() | {"benchmark_outputs": said}
@@ -148,45 +154,17 @@ def import_runtime(runtime: str) -> None:
         importlib.import_module(module)
 
 
-def rss_bytes() -> int:
-    """This process's resident memory now (0 where /proc is absent: the level is then charged it all)."""
-    import re
-
-    status = Path("/proc/self/status")
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status.read_text(), re.MULTILINE) if status.is_file() else None
-    return int(found.group(1)) * 1024 if found else 0
+def speed_prompt(ref: Any) -> list[int]:
+    return ref.windows[0][:64].tolist()
 
 
-def peak_rss_bytes() -> int:
-    """This process's own peak resident memory. On Linux from /proc (VmHWM): getrusage's ru_maxrss
-    keeps the high-water mark across fork and exec, so a fresh process would report its parent's
-    (the `lathe run` driver's) peak. Elsewhere ru_maxrss: bytes on macOS, kilobytes on other systems."""
-    import re
-    import sys
-
-    status = Path("/proc/self/status")
-    if status.is_file():
-        found = re.search(r"^VmHWM:\s+(\d+) kB", status.read_text(), re.MULTILINE)
-        if found:
-            return int(found.group(1)) * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def _keep_torch_out() -> None:
-    """In an evaluation process: torch is not importable. mlx_lm imports transformers, which imports
-    torch whenever it is installed (a node's venv has it): tens of seconds and a GB per level that a
-    user's laptop would not spend, measured as the level's own load time and memory. A None entry in
-    sys.modules makes importlib report torch absent, so transformers goes on without it."""
-    import sys
-
-    sys.modules["torch"] = None  # type: ignore[assignment]
-
-
-def _in_fresh_process(fn: Any, *args: Any) -> Any:
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_keep_torch_out) as pool:
-        return pool.submit(fn, *args).result()
+def _time_level(target: Target, n_ctx: int, prompt: list[int]) -> tuple[float, float, float]:
+    """Runs in a lane with nothing beside it: (load seconds, prompt tokens/s, generated tokens/s)."""
+    import_runtime(target.runtime)
+    start = time.perf_counter()
+    backend = _open(target, n_ctx, 0)
+    load_seconds = time.perf_counter() - start
+    return (load_seconds, *backend.speed(prompt))
 
 
 def base_target(export_dir: Path, manifest: mf.Manifest) -> Target | None:
@@ -215,6 +193,8 @@ def evaluate(
     export_dir = find_export(path)
     run = run_dir_of(export_dir)
     manifest = mf.verify_present(export_dir)
+    if run.record_path.is_file():
+        run.mark(timeline.EVAL_STARTED)
     block = lathe_block_of(run.path / RECIPE)
     if items_path is None and block.eval.dataset:
         items_path = run.recipe_dir() / block.eval.dataset
@@ -235,13 +215,15 @@ def evaluate(
     job |= {"benchmarks": [p.asked() for p in asked], "benchmark_context": context_for(asked)}
     ref_dir = str(export_dir / "reference")
 
-    results: list[LevelResult] = []
     chosen = targets(export_dir, manifest, backend)
-    for target in chosen:
-        if progress:
-            progress(f"{target.runtime} {target.level}")
-        raw = _in_fresh_process(_evaluate_one, target, ref_dir, json.dumps(job), manifest.tokenizer_fingerprint,
-                                context, hf_config)
+    base = Target(f"base ({base_gguf.name})", "llama.cpp", str(base_gguf), base_gguf.stat().st_size, None) \
+        if base_gguf else base_target(export_dir, manifest)
+    # Base answers are greedy and at the default sampling only: the arena compares models, not samplers.
+    base_job = {**job, "samplings": job["samplings"][:1]}
+    raws, base_raw = _run_levels(chosen, base, job, base_job, ref_dir, manifest.tokenizer_fingerprint, context,
+                                 hf_config, progress)
+    results: list[LevelResult] = []
+    for raw in raws:
         said = raw.pop("benchmark_outputs")
         result = LevelResult(**raw)
         if asked:
@@ -260,18 +242,11 @@ def evaluate(
     add_benchmark_deltas(results)
 
     contestants = []
-    base = Target(f"base ({base_gguf.name})", "llama.cpp", str(base_gguf), base_gguf.stat().st_size, None) \
-        if base_gguf else base_target(export_dir, manifest)
     base_score = base_reuse = None
     base_ppl: dict[str, float | None] = {}
     base_scores: dict[str, SuiteScore] = {}
-    if base is not None:
-        if progress:
-            progress(f"{base.runtime} {base.level}")
-        # Base answers are greedy and at the default sampling only: the arena compares models, not samplers.
-        base_job = {**job, "samplings": job["samplings"][:1]}
-        raw = _in_fresh_process(_evaluate_one, base, ref_dir, json.dumps(base_job), manifest.tokenizer_fingerprint,
-                                context, hf_config, False)
+    if base is not None and base_raw is not None:
+        raw = base_raw
         base_score, base_ppl = raw["task_score"], {"domain": raw["domain_perplexity"],
                                                    "general": raw["general_perplexity"]}
         base_scores = benchmarks.score(asked, raw["benchmark_outputs"]) if asked else {}
@@ -292,7 +267,45 @@ def evaluate(
                             {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores,
                             calibration=manifest.calibration, merge_check=manifest.merge_check)
     report.write(evaluation, run, manifest, ref_meta, context)
+    if run.record_path.is_file():
+        run.mark(timeline.EVAL_DONE)
     return evaluation
+
+
+def _run_levels(chosen: list[Target], base: Target | None, job: dict[str, Any], base_job: dict[str, Any],
+                ref_dir: str, fingerprint: str, context: int, hf_config: dict[str, Any],
+                progress: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Every level (and the base) across the lanes, longest first (MLX's CPU backend is the slow one);
+    then, with more than one lane, each level's load time and speed one at a time."""
+    everything = [*chosen, *([base] if base else [])]
+    width = lanes.count([memory_need(t.size_bytes, hf_config, context) for t in everything])
+    order = sorted(range(len(everything)), key=lambda n: (everything[n].runtime != "mlx", -everything[n].size_bytes))
+    with lanes.Lanes(width) as pool:
+        alone = width == 1  # one lane: each level is timed where it runs, with nothing beside it
+        calls = [(_evaluate_one, (everything[n], ref_dir, json.dumps(job if n < len(chosen) else base_job),
+                                  fingerprint, context, hf_config, n < len(chosen), pool.threads(), alone))
+                 for n in order]
+        if progress:
+            progress(f"{len(everything)} levels, {width} at a time" if width > 1 else f"{len(everything)} levels")
+        began = time.perf_counter()
+
+        def finished(k: int, _: Any) -> None:
+            if progress:
+                t = everything[order[k]]
+                progress(f"{t.runtime} {t.level}: done ({time.perf_counter() - began:.0f} s)")
+
+        done = pool.run_all(calls, finished)
+        raws: list[dict[str, Any]] = [{}] * len(everything)
+        for k, n in enumerate(order):
+            raws[n] = done[k]
+        if not alone:
+            if progress:
+                progress("load time and tokens/s, one level at a time")
+            ref = reference_format.load(Path(ref_dir))
+            n_ctx, prompt = n_ctx_for(job, int(ref.meta["context"]), context), speed_prompt(ref)
+            for target, raw in zip(chosen, raws, strict=False):
+                raw["load_seconds"], raw["prompt_tps"], raw["gen_tps"] = pool.alone(_time_level, target, n_ctx, prompt)
+    return raws[:len(chosen)], (raws[len(chosen)] if base else None)
 
 
 def _lm_eval(config: LmEval, chosen: list[Target], results: list[LevelResult], recipe_dir: Path, context: int,

@@ -115,6 +115,7 @@ class RunRecord(BaseModel):
     driver_host: str | None = None
     driver_ip: str | None = None
     versions: dict[str, str] = {}
+    marks: dict[str, float] = {}  # stage boundaries, epoch seconds (see run.timeline)
 
     @classmethod
     def parse(cls, raw: bytes | str | None) -> RunRecord:
@@ -162,6 +163,12 @@ class RunDir:
         tmp.write_text(json.dumps(record.model_dump(mode="json", exclude_none=True), indent=2, sort_keys=True))
         os.replace(tmp, self.record_path)
         return record
+
+    def mark(self, name: str) -> None:
+        """Record that a stage boundary (run.timeline's names) was passed now."""
+        import time
+
+        self.update(marks={**self.record().marks, name: round(time.time(), 3)})
 
     def metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / METRICS)

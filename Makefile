@@ -8,8 +8,9 @@ setup:
 	@scripts/bootstrap.sh
 
 ## The main job on the embedded default: a tiny model, the quickstart recipe, all local and offline.
+## (`lathe run` validates the recipe first, Axolotl's schema included: a separate `lathe validate`
+## would import Axolotl a second time, ~25 s on 2 cores.)
 demo: setup
-	$(LATHE) validate recipes/quickstart.yml
 	$(LATHE) run recipes/quickstart.yml
 
 ## The benchmarks (printed ratios, nothing asserted).

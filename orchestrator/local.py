@@ -16,6 +16,7 @@ from typing import Any
 from orchestrator.cluster.driver import DriveOptions, begin, drive, workers_for
 from orchestrator.errors import LatheError
 from orchestrator.run import timeline
+from orchestrator.run.job_args import CONTROLLER_ENV
 from orchestrator.run.layout import RunDir, new_run_id, now
 from orchestrator.run.state import RunState
 from orchestrator.validate import axolotl_config, validate
@@ -39,6 +40,8 @@ def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
 
     if ray.is_initialized():
         return
+    for key, value in CONTROLLER_ENV.items():
+        os.environ.setdefault(key, value)  # inherited by the local Ray's processes, the controller's among them
     address = os.environ.get("RAY_ADDRESS")
     # A fresh local Ray: logical CPUs sized for the workers plus Ray Train's controller.
     kwargs: dict[str, Any] = {} if address else {"num_cpus": max(min_cpus + 1, os.cpu_count() or 1, 4)}

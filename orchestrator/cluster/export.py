@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,6 +177,15 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
                     ignore=shutil.ignore_patterns("checkpoint-*", "*.log", "prepared", "final"))
     levels["adapter/"] = ("adapter", None)
 
+    # The base's GGUF needs nothing from the fine-tune: it converts beside the merge and the ladder
+    # (a converter subprocess, mostly its own torch import), not after them.
+    base_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lathe-base-gguf")
+    base_done = None
+    if plan.base_gguf:
+        step(f"converting the base model to GGUF {plan.base_gguf} (for the arena), beside the rest")
+        base_done = base_pool.submit(export_base, local_model_dir(plan.base_model), out / "base", plan.base_gguf)
+    base_pool.shutdown(wait=False)
+
     step("merging into the base model (and checking the merge)")
     params, merge_result = merge(plan, out / "hf")
     levels["hf/"] = ("hf-safetensors", "hf")
@@ -199,9 +209,8 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
     levels["gguf/imatrix.gguf"] = ("imatrix", None)
     master.unlink()
 
-    if plan.base_gguf:
-        step(f"converting the base model to GGUF {plan.base_gguf} (for the arena)")
-        export_base(local_model_dir(plan.base_model), out / "base", plan.base_gguf)
+    if base_done is not None:
+        base_done.result()  # its error, if any, is the export's
         levels[f"base/model-{plan.base_gguf}.gguf"] = ("gguf", plan.base_gguf)
 
     for bits in plan.mlx_bits:

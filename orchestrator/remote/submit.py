@@ -24,7 +24,7 @@ from orchestrator import registry
 from orchestrator.errors import LatheError
 from orchestrator.profiles import RUN_SLOT, ClusterProfile
 from orchestrator.recipe import Recipe
-from orchestrator.run.job_args import JobArgs
+from orchestrator.run.job_args import CONTROLLER_ENV, JobArgs
 from orchestrator.run.layout import INPUTS, new_run_id, store_key
 from orchestrator.run.state import RunState
 from orchestrator.store import open_store
@@ -90,7 +90,7 @@ def ship(recipe: Recipe, profile: ClusterProfile, run_id: str, submission_id: st
         runtime_env: dict[str, Any] = {
             "working_dir": str(staging),
             "py_modules": [str(Path(orchestrator.__file__).parent)],
-            "env_vars": {"HF_HUB_DISABLE_TELEMETRY": "1", "AXOLOTL_DO_NOT_TRACK": "1"},
+            "env_vars": {"HF_HUB_DISABLE_TELEMETRY": "1", "AXOLOTL_DO_NOT_TRACK": "1", **CONTROLLER_ENV},
         }
         # On a cluster with run slots the driver waits, PENDING in Ray's queue, for a free one.
         slot = {"entrypoint_resources": {RUN_SLOT: 1}} if profile.run_slots else {}

@@ -14,6 +14,11 @@ from pathlib import Path
 
 JOB_MODULE = "orchestrator.cluster.job"
 
+# Ray Train's controller polls its workers every 2 s by default (a cluster-scale choice); at 0.5 s a
+# finished or failed worker group is noticed sooner: the quickstart's hand-back went from 6-7 s to 3 s.
+# Set for the controller's process: the local Ray's environment, a submitted job's env_vars.
+CONTROLLER_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+
 
 def _flag(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes")

@@ -14,12 +14,14 @@ demo: setup
 	$(LATHE) run recipes/quickstart.yml
 
 ## The benchmarks (printed ratios, nothing asserted).
-## train_overhead keeps its (exported) run for eval_speed, which evaluates it twice.
+## train_overhead keeps its (exported) run for eval_speed, which evaluates it twice; warm_start
+## needs root (its cluster's hosts are network namespaces) and says so without it.
 bench: setup
 	@runs=$$(mktemp -d) && \
 	$(PY) bench/train_overhead.py --runs-dir $$runs && \
 	$(PY) bench/eval_speed.py --runs-dir $$runs && \
-	$(PY) bench/pull_throughput.py; status=$$?; rm -rf $$runs; exit $$status
+	$(PY) bench/pull_throughput.py && \
+	$(PY) bench/warm_start.py; status=$$?; rm -rf $$runs; exit $$status
 
 ## The whole test suite (real Axolotl, Ray, llama.cpp, MLX, Prometheus, sshd where the tests need them).
 ## pytest's status, without the interpreter's teardown of native libraries (see the script).

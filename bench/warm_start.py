@@ -59,7 +59,8 @@ def first_step(stored: StoredRun, timeout: float = 600) -> float:
 
 def main() -> None:
     if os.geteuid() != 0:
-        sys.exit("needs root: the cluster's hosts are network namespaces")
+        print("warm start: not measured: it needs root (the cluster's hosts are network namespaces)")
+        return
     work = Path(tempfile.mkdtemp(prefix="lathe-bench-warm-"))
     os.environ.update(CREDENTIALS)
     with netns_world(work, "lathe-bw-", BUCKET, CREDENTIALS) as world:

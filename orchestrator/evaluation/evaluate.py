@@ -84,11 +84,14 @@ def n_ctx_for(job: dict[str, Any], reference_context: int, context: int) -> int:
     return max(context + 64, reference_context + 64, job["benchmark_context"])
 
 
-def _open(target: Target, n_ctx: int, threads: int) -> Any:
+def _load(target: Target, n_ctx: int, threads: int) -> tuple[Any, float]:
+    """The level's backend and the seconds its load took (the runtime is imported before)."""
     from orchestrator.evaluation.backends import MLX, LlamaCpp
 
-    return LlamaCpp(Path(target.path), n_ctx=n_ctx, n_threads=threads) if target.runtime == "llama.cpp" \
+    start = time.perf_counter()
+    backend = LlamaCpp(Path(target.path), n_ctx=n_ctx, n_threads=threads) if target.runtime == "llama.cpp" \
         else MLX(Path(target.path))
+    return backend, time.perf_counter() - start
 
 
 def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str, context: int,
@@ -111,9 +114,7 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     import_runtime(target.runtime)
     lanes.reset_peak()
     baseline = lanes.rss_bytes()
-    start = time.perf_counter()
-    backend = _open(target, n_ctx_for(job, int(ref.meta["context"]), context), threads)
-    load_seconds = time.perf_counter() - start
+    backend, load_seconds = _load(target, n_ctx_for(job, int(ref.meta["context"]), context), threads)
     answers = _answer(backend, items, samplings[0])
     arena = {arena_mod.prompt_key(n): backend.chat([{"role": "user", "content": p}], samplings[0])
              for n, p in enumerate(job["arena_prompts"])}
@@ -161,9 +162,7 @@ def speed_prompt(ref: Any) -> list[int]:
 def _time_level(target: Target, n_ctx: int, prompt: list[int]) -> tuple[float, float, float]:
     """Runs in a lane with nothing beside it: (load seconds, prompt tokens/s, generated tokens/s)."""
     import_runtime(target.runtime)
-    start = time.perf_counter()
-    backend = _open(target, n_ctx, 0)
-    load_seconds = time.perf_counter() - start
+    backend, load_seconds = _load(target, n_ctx, 0)
     return (load_seconds, *backend.speed(prompt))
 
 
@@ -245,7 +244,7 @@ def evaluate(
     base_score = base_reuse = None
     base_ppl: dict[str, float | None] = {}
     base_scores: dict[str, SuiteScore] = {}
-    if base is not None and base_raw is not None:
+    if base is not None and base_raw is not None:  # base_raw is there exactly when base is
         raw = base_raw
         base_score, base_ppl = raw["task_score"], {"domain": raw["domain_perplexity"],
                                                    "general": raw["general_perplexity"]}

@@ -26,8 +26,9 @@ class Phase:
 def phases(run: RunDir) -> list[Phase]:
     """The run's phases that its records bound, in order; a phase with a missing end is left out."""
     marks = dict(run.record().marks)
-    starts = [e["time"] for e in run.events() if e.get("event") == "worker_start" and e.get("rank") == 0]
-    dones = [e["time"] for e in run.events() if e.get("event") == "worker_done" and e.get("rank") == 0]
+    events = [e for e in run.events() if e.get("rank") == 0]
+    starts = [e["time"] for e in events if e.get("event") == "worker_start"]
+    dones = [e["time"] for e in events if e.get("event") == "worker_done"]
     steps = [p["time"] for p in run.metrics() if "time" in p]
     if starts:
         marks["worker_start"] = starts[-1]  # the attempt that finished

@@ -25,6 +25,8 @@ bench: setup
 
 ## The whole test suite (real Axolotl, Ray, llama.cpp, MLX, Prometheus, sshd where the tests need them).
 ## pytest's status, without the interpreter's teardown of native libraries (see the script).
+## Set-up for the tests also re-packs the node stack for tests/test_cluster.py's wheelhouse (once per lock).
+test: export LATHE_SETUP_FOR_TESTS := 1
 test: setup
 	$(PY) scripts/pytest_then_exit.py
 
@@ -32,6 +34,9 @@ lint: setup
 	$(PY) -m ruff check orchestrator tests bench
 
 ## Re-resolve requirements.lock after editing pyproject.toml's dependencies.
+## lathe-llama-cpp (node extra) is resolved from the wheelhouse but not pinned: set-up builds it from
+## the venv's own llama.cpp tools, after the venv is installed from this lock.
 lock:
 	.venv/bin/uv pip compile --python-version 3.12 --python-platform x86_64-manylinux_2_35 \
+	  --find-links .venv/wheelhouse --no-emit-package lathe-llama-cpp \
 	  --extra laptop --extra node --extra dev pyproject.toml -o requirements.lock

@@ -112,3 +112,15 @@ if [ -n "$tools_pid" ]; then
   wait "$tools_pid" || { echo "bootstrap: building llama.cpp's tools failed" >&2; exit 1; }
   log "llama.cpp's tools are in $TOOLS_BIN"
 fi
+# The same tools and converter as a wheel (lathe[node] needs it; PyPI does not have it), for the
+# nodes' wheelhouse (scripts/node_wheelhouse.py) beside llama-cpp-python's.
+if ! ls "$WHEELHOUSE"/lathe_llama_cpp-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  "$VENV/bin/python" scripts/node_wheelhouse.py --tools-wheel-from "$TOOLS" "$WHEELHOUSE" >/dev/null
+fi
+
+# `make test` only: the bare-node tests install lathe[node] from a wheelhouse, and with no index
+# reachable its wheels are re-packed from this venv (tests/support/wheelhouse.py). Reading the venv's
+# ~100,000 files is the cost, so it happens here, once per lock, while they are still in memory.
+if [ -n "${LATHE_SETUP_FOR_TESTS:-}" ]; then
+  "$VENV/bin/python" -m tests.support.wheelhouse | sed 's/^/[bootstrap] /'
+fi

@@ -1,8 +1,12 @@
-"""`lathe cluster up/status/down` on three network-namespace hosts, each with its own sshd.
+"""`lathe cluster up/status/down` on network-namespace hosts, each with its own sshd.
 
 The laptop (this namespace) provisions Ray over SSH with Fabric: host keys are
 checked against a known_hosts file the test writes, one host's entry deliberately
-wrong. The quickstart then runs across head and worker, with S3 (moto) on the
+wrong. The hosts are bare boxes: a Python 3.12 with nothing installed. `up` makes
+their venv (`node_env.kind: venv`) and installs lathe[node] at this tree's version
+from a wheelhouse served over HTTP on the test bridge. The hosts share one
+filesystem, as hosts with an NFS home do: one installs the venv, the other waits
+for it. The quickstart then runs across head and worker, with S3 (moto) on the
 laptop's bridge address, and `down` must leave nothing but the sshds behind.
 """
 
@@ -12,6 +16,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -26,10 +32,12 @@ import yaml
 
 from orchestrator import manifest as mf
 from orchestrator.remote.connect import jobs_client
+from scripts.node_wheelhouse import project_wheel
 from tests.support.cli import LATHE
 from tests.support.harness import NetnsWorld, netns_world
 from tests.support.leaks import plant, sweep
 from tests.support.netns import Host, comm, keygen, pids_in, start_sshd
+from tests.support.wheelhouse import node_wheelhouse, served
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs("root", why="network namespaces")]
 
@@ -78,17 +86,46 @@ def _state(pid: int) -> str:
         return ""
 
 
+# A bare box's interpreter: the Python 3.12 this venv was made from, with no packages of ours.
+BARE_PYTHON = sys._base_executable
+LATHE_VERSION = metadata.version("lathe")
+# A host's programs of its own (h4's nvidia-smi), on the PATH its SSH logins get.
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 @pytest.fixture(scope="module")
-def colo(tmp_path_factory: pytest.TempPathFactory):
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """lathe's wheel from this tree, the two wheels `make setup` built, the rest of lathe[node] re-packed
+    from this venv (tests/support/wheelhouse.py says why and when)."""
+    out = tmp_path_factory.mktemp("wheelhouse")
+    started = time.monotonic()
+    lathe = project_wheel(out / "project")
+    node_wheelhouse(out, lathe)
+    (out / "last-release").mkdir()  # a wheelhouse left from an older lathe
+    shutil.copy(lathe, out / "last-release" / lathe.name.replace(f"-{LATHE_VERSION}-", "-0.0.9-"))
+    print(f"\nwheelhouse: {len(list(out.glob('*.whl')))} wheels ready in {time.monotonic() - started:.0f} s")
+    return out
+
+
+@pytest.fixture(scope="module")
+def colo(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path):
     workdir = tmp_path_factory.mktemp("colo")
-    with netns_world(workdir, "lathe-colo-", BUCKET, LAPTOP_SECRETS) as world:
+    with netns_world(workdir, "lathe-colo-", BUCKET, LAPTOP_SECRETS) as world, \
+            served(wheelhouse, world.net.gateway) as wheelhouse_url:
         net, short, endpoint = world.net, world.ray_temp, world.s3.url
-        hosts = {name: net.add_host(name) for name in ("h1", "h2", "h3")}
+        hosts = {name: net.add_host(name) for name in ("h1", "h2", "h3", "h4")}
         laptop_key = workdir / "id_ed25519"
         (workdir / "authorized_keys").write_text(keygen(laptop_key) + "\n")
+        # h4 is a GPU box whose driver is older than the locked torch's CUDA 13 needs (a stand-in
+        # nvidia-smi: there is no GPU here).
+        gpu_bin = workdir / "h4-bin"
+        gpu_bin.mkdir()
+        (gpu_bin / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 535.104.05'\n")
+        (gpu_bin / "nvidia-smi").chmod(0o755)
         known, sshd_pids = [], {}
         for name, host in hosts.items():
-            proc, host_pub = start_sshd(net, host, workdir, workdir / "authorized_keys")
+            extra = (f"SetEnv PATH={gpu_bin}:{HOST_PATH}",) if name == "h4" else ()
+            proc, host_pub = start_sshd(net, host, workdir, workdir / "authorized_keys", extra)
             sshd_pids[name] = {proc.pid, *pids_in(host)}
             # h3's entry is a key the host does not have: an address taken over, as far as SSH can tell.
             offered = keygen(workdir / "impostor") if name == "h3" else host_pub
@@ -101,13 +138,16 @@ def colo(tmp_path_factory: pytest.TempPathFactory):
         base = {
             "name": "colo",
             "known_hosts": str(workdir / "known_hosts"),
-            "defaults": {"user": "root", "key": str(laptop_key), "python": sys.executable, "min_free_disk_gb": 1},
+            "defaults": {"user": "root", "key": str(laptop_key), "python": BARE_PYTHON, "min_free_disk_gb": 1},
             "hosts": [
                 # Separate state and Ray temp dirs: these "hosts" share one filesystem, real ones do not.
                 {"name": n, "address": hosts[n].address, "role": "head" if n == "h1" else "worker",
                  "cpus": 0 if n == "h1" else 3, "state_dir": str(workdir / f"state-{n}"),
                  "ray_temp_dir": str(short / n), "env_file": str(workdir / f"{n}.env")}
-                for n in hosts],
+                for n in ("h1", "h2", "h3")],
+            # One venv path for all: the hosts share a filesystem (one installs, the others wait for it).
+            "node_env": {"kind": "venv", "venv": str(workdir / "node-venv"), "wheelhouse": wheelhouse_url,
+                         "min_free_disk_gb": 10},
             "store": {"uri": f"s3://{BUCKET}/runs", "endpoint_url": endpoint, "region": "us-east-1"},
             "monitoring": {"dcgm_exporter": False},
             "ray": {"run_slots": RUN_SLOTS},
@@ -117,6 +157,16 @@ def colo(tmp_path_factory: pytest.TempPathFactory):
         env |= {"LATHE_CLUSTERS": str(workdir / "clusters.yml"), "XDG_CONFIG_HOME": str(workdir / "config"),
                 "LATHE_HOME": str(workdir / "home"), **LAPTOP_SECRETS, "AWS_DEFAULT_REGION": "us-east-1"}
         yield Colo(net, world.s3, workdir, short, env, hosts=hosts, sshd_pids=sshd_pids, base=base)
+        shutil.rmtree(workdir / "node-venv", ignore_errors=True)  # ~7 GB
+
+
+def _other_python() -> str:
+    """An interpreter that is not 3.12 (Debian 12's own python3 is 3.11)."""
+    for candidate in ("/usr/bin/python3", "/usr/bin/python3.11", "/usr/bin/python3.13"):
+        if Path(candidate).is_file() and subprocess.run(
+                [candidate, "-c", "import sys; sys.exit(sys.version_info[:2] == (3, 12))"], check=False).returncode == 0:
+            return candidate
+    raise AssertionError("no Python other than 3.12 on this machine for the wrong-Python preflight check")
 
 
 def _two_hosts(colo: Colo, name: str, **changes) -> Path:
@@ -137,13 +187,43 @@ def test_preflight_names_the_bad_host_and_starts_nothing(colo: Colo) -> None:
     assert no_python.returncode == 6
     assert "h2 (" in no_python.stderr and "python /opt/none/python3: not found" in no_python.stderr
 
+    # A bare box with the wrong Python, and a GPU box whose driver is too old for the locked CUDA build.
+    other = _other_python()
+    hosts = _two_hosts(colo, "wrongboxes", h2={"python": other})
+    data = yaml.safe_load(hosts.read_text())
+    data["hosts"].append({**data["hosts"][1], "name": "h4", "address": colo.hosts["h4"].address, "gpus": 1,
+                          "python": BARE_PYTHON, "state_dir": str(colo.workdir / "state-h4"),
+                          "ray_temp_dir": str(colo.ray_temp / "h4")})
+    hosts.write_text(yaml.safe_dump(data, sort_keys=False))
+    boxes = colo.lathe("cluster", "up", str(hosts))
+    assert boxes.returncode == 6 and "preflight failed on 2 of 3 hosts" in boxes.stderr, boxes.stderr
+    version = subprocess.run([other, "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert re.search(rf"h2 \(\S+\): python {re.escape(other)}: Python {re.escape(version)}, the node stack is "
+                     r"locked for 3\.12", boxes.stderr), boxes.stderr
+    assert re.search(r"h4 \(\S+\): NVIDIA driver 535\.104\.05, 580\.65\.06 or newer wanted", boxes.stderr)
+
+    # No room for the venv; then a wheelhouse that does not have this laptop's lathe.
+    full = colo.lathe("cluster", "up", str(_two_hosts(colo, "nodisk", node_env={
+        **colo.base["node_env"], "min_free_disk_gb": 1e6})))
+    assert full.returncode == 6 and full.stderr.count("GB free where the venv goes") == 2, full.stderr
+    assert "1e+06 GB wanted (node_env.min_free_disk_gb)" in full.stderr
+    stale = colo.lathe("cluster", "up", str(_two_hosts(colo, "stale", node_env={
+        **colo.base["node_env"], "wheelhouse": colo.base["node_env"]["wheelhouse"] + "last-release/"})))
+    assert stale.returncode == 6 and stale.stderr.count(
+        f"has no lathe {LATHE_VERSION} wheel (this laptop's version; it has 0.0.9)") == 2, stale.stderr
+    gone = colo.lathe("cluster", "up", str(_two_hosts(colo, "gone", node_env={
+        **colo.base["node_env"], "wheelhouse": colo.base["node_env"]["wheelhouse"] + "nowhere/"})))
+    assert gone.returncode == 6 and gone.stderr.count("cannot be read from the host (File not found)") == 2, gone.stderr
+
     unknown = colo.inventory("unknown", known_hosts=str(colo.workdir / "empty_known_hosts"))
     (colo.workdir / "empty_known_hosts").write_text("")
     refused = colo.lathe("cluster", "up", str(unknown))
     assert refused.returncode == 6 and refused.stderr.count("host key not in") == 3, refused.stderr
 
-    assert colo.leftovers(["h1", "h2", "h3"]) == {}, "a failed preflight must start nothing anywhere"
-    assert not any((colo.workdir / f"state-{n}").exists() for n in ("h1", "h2", "h3"))
+    assert colo.leftovers(["h1", "h2", "h3", "h4"]) == {}, "a failed preflight must start nothing anywhere"
+    assert not any((colo.workdir / f"state-{n}").exists() for n in ("h1", "h2", "h3", "h4"))
+    assert not (colo.workdir / "node-venv").exists(), "nor install anything"
     assert not (colo.workdir / "clusters.yml").exists()
 
 
@@ -172,6 +252,17 @@ def test_up_starts_ray_and_exporters_and_a_second_up_changes_nothing(colo: Colo,
     assert profile["price_per_gpu_hour"] == 0.5 and "key" not in json.dumps(profile["store"]).lower()
     token = Path(profile["auth_token_file"])
     assert token.stat().st_mode & 0o077 == 0, "the cluster token is private to the user"
+
+    # The bare boxes' venv: lathe installed from the wheelhouse's wheel at this laptop's version (not
+    # this source tree), llama.cpp's tools with it, and Ray on both hosts running from it.
+    venv = colo.workdir / "node-venv"
+    assert profile["python"] == f"{venv}/bin/python"
+    site = venv / "lib" / "python3.12" / "site-packages"
+    assert (site / f"lathe-{LATHE_VERSION}.dist-info").is_dir() and (site / "orchestrator" / "cli").is_dir()
+    assert os.access(venv / "share" / "lathe" / "llama.cpp" / "bin" / "llama-quantize", os.X_OK)
+    for name in ("h1", "h2"):
+        raylets = [p for p in pids_in(colo.hosts[name]) if comm(p) == "raylet"]
+        assert raylets and all(os.readlink(f"/proc/{p}/exe").startswith(str(site)) for p in raylets), name
 
     pids = _ray_pids(colo)
     again = colo.lathe("cluster", "up", str(inventory))

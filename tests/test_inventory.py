@@ -36,6 +36,8 @@ def test_the_example_inventory_loads_and_defaults_apply_per_host() -> None:
     (lambda d: d.update(hosts=[]), "hosts: List should have at least 1 item"),
     (lambda d: d["hosts"][1].update(sudo=True), "hosts[1].sudo: Extra inputs are not permitted"),
     (lambda d: d["hosts"].append(dict(d["hosts"][1])), "host names must be unique"),
+    (lambda d: d.update(node_env={"kind": "venv"}), "node_env: node_env.kind venv needs a wheelhouse or an index_url"),
+    (lambda d: d["hosts"][1].update(min_driver="latest"), "hosts[1].min_driver: String should match pattern"),
 ])
 def test_a_bad_inventory_is_refused_with_the_field_named(tmp_path: Path, change, message: str) -> None:
     data = yaml.safe_load(EXAMPLE.read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.run import RunDir
+from scripts.node_wheelhouse import project_wheel
 from tests.support.cli import lathe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,15 +33,7 @@ def _run(argv: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
 def laptop_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`pip install 'lathe[laptop]'` from the wheel this tree builds, pinned by requirements.lock."""
     work = tmp_path_factory.mktemp("wheel")
-    source = work / "source"  # the tracked files only: what a release is built from
-    tracked = _run(["git", "ls-files", "-z"], cwd=ROOT).stdout.split("\0")
-    for rel in filter(None, tracked):
-        if (ROOT / rel).is_file():
-            (source / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, source / rel)
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"),
-          str(source)])
-    wheel = next((work / "dist").glob("lathe-*.whl"))
+    wheel = project_wheel(work / "dist")  # from the tracked files only: what a release is built from
     venv = work / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     uv = Path(sys.executable).with_name("uv")

@@ -3,6 +3,7 @@
     name: colo                       # the cluster profile `lathe cluster up` writes
     known_hosts: ~/.ssh/known_hosts  # host keys are checked against this, never accepted blindly
     defaults: {user: ubuntu, key: ~/.ssh/id_ed25519, python: /opt/lathe/.venv/bin/python}
+    # or: node_env: {kind: venv, wheelhouse: http://10.0.0.2:8000/wheels/}  (from each host's python3.12)
     hosts:
       - {name: gpu1, address: 10.0.0.5, role: head, gpus: 0, cpus: 0}
       - {name: gpu2, address: 10.0.0.6, role: worker, gpus: 8, accelerator: A100}
@@ -37,6 +38,9 @@ class HostDefaults(BaseModel):
     ray_temp_dir: str | None = Field(None, description="Ray's --temp-dir (default /tmp/ray)")
     env_file: str | None = Field(None, description="a file ON THE NODE with KEY=value lines (store credentials)")
     min_free_disk_gb: float = Field(30.0, ge=0, description="preflight: free space wanted under state_dir")
+    min_driver: str = Field("580.65.06", pattern=r"^\d+(\.\d+)*$",
+                            description="preflight, hosts with GPUs: the oldest NVIDIA driver accepted (the "
+                                        "locked torch is built for CUDA 13.0, which needs 580.65.06)")
 
 
 class Host(HostDefaults):
@@ -50,13 +54,29 @@ class Host(HostDefaults):
 
 
 class NodeEnv(BaseModel):
+    """kind venv: `up` makes a venv from the host's Python 3.12 and installs lathe[node] at the laptop's
+    version into it, from `wheelhouse` (scripts/node_wheelhouse.py builds one) or `index_url`."""
+
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["existing", "venv"] = Field(
         "existing", description="existing: `python` already has lathe[node]; venv: Lathe makes one from `python`")
     venv: str = Field("~/.lathe-node/venv", description="kind venv: where the venv goes on each node")
-    requirements: str | None = Field(None, description="kind venv: a requirements file on the laptop (pinned)")
-    pip_args: list[str] = Field(default_factory=list, description="kind venv: e.g. ['--index-url', MIRROR]")
+    wheelhouse: str | None = Field(None, description="kind venv: a directory of wheels, as a URL the nodes can "
+                                                     "reach (http://...) or a path on the nodes")
+    index_url: str | None = Field(None, description="kind venv: a package index (a mirror); with a wheelhouse, "
+                                                    "both are searched")
+    requirements: str | None = Field(None, description="kind venv: a requirements file on the laptop (pinned) "
+                                                       "instead of lathe[node] at the laptop's version")
+    pip_args: list[str] = Field(default_factory=list, description="kind venv: more pip options")
+    min_free_disk_gb: float = Field(15.0, ge=0, description="kind venv: free space wanted where the venv goes "
+                                                            "(lathe[node] with CUDA takes ~7.5 GB, its wheels more)")
+
+    @model_validator(mode="after")
+    def _has_a_source(self) -> NodeEnv:
+        if self.kind == "venv" and not (self.wheelhouse or self.index_url or self.requirements):
+            raise ValueError("node_env.kind venv needs a wheelhouse or an index_url to install lathe[node] from")
+        return self
 
 
 class RaySettings(BaseModel):

@@ -136,10 +136,10 @@ echo "os=$(uname -s)"
 echo "arch=$(uname -m)"
 echo "user=$(id -un)"
 if [ -d /run/systemd/system ] && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then echo systemd=1; fi
-PY=%(python)s
-if command -v "$PY" >/dev/null 2>&1; then
-  "$PY" - <<'EOF' 2>&1 | sed 's/^/py=/' | tail -n 1
+probe() {
+  "$1" - <<'EOF' 2>&1 | tail -n 1
 import json, sys
+from importlib import metadata
 info = {"python": "%%d.%%d.%%d" %% sys.version_info[:3], "executable": sys.executable}
 for mod in ("venv", "ray", "orchestrator"):
     try:
@@ -147,9 +147,21 @@ for mod in ("venv", "ray", "orchestrator"):
         info[mod] = getattr(m, "__version__", "yes")
     except Exception as exc:
         info[mod] = None
+try:
+    info["lathe"] = metadata.version("lathe")
+except metadata.PackageNotFoundError:
+    info["lathe"] = None
 print(json.dumps(info))
 EOF
-else echo "py=missing"; fi
+}
+PY=%(python)s
+if command -v "$PY" >/dev/null 2>&1; then echo "py=$(probe "$PY")"; else echo "py=missing"; fi
+VENV=%(venv)s
+if [ -n "$VENV" ]; then
+  [ -x "$VENV/bin/python" ] && echo "venv_py=$(probe "$VENV/bin/python")"
+  d=$VENV; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+  echo "venv_disk_kb=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
+fi
 d=%(state_dir)s; while [ ! -d "$d" ]; do d=$(dirname "$d"); done
 echo "disk_kb=$(df -Pk "$d" | awk 'NR==2 {print $4}')"
 for tool in prometheus-node-exporter node_exporter dcgm-exporter nvidia-smi; do
@@ -167,20 +179,22 @@ done
 """
 
 
-def gather_facts(node: Node) -> dict[str, Any]:
+def gather_facts(node: Node, venv: str | None = None) -> dict[str, Any]:
+    """What the host has; with `venv` (kind venv), also that venv's interpreter and the disk under it."""
     host = node.host
     script = _FACTS % {"python": shlex.quote(host.python), "state_dir": _shell_path(host.state_dir),
-                       "gpus": host.gpus, "services": " ".join(SERVICES)}
+                       "gpus": host.gpus, "services": " ".join(SERVICES),
+                       "venv": _shell_path(venv) if venv else "''"}
     facts: dict[str, Any] = {"gpu": []}
     for line in node.sh(script, check=False).splitlines():
         key, _, value = line.partition("=")
         if key == "gpu":
             facts["gpu"].append(value.strip())
-        elif key == "py":
+        elif key in ("py", "venv_py"):
             try:
-                facts["py"] = json.loads(value)
+                facts[key] = json.loads(value)
             except json.JSONDecodeError:
-                facts["py"] = None if value == "missing" else {"error": value}
+                facts[key] = None if value == "missing" else {"error": value}
         elif key:
             facts[key] = value.strip()
     node.home = facts.get("home", "~")
@@ -199,7 +213,7 @@ def attach(inv: Inventory, host: Host) -> Node:
     """Log in to `host` and learn what it has."""
     node = Node(host, connect(inv, host))
     node.conn.open()
-    gather_facts(node)
+    gather_facts(node, inv.node_env.venv if inv.node_env.kind == "venv" else None)
     return node
 
 

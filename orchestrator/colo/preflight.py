@@ -1,11 +1,13 @@
 """Every check `lathe cluster up` makes before it changes anything: the OS, Python and Ray on each
-host, disk, the GPUs it declares, and whether every worker can reach the head's Ray port."""
+host (or, for a venv, Python 3.12, room for it and a wheelhouse with this laptop's lathe), disk, the
+GPUs it declares and their driver, and whether every worker can reach the head's Ray port."""
 
 from __future__ import annotations
 
 import shlex
 import time
 
+from orchestrator.colo import node_env
 from orchestrator.colo import nodes as nd
 from orchestrator.colo.inventory import Inventory
 from orchestrator.colo.nodes import HostFailure, Node
@@ -41,8 +43,8 @@ def _host_problems(inv: Inventory, node: Node, ray_version: str) -> list[str]:
                             "(Ray wants one version across a cluster and its clients)")
         if py.get("ray") and not py.get("orchestrator"):
             problems.append(f"python {host.python}: has no lathe (the orchestrator package)")
-    elif not py.get("venv"):
-        problems.append(f"python {host.python}: has no venv module (apt install python3-venv)")
+    else:
+        problems += _venv_problems(inv, node)
     free_gb = int(facts.get("disk_kb") or 0) / 1e6
     if free_gb < host.min_free_disk_gb:
         problems.append(f"{free_gb:.1f} GB free under {host.state_dir}, {host.min_free_disk_gb:g} GB wanted "
@@ -56,6 +58,37 @@ def _host_problems(inv: Inventory, node: Node, ray_version: str) -> list[str]:
             problems.append(f"declares {host.gpus} GPUs but has no nvidia-smi (driver not installed?)")
         elif len(gpus) < host.gpus or any("," not in g for g in gpus):
             problems.append(f"declares {host.gpus} GPUs, nvidia-smi shows: {'; '.join(gpus) or 'none'}")
+        else:
+            drivers = sorted({g.rsplit(",", 1)[1].strip() for g in gpus}, key=_version)
+            if _version(drivers[0]) < _version(host.min_driver):
+                problems.append(f"NVIDIA driver {drivers[0]}, {host.min_driver} or newer wanted (min_driver: the "
+                                "locked torch is built for CUDA 13.0); upgrade the driver")
+    return problems
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def _venv_problems(inv: Inventory, node: Node) -> list[str]:
+    """kind venv: a Python 3.12 with venv, room for lathe[node], and a wheelhouse that has it."""
+    host, py, problems = node.host, node.facts["py"], []
+    if _version(py["python"])[:2] != node_env.PYTHON:
+        want = ".".join(map(str, node_env.PYTHON))
+        problems.append(f"python {host.python}: Python {py['python']}, the node stack is locked for {want} "
+                        f"(install python{want} and point `python` at it)")
+    elif not py.get("venv"):
+        problems.append(f"python {host.python}: has no venv module (apt install python3-venv)")
+    if node_env.installed(inv, node):
+        return problems
+    free_gb = int(node.facts.get("venv_disk_kb") or 0) / 1e6
+    if free_gb < inv.node_env.min_free_disk_gb:
+        problems.append(f"{free_gb:.1f} GB free where the venv goes ({inv.node_env.venv}), "
+                        f"{inv.node_env.min_free_disk_gb:g} GB wanted (node_env.min_free_disk_gb)")
+    if not problems:
+        wheelhouse = node_env.wheelhouse_problem(inv, node)
+        if wheelhouse:
+            problems.append(wheelhouse)
     return problems
 
 

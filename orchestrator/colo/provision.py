@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import profiles
+from orchestrator.colo import node_env
 from orchestrator.colo import nodes as nd
 from orchestrator.colo import services as sv
 from orchestrator.colo.inventory import Host, Inventory
@@ -139,6 +140,11 @@ def up(inv: Inventory, say: Any = print, health_timeout: float = 180) -> Outcome
     reports = {h.name: HostReport(h.name, h.role, h.address) for h in inv.hosts}
     try:
         token = _ensure_token(inv) if inv.ray.token_auth else None
+        pending = [n.name for n in nodes.values() if inv.node_env.kind == "venv" and not node_env.installed(inv, n)]
+        if pending:
+            say(f"node environment: {node_env.requirements(inv.node_env).decode().split()[0]} into "
+                f"{inv.node_env.venv} on {', '.join(pending)}, from {node_env.source(inv.node_env)} "
+                "(minutes: lathe[node] is ~7 GB)")
         for node, _, exc in nd.parallel(lambda n: sv.prepare(inv, n, token, reports[n.name]), list(nodes.values())):
             if exc is not None:
                 raise ProvisionError(f"{node.name}: {nd.ssh_failure(exc, inv, node.host)}")

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator import profiles
+from orchestrator.colo import node_env
 from orchestrator.colo import nodes as nd
 from orchestrator.colo.inventory import Inventory
-from orchestrator.colo.nodes import HostFailure, HostReport, Node
+from orchestrator.colo.nodes import HostReport, Node
 
 # The fallback supervisor: keeps one command running until NAME.stop appears. It is
 # started with setsid, so it leads its own process group and `down` ends the group.
@@ -50,29 +51,8 @@ class Service:
 
 def node_python(inv: Inventory, node: Node) -> str:
     if inv.node_env.kind == "venv":
-        return f"{node.path(inv.node_env.venv)}/bin/python"
+        return node_env.venv_python(inv, node)
     return node.facts.get("py", {}).get("executable") or node.host.python
-
-
-def install_env(inv: Inventory, node: Node, report: HostReport) -> None:
-    if inv.node_env.kind != "venv":
-        return
-    if not inv.node_env.requirements:
-        raise HostFailure("node_env.kind venv needs node_env.requirements (a pinned file including lathe[node])")
-    wanted = Path(os.path.expanduser(inv.node_env.requirements)).read_bytes()
-    digest = hashlib.sha256(wanted + json.dumps(inv.node_env.pip_args).encode()).hexdigest()
-    venv = node.path(inv.node_env.venv)
-    marker = f"{venv}/.lathe-requirements.sha256"
-    if node.sh(f"cat {shlex.quote(marker)} 2>/dev/null || true", check=False).strip() == digest:
-        return
-    req = f"{node.state_dir}/requirements.txt"
-    node.write(req, wanted)
-    node.sh(f"[ -x {shlex.quote(venv)}/bin/python ] || {shlex.quote(node.host.python)} -m venv {shlex.quote(venv)}")
-    pip_args = " ".join(shlex.quote(a) for a in inv.node_env.pip_args)
-    node.sh(f"{shlex.quote(venv)}/bin/python -m pip install -q {pip_args} -r {shlex.quote(req)}", timeout=3600)
-    node.sh(f"echo {digest} > {shlex.quote(marker)}")
-    report.changes.append("node environment installed")
-    nd.gather_facts(node)  # what the venv now has, for the health report
 
 
 def services_for(inv: Inventory, node: Node) -> list[Service]:
@@ -235,7 +215,7 @@ def stop_all(inv: Inventory, node: Node, report: HostReport) -> None:
 
 def prepare(inv: Inventory, node: Node, token: Path | None, report: HostReport) -> None:
     """The node environment and the files services need, each only if it differs."""
-    install_env(inv, node, report)
+    node_env.install(inv, node, report)
     state = node.state_dir
     files = {f"{state}/supervise.sh": (SUPERVISE, 0o755)}
     if token is not None:

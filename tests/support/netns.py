@@ -122,8 +122,10 @@ def keygen(path: Path) -> str:
     return path.with_name(path.name + ".pub").read_text().strip()
 
 
-def start_sshd(net: Network, host: Host, workdir: Path, authorized_keys: Path) -> tuple[subprocess.Popen, str]:
-    """A private sshd inside a host, with its own host key; returns (process, public host key)."""
+def start_sshd(net: Network, host: Host, workdir: Path, authorized_keys: Path,
+               extra_config: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """A private sshd inside a host, with its own host key; returns (process, public host key).
+    `extra_config`: more sshd_config lines (SetEnv PATH=... gives the host's logins programs of their own)."""
     root = workdir / f"sshd-{host.name}"
     root.mkdir(parents=True, exist_ok=True)
     host_pub = keygen(root / "host_ed25519")
@@ -132,7 +134,7 @@ def start_sshd(net: Network, host: Host, workdir: Path, authorized_keys: Path) -
         "Port 22", f"ListenAddress {host.address}", f"HostKey {root / 'host_ed25519'}", f"PidFile {root / 'sshd.pid'}",
         f"AuthorizedKeysFile {authorized_keys}", "PubkeyAuthentication yes", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
-        "AllowTcpForwarding yes", "Subsystem sftp /usr/lib/openssh/sftp-server", "LogLevel ERROR", ""]))
+        "AllowTcpForwarding yes", "Subsystem sftp /usr/lib/openssh/sftp-server", "LogLevel ERROR", *extra_config, ""]))
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
     proc = net.start(host, ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], dict(os.environ), root / "sshd.log")
     deadline = time.monotonic() + 20

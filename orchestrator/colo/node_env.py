@@ -1,0 +1,144 @@
+"""The node's Python environment when the inventory says `node_env.kind: venv`: a bare box (only its
+own Python 3.12) gets a venv with lathe[node] at this laptop's version, installed from the inventory's
+wheelhouse or package index.
+
+Hosts that share a home directory (NFS) share the venv's path: the first host installs it under a
+lock on that filesystem, the others wait on the lock and find it done. A marker in the venv records
+what was installed (the requirements and where they came from), so a second `up` installs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from orchestrator.colo import nodes as nd
+from orchestrator.colo.inventory import Inventory, NodeEnv
+from orchestrator.colo.nodes import HostFailure, HostReport, Node
+
+# requirements.lock is resolved for CPython 3.12 (cp312 wheels): a node's venv must be made from one.
+PYTHON = (3, 12)
+
+# Run by the host's own python: list the wheelhouse (a URL or a directory on the node) and print the
+# lathe wheels in it, or why it cannot be read.
+_LIST_WHEELHOUSE = """import os, re, sys, urllib.request
+where = sys.argv[1]
+try:
+    if re.match(r"https?://", where):
+        with urllib.request.urlopen(where, timeout=15) as r:
+            names = re.findall(r'href="([^"]+)"', r.read().decode("utf-8", "replace"))
+    else:
+        names = os.listdir(os.path.expanduser(where))
+except Exception as exc:
+    print("UNREADABLE", getattr(exc, "reason", None) or exc)
+    sys.exit(0)
+print(" ".join(n.rsplit("/", 1)[-1] for n in names if n.rsplit("/", 1)[-1].startswith("lathe-")))
+"""
+
+
+def laptop_version() -> str:
+    return metadata.version("lathe")
+
+
+def venv_python(inv: Inventory, node: Node) -> str:
+    return f"{node.path(inv.node_env.venv)}/bin/python"
+
+
+def requirements(env: NodeEnv) -> bytes:
+    """What the venv gets: the inventory's pinned file, or lathe[node] at exactly the laptop's version."""
+    if env.requirements:
+        return Path(os.path.expanduser(env.requirements)).read_bytes()
+    return f"lathe[node]=={laptop_version()}\n".encode()
+
+
+def pip_sources(env: NodeEnv, node: Node) -> list[str]:
+    args = []
+    if env.wheelhouse:
+        where = env.wheelhouse if "://" in env.wheelhouse else node.path(env.wheelhouse)
+        args += ["--find-links", where]
+        if not env.index_url:
+            args.append("--no-index")  # a wheelhouse alone: nothing may come from anywhere else
+    if env.index_url:
+        args += ["--index-url", env.index_url]
+    # pip ignores plain-HTTP sources off loopback unless told to trust them; naming one in the inventory
+    # is that choice (a wheelhouse served on the cluster's own network). HTTPS needs nothing.
+    for url in (env.wheelhouse, env.index_url):
+        if url and url.startswith("http://"):
+            args += ["--trusted-host", urlsplit(url).hostname or ""]
+    return args + env.pip_args
+
+
+def source(env: NodeEnv) -> str:
+    """Where the install comes from, for people to read: an index URL's credentials are left out."""
+    where = env.wheelhouse or env.index_url or env.requirements or ""
+    return re.sub(r"^(\w+://)[^/@]+@", r"\1", where)
+
+
+def _digest(env: NodeEnv, node: Node) -> str:
+    return hashlib.sha256(requirements(env) + json.dumps(pip_sources(env, node)).encode()).hexdigest()
+
+
+def installed(inv: Inventory, node: Node) -> bool:
+    """Does the venv hold this laptop's lathe (the facts preflight gathered)?"""
+    venv = node.facts.get("venv_py") or {}
+    return bool(venv.get("lathe")) and (inv.node_env.requirements is not None or venv["lathe"] == laptop_version())
+
+
+def wheelhouse_problem(inv: Inventory, node: Node) -> str | None:
+    """Preflight: can this host read the wheelhouse, and does it hold the laptop's lathe?"""
+    env = inv.node_env
+    if not env.wheelhouse or env.requirements:
+        return None
+    out = node.sh(f"{shlex.quote(node.host.python)} -c {shlex.quote(_LIST_WHEELHOUSE)} "
+                  f"{shlex.quote(env.wheelhouse)}", check=False, timeout=60).strip()
+    if out.startswith("UNREADABLE"):
+        return f"wheelhouse {source(env)}: cannot be read from the host ({out.removeprefix('UNREADABLE').strip()})"
+    version = laptop_version()
+    if not any(name.startswith(f"lathe-{version}-") for name in out.split()):
+        have = sorted({n.split("-")[1] for n in out.split() if n.count("-") >= 2})
+        return (f"wheelhouse {source(env)}: has no lathe {version} wheel (this laptop's version; it has "
+                f"{', '.join(have) or 'none'}): scripts/node_wheelhouse.py builds one")
+    return None
+
+
+def install(inv: Inventory, node: Node, report: HostReport) -> None:
+    """Make the venv and install into it, unless it already holds exactly what is wanted."""
+    env = inv.node_env
+    if env.kind != "venv":
+        return
+    venv = node.path(env.venv)
+    digest = _digest(env, node)
+    q = shlex.quote
+    if node.sh(f"cat {q(venv)}/.lathe-installed 2>/dev/null || true", check=False).strip() == digest:
+        return  # a second `up`: nothing to write or install
+    req = f"{node.state_dir}/node-requirements.txt"
+    node.write(req, requirements(env))
+    pip = " ".join(q(a) for a in ["-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                  # Bytecode is written on first import, for what a node imports.
+                                  "--no-compile", *pip_sources(env, node), "-r", req])
+    # One installer at a time per venv path (hosts sharing a home directory); the others find the marker.
+    script = (f"set -e; mkdir -p {q(os.path.dirname(venv))}; exec 9>{q(venv + '.lock')}; flock 9; "
+              f"if [ \"$(cat {q(venv)}/.lathe-installed 2>/dev/null)\" = {digest} ]; then echo DONE; exit 0; fi; "
+              f"[ -x {q(venv)}/bin/python ] || {q(node.host.python)} -m venv {q(venv)}; "
+              f"{q(venv)}/bin/python {pip}; echo {digest} > {q(venv)}/.lathe-installed; echo INSTALLED")
+    result = node.conn.run(script, hide=True, warn=True, in_stream=False, timeout=3600)
+    if result.exited != 0:
+        lines = [ln for ln in (result.stderr or result.stdout).strip().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("ERROR")] or lines
+        raise HostFailure(f"installing {requirements(env).decode().split()[0]} into {venv} failed: "
+                          f"{errors[0] if errors else f'exit {result.exited}'}")
+    if "INSTALLED" in result.stdout:
+        report.changes.append("node environment installed")
+    nd.gather_facts(node, env.venv)
+    got = node.facts.get("venv_py") or {}
+    if not env.requirements and got.get("lathe") != laptop_version():
+        raise HostFailure(f"{venv} has lathe {got.get('lathe')} after the install, this laptop has {laptop_version()}")
+    if got.get("ray") != nd.laptop_ray_version():
+        raise HostFailure(f"{venv} has ray {got.get('ray')}, this laptop has {nd.laptop_ray_version()} "
+                          "(Ray wants one version across a cluster and its clients)")

@@ -122,7 +122,7 @@ def test_levels_are_chosen_from_the_measured_fit(published: Path, report: dict) 
     best = {rt: min((lv for lv in report["levels"] if lv["runtime"] == rt), key=lambda lv: lv["quality"]["mean_kld"])
             for rt in ("mlx", "llama.cpp")}
     apple = (published / "deploy" / "apple-silicon.md").read_text()
-    for gb in (8, 16, 32):
+    for gb in (8, 16, 24, 32):
         row = re.search(rf"^\| {gb} GB \| `([\w-]+)` .* \| `([\w-]+)` ", apple, re.MULTILINE)
         assert row and row.groups() == (best["mlx"]["level"], best["llama.cpp"]["level"]), gb
     nvidia = (published / "deploy" / "nvidia.md").read_text()
@@ -396,6 +396,7 @@ def test_apple_tiers_follow_the_measured_fit() -> None:
     tiers = {t.gb: t for t in dt.apple_tiers(levels)}
     assert tiers[8].gguf is None and tiers[8].mlx.name == "mlx-4bit"
     assert tiers[16].gguf.name == "q4_k_m" and tiers[32].gguf.name == "f16"
+    assert sorted(tiers) == [8, 16, 24, 32] and tiers[24].gguf.name == "q4_k_m", "24 GB Macs: f16 does not fit"
     failed = _level("q2_k", 3.0, 0.6, 4.2, fits=(8,), failures=["q2_k (llama.cpp): mean KLD 0.6 > max_mean_kld 0.3"])
     limits = dt.known_limits([*levels, failed], list(failed.failures))
     assert limits[0] == "Failed a gate: q2_k (llama.cpp): mean KLD 0.6 > max_mean_kld 0.3. Published, but never " \

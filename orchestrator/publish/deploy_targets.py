@@ -12,9 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.levels import COMPUTE_ALLOWANCE, GB, without_redundant_twins
+from orchestrator.levels import COMPUTE_ALLOWANCE, GB, MEMORY_TIERS_GB, without_redundant_twins
 
-APPLE_TIERS_GB = (8, 16, 32)  # unified memory of the usual Macs
+APPLE_TIERS_GB = MEMORY_TIERS_GB  # unified memory of the usual Macs: 8, 16, 24 (M2-M4 Airs and Pros), 32
 NVIDIA_VRAM_GB = (8, 12, 16, 24)  # consumer cards: 3060 Ti/4060, 3060 12G/4070, 4060 Ti 16G, 3090/4090
 VRAM_USABLE = 0.9  # of a card's VRAM: the CUDA context and a desktop take the rest
 # (instance type, GPU, VRAM GB), smallest first: the cloud recipe takes the first whose GPU holds the level.

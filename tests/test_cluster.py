@@ -1,30 +1,19 @@
-"""`lathe cluster up/status/down` on network-namespace hosts, each with its own sshd.
-
-The laptop (this namespace) provisions Ray over SSH with Fabric: host keys are
-checked against a known_hosts file the test writes, one host's entry deliberately
-wrong. The hosts are bare boxes: a Python 3.12 with nothing installed. `up` makes
-their venv (`node_env.kind: venv`) and installs lathe[node] at this tree's version
-from a wheelhouse served over HTTP on the test bridge. The hosts share one
-filesystem, as hosts with an NFS home do: one installs the venv, the other waits
-for it. The quickstart then runs across head and worker, with S3 (moto) on the
-laptop's bridge address, and `down` must leave nothing but the sshds behind.
+"""`lathe cluster up/status/down` on four network-namespace hosts that are bare boxes (harness:
+tests/support/colo.py). Preflight refuses bad hosts and changes nothing; `up` installs lathe[node]
+into their shared venv from a wheelhouse on the test bridge and starts Ray over SSH (host keys
+checked); the quickstart and the faults run across head and worker; `down` leaves only the sshds.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -32,167 +21,41 @@ import yaml
 
 from orchestrator import manifest as mf
 from orchestrator.remote.connect import jobs_client
-from scripts.node_wheelhouse import project_wheel
+from tests.support import colo as harness
 from tests.support.cli import LATHE
-from tests.support.harness import NetnsWorld, netns_world
-from tests.support.leaks import plant, sweep
-from tests.support.netns import Host, comm, keygen, pids_in, start_sshd
-from tests.support.wheelhouse import node_wheelhouse, served
+from tests.support.netns import comm, pids_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs("root", why="network namespaces")]
-
-BUCKET = "lathe-colo"
-RUN_SLOTS = 3  # run drivers at once on the head: enough to fill each other's idle waits on 2 cores
-# The nodes' store credentials (in env files on the nodes) and the laptop's: neither may show up
-# anywhere a run or `lathe cluster` writes.
-NODE_SECRETS = plant("colo")
-LAPTOP_SECRETS = plant("laptop")
-
-
-@dataclass
-class Colo(NetnsWorld):
-    """Three hosts with only sshd running, for `lathe cluster up` (Ray temp dirs: RAY_TEMP/<host>)."""
-
-    hosts: dict[str, Host] = field(default_factory=dict)
-    sshd_pids: dict[str, set[int]] = field(default_factory=dict)
-    base: dict = field(default_factory=dict)  # the inventory, as a dict to vary per test
-
-    def inventory(self, name: str, **changes) -> Path:
-        data = json.loads(json.dumps(self.base))
-        for host in data["hosts"]:
-            host.update(changes.pop(host["name"], {}))
-        data.update(changes)
-        path = self.workdir / f"{name}.yml"
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-        return path
-
-    def leftovers(self, names: list[str], wait: float = 15) -> dict[str, set[int]]:
-        """Processes in these hosts other than their sshd (and its per-login children, given time to end)."""
-        deadline = time.monotonic() + wait
-        while True:
-            extra = {n: pids_in(self.hosts[n]) - self.sshd_pids[n] for n in names}
-            extra = {n: {p for p in pids if comm(p) != "sshd"} for n, pids in extra.items()}
-            if not any(extra.values()) or time.monotonic() > deadline:
-                return {n: p for n, p in extra.items() if p}
-            time.sleep(0.5)
-
-
-def _state(pid: int) -> str:
-    """The process's state letter (R, S, Z, ...), or "" once it is gone."""
-    try:
-        line = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:"))
-        return line.split()[1]
-    except (OSError, StopIteration):
-        return ""
-
-
-# A bare box's interpreter: the Python 3.12 this venv was made from, with no packages of ours.
-BARE_PYTHON = sys._base_executable
-LATHE_VERSION = metadata.version("lathe")
-# A host's programs of its own (h4's nvidia-smi), on the PATH its SSH logins get.
-HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """lathe's wheel from this tree, the two wheels `make setup` built, the rest of lathe[node] re-packed
-    from this venv (tests/support/wheelhouse.py says why and when)."""
-    out = tmp_path_factory.mktemp("wheelhouse")
-    started = time.monotonic()
-    lathe = project_wheel(out / "project")
-    node_wheelhouse(out, lathe)
-    (out / "last-release").mkdir()  # a wheelhouse left from an older lathe
-    shutil.copy(lathe, out / "last-release" / lathe.name.replace(f"-{LATHE_VERSION}-", "-0.0.9-"))
-    print(f"\nwheelhouse: {len(list(out.glob('*.whl')))} wheels ready in {time.monotonic() - started:.0f} s")
-    return out
+    return harness.build_wheelhouse(tmp_path_factory.mktemp("wheelhouse"))
 
 
 @pytest.fixture(scope="module")
 def colo(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path):
-    workdir = tmp_path_factory.mktemp("colo")
-    with netns_world(workdir, "lathe-colo-", BUCKET, LAPTOP_SECRETS) as world, \
-            served(wheelhouse, world.net.gateway) as wheelhouse_url:
-        net, short, endpoint = world.net, world.ray_temp, world.s3.url
-        hosts = {name: net.add_host(name) for name in ("h1", "h2", "h3", "h4")}
-        laptop_key = workdir / "id_ed25519"
-        (workdir / "authorized_keys").write_text(keygen(laptop_key) + "\n")
-        # h4 is a GPU box whose driver is older than the locked torch's CUDA 13 needs (a stand-in
-        # nvidia-smi: there is no GPU here).
-        gpu_bin = workdir / "h4-bin"
-        gpu_bin.mkdir()
-        (gpu_bin / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 535.104.05'\n")
-        (gpu_bin / "nvidia-smi").chmod(0o755)
-        known, sshd_pids = [], {}
-        for name, host in hosts.items():
-            extra = (f"SetEnv PATH={gpu_bin}:{HOST_PATH}",) if name == "h4" else ()
-            proc, host_pub = start_sshd(net, host, workdir, workdir / "authorized_keys", extra)
-            sshd_pids[name] = {proc.pid, *pids_in(host)}
-            # h3's entry is a key the host does not have: an address taken over, as far as SSH can tell.
-            offered = keygen(workdir / "impostor") if name == "h3" else host_pub
-            known.append(f"{host.address} {' '.join(offered.split()[:2])}")
-        (workdir / "known_hosts").write_text("\n".join(known) + "\n")
-        # The nodes' credentials live on the nodes, in env files the services read; never in the inventory.
-        for name in hosts:
-            (workdir / f"{name}.env").write_text(
-                "".join(f"{k}={v}\n" for k, v in NODE_SECRETS.items()) + "AWS_DEFAULT_REGION=us-east-1\n")
-        base = {
-            "name": "colo",
-            "known_hosts": str(workdir / "known_hosts"),
-            "defaults": {"user": "root", "key": str(laptop_key), "python": BARE_PYTHON, "min_free_disk_gb": 1},
-            "hosts": [
-                # Separate state and Ray temp dirs: these "hosts" share one filesystem, real ones do not.
-                {"name": n, "address": hosts[n].address, "role": "head" if n == "h1" else "worker",
-                 "cpus": 0 if n == "h1" else 3, "state_dir": str(workdir / f"state-{n}"),
-                 "ray_temp_dir": str(short / n), "env_file": str(workdir / f"{n}.env")}
-                for n in ("h1", "h2", "h3")],
-            # One venv path for all: the hosts share a filesystem (one installs, the others wait for it).
-            "node_env": {"kind": "venv", "venv": str(workdir / "node-venv"), "wheelhouse": wheelhouse_url,
-                         "min_free_disk_gb": 10},
-            "store": {"uri": f"s3://{BUCKET}/runs", "endpoint_url": endpoint, "region": "us-east-1"},
-            "monitoring": {"dcgm_exporter": False},
-            "ray": {"run_slots": RUN_SLOTS},
-            "price_per_gpu_hour": 0.5,
-        }
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_", "HF_TOKEN"))}
-        env |= {"LATHE_CLUSTERS": str(workdir / "clusters.yml"), "XDG_CONFIG_HOME": str(workdir / "config"),
-                "LATHE_HOME": str(workdir / "home"), **LAPTOP_SECRETS, "AWS_DEFAULT_REGION": "us-east-1"}
-        yield Colo(net, world.s3, workdir, short, env, hosts=hosts, sshd_pids=sshd_pids, base=base)
-        shutil.rmtree(workdir / "node-venv", ignore_errors=True)  # ~7 GB
+    with harness.colo_world(tmp_path_factory.mktemp("colo"), wheelhouse) as world:
+        yield world
 
 
-def _other_python() -> str:
-    """An interpreter that is not 3.12 (Debian 12's own python3 is 3.11)."""
-    for candidate in ("/usr/bin/python3", "/usr/bin/python3.11", "/usr/bin/python3.13"):
-        if Path(candidate).is_file() and subprocess.run(
-                [candidate, "-c", "import sys; sys.exit(sys.version_info[:2] == (3, 12))"], check=False).returncode == 0:
-            return candidate
-    raise AssertionError("no Python other than 3.12 on this machine for the wrong-Python preflight check")
-
-
-def _two_hosts(colo: Colo, name: str, **changes) -> Path:
-    path = colo.inventory(name, **changes)
-    data = yaml.safe_load(path.read_text())
-    data["hosts"] = [h for h in data["hosts"] if h["name"] != "h3"]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def test_preflight_names_the_bad_host_and_starts_nothing(colo: Colo) -> None:
+def test_preflight_names_the_bad_host_and_starts_nothing(colo: harness.Colo) -> None:
     changed_key = colo.lathe("cluster", "up", str(colo.inventory("three")))
     assert changed_key.returncode == 6, changed_key.stdout + changed_key.stderr
     assert "preflight failed on 1 of 3 hosts; nothing was changed" in changed_key.stderr
     assert re.search(r"h3 \(\S+\): host key does not match", changed_key.stderr), changed_key.stderr
 
-    no_python = colo.lathe("cluster", "up", str(_two_hosts(colo, "nopython", h2={"python": "/opt/none/python3"})))
+    nopython = harness.two_hosts(colo, "nopython", h2={"python": "/opt/none/python3"})
+    no_python = colo.lathe("cluster", "up", str(nopython))
     assert no_python.returncode == 6
     assert "h2 (" in no_python.stderr and "python /opt/none/python3: not found" in no_python.stderr
 
     # A bare box with the wrong Python, and a GPU box whose driver is too old for the locked CUDA build.
-    other = _other_python()
-    hosts = _two_hosts(colo, "wrongboxes", h2={"python": other})
+    other = harness.other_python()
+    hosts = harness.two_hosts(colo, "wrongboxes", h2={"python": other})
     data = yaml.safe_load(hosts.read_text())
     data["hosts"].append({**data["hosts"][1], "name": "h4", "address": colo.hosts["h4"].address, "gpus": 1,
-                          "python": BARE_PYTHON, "state_dir": str(colo.workdir / "state-h4"),
+                          "python": harness.BARE_PYTHON, "state_dir": str(colo.workdir / "state-h4"),
                           "ray_temp_dir": str(colo.ray_temp / "h4")})
     hosts.write_text(yaml.safe_dump(data, sort_keys=False))
     boxes = colo.lathe("cluster", "up", str(hosts))
@@ -204,15 +67,15 @@ def test_preflight_names_the_bad_host_and_starts_nothing(colo: Colo) -> None:
     assert re.search(r"h4 \(\S+\): NVIDIA driver 535\.104\.05, 580\.65\.06 or newer wanted", boxes.stderr)
 
     # No room for the venv; then a wheelhouse that does not have this laptop's lathe.
-    full = colo.lathe("cluster", "up", str(_two_hosts(colo, "nodisk", node_env={
+    full = colo.lathe("cluster", "up", str(harness.two_hosts(colo, "nodisk", node_env={
         **colo.base["node_env"], "min_free_disk_gb": 1e6})))
     assert full.returncode == 6 and full.stderr.count("GB free where the venv goes") == 2, full.stderr
     assert "1e+06 GB wanted (node_env.min_free_disk_gb)" in full.stderr
-    stale = colo.lathe("cluster", "up", str(_two_hosts(colo, "stale", node_env={
+    stale = colo.lathe("cluster", "up", str(harness.two_hosts(colo, "stale", node_env={
         **colo.base["node_env"], "wheelhouse": colo.base["node_env"]["wheelhouse"] + "last-release/"})))
     assert stale.returncode == 6 and stale.stderr.count(
-        f"has no lathe {LATHE_VERSION} wheel (this laptop's version; it has 0.0.9)") == 2, stale.stderr
-    gone = colo.lathe("cluster", "up", str(_two_hosts(colo, "gone", node_env={
+        f"has no lathe {harness.LATHE_VERSION} wheel (this laptop's version; it has 0.0.9)") == 2, stale.stderr
+    gone = colo.lathe("cluster", "up", str(harness.two_hosts(colo, "gone", node_env={
         **colo.base["node_env"], "wheelhouse": colo.base["node_env"]["wheelhouse"] + "nowhere/"})))
     assert gone.returncode == 6 and gone.stderr.count("cannot be read from the host (File not found)") == 2, gone.stderr
 
@@ -228,8 +91,8 @@ def test_preflight_names_the_bad_host_and_starts_nothing(colo: Colo) -> None:
 
 
 @pytest.fixture(scope="module")
-def provisioned(colo: Colo):
-    inventory = _two_hosts(colo, "colo")
+def provisioned(colo: harness.Colo):
+    inventory = harness.two_hosts(colo, "colo")
     try:
         first = colo.lathe("cluster", "up", str(inventory))
         assert first.returncode == 0, first.stdout + first.stderr
@@ -238,11 +101,7 @@ def provisioned(colo: Colo):
         colo.lathe("cluster", "down", str(inventory))  # if up or a test failed halfway; a no-op otherwise
 
 
-def _ray_pids(colo: Colo) -> dict[str, str]:
-    return {n: (colo.workdir / f"state-{n}" / "ray.pid").read_text().strip() for n in ("h1", "h2")}
-
-
-def test_up_starts_ray_and_exporters_and_a_second_up_changes_nothing(colo: Colo, provisioned) -> None:
+def test_up_starts_ray_and_exporters_and_a_second_up_changes_nothing(colo: harness.Colo, provisioned) -> None:
     inventory, first = provisioned
     assert "no changes" not in first.stdout
     rows = [ln for ln in first.stdout.splitlines() if re.search(r"\bh[12]\b", ln)]
@@ -258,16 +117,16 @@ def test_up_starts_ray_and_exporters_and_a_second_up_changes_nothing(colo: Colo,
     venv = colo.workdir / "node-venv"
     assert profile["python"] == f"{venv}/bin/python"
     site = venv / "lib" / "python3.12" / "site-packages"
-    assert (site / f"lathe-{LATHE_VERSION}.dist-info").is_dir() and (site / "orchestrator" / "cli").is_dir()
+    assert (site / f"lathe-{harness.LATHE_VERSION}.dist-info").is_dir() and (site / "orchestrator" / "cli").is_dir()
     assert os.access(venv / "share" / "lathe" / "llama.cpp" / "bin" / "llama-quantize", os.X_OK)
     for name in ("h1", "h2"):
         raylets = [p for p in pids_in(colo.hosts[name]) if comm(p) == "raylet"]
         assert raylets and all(os.readlink(f"/proc/{p}/exe").startswith(str(site)) for p in raylets), name
 
-    pids = _ray_pids(colo)
+    pids = harness.ray_pids(colo)
     again = colo.lathe("cluster", "up", str(inventory))
     assert again.returncode == 0 and again.stdout.strip().endswith("no changes"), again.stdout + again.stderr
-    assert _ray_pids(colo) == pids, "a second up restarts nothing"
+    assert harness.ray_pids(colo) == pids, "a second up restarts nothing"
 
     h2 = colo.hosts["h2"].address
     with urllib.request.urlopen(f"http://{h2}:9100/metrics", timeout=10) as response:
@@ -282,49 +141,15 @@ def test_up_starts_ray_and_exporters_and_a_second_up_changes_nothing(colo: Colo,
     assert status.returncode == 0 and status.stdout.strip().endswith("healthy"), status.stdout
 
 
-def _listeners(host: Host) -> dict[tuple[str, int], str]:
-    """(address, port) -> program, for every TCP socket listening in a host."""
-    out = subprocess.run(["ip", "netns", "exec", host.name, "ss", "-ltnpH"], capture_output=True, text=True,
-                         check=True).stdout
-    found = {}
-    for line in out.splitlines():
-        local, users = line.split()[3], line.split()[-1]
-        address, port = local.rsplit(":", 1)
-        name = re.search(r'\(\("([^"]+)"', users)
-        found[(address.strip("[]").removeprefix("::ffff:"), int(port))] = name.group(1) if name else "?"
-    return found
-
-
-def _http(method: str, url: str) -> tuple[int | str, str]:
-    """(status, start of the body) for a request without credentials. A port that answers in another
-    protocol gives "not http" (gRPC: Ray's token covers it, as the GCS check below shows); one that says
-    nothing in time gives "silent", and one that drops the connection "reset": neither is taken as safe."""
-    try:
-        data = json.dumps({"entrypoint": "true"}).encode() if method == "POST" else None
-        request = urllib.request.Request(url, method=method, data=data, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read(200).decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except (http.client.BadStatusLine, http.client.RemoteDisconnected) as exc:
-        # Bytes that are not an HTTP/1.x status line, or a close before any: how gRPC meets HTTP/1.1.
-        return ("reset" if isinstance(exc, http.client.RemoteDisconnected) else "not http"), ""
-    except TimeoutError:
-        return "silent", ""
-    except urllib.error.URLError as exc:
-        return ("silent" if isinstance(exc.reason, TimeoutError) else "reset"), ""
-    except ConnectionError:
-        return "reset", ""
-
-
-def test_every_port_off_loopback_wants_the_cluster_token_or_serves_only_metrics(colo: Colo, provisioned) -> None:
+def test_every_port_off_loopback_wants_the_cluster_token_or_serves_only_metrics(colo: harness.Colo,
+                                                                              provisioned) -> None:
     """What a host on the same network can reach without the cluster's token: the dashboard (and its Jobs
     API) only on the head's loopback; every other HTTP endpoint a node opens answers 401, or is a
     Prometheus metrics page; the GCS, which workers must reach, refuses a client without the token."""
     gcs = colo.hosts["h1"].address
     for name in ("h1", "h2"):
         host = colo.hosts[name]
-        listening = _listeners(host)
+        listening = harness.listeners(host)
         assert [a for a, p in listening if p == 8265] == (["127.0.0.1"] if name == "h1" else [])
         exposed = {(a, p): prog for (a, p), prog in listening.items()
                    if not a.startswith("127.") and a != "::1" and prog != "sshd"}
@@ -332,13 +157,13 @@ def test_every_port_off_loopback_wants_the_cluster_token_or_serves_only_metrics(
             assert any(p == 6379 for _, p in exposed), "the GCS must be reachable from the workers"
         for (address, port), program in exposed.items():
             base = f"http://{host.address if address in ('*', '0.0.0.0', '::') else address}:{port}"
-            status, _ = _http("GET", f"{base}/")
+            status, _ = harness.http_probe("GET", f"{base}/")
             if status in ("not http", 401):
                 continue
             assert status not in ("silent", "reset"), f"{name}: {program} on {base} is {status}: unknown, not safe"
-            metrics, body = _http("GET", f"{base}/metrics")
+            metrics, body = harness.http_probe("GET", f"{base}/metrics")
             assert metrics == 200 and body.startswith("# HELP"), f"{name}: {program} on {base} answers {status}"
-            _, answer = _http("POST", f"{base}/api/jobs/")  # a Jobs API beside the metrics?
+            _, answer = harness.http_probe("POST", f"{base}/api/jobs/")  # a Jobs API beside the metrics?
             assert "submission_id" not in answer and "job_id" not in answer, f"{name}: {program} on {base} takes jobs"
 
     probe = ("from ray._raylet import GcsClient\nimport sys\ntry:\n"
@@ -354,12 +179,12 @@ def test_every_port_off_loopback_wants_the_cluster_token_or_serves_only_metrics(
     assert allowed.stdout.strip() == "ANSWERED", "with the token the same client gets in: the refusal was the token's"
 
 
-def test_the_quickstart_runs_across_the_provisioned_hosts(colo: Colo, provisioned, remote_recipe: Path,
+def test_the_quickstart_runs_across_the_provisioned_hosts(colo: harness.Colo, provisioned, remote_recipe: Path,
                                                          figure) -> None:
     submit = colo.lathe("submit", str(remote_recipe), "--cluster", "colo")
     assert submit.returncode == 0, submit.stderr
     run_id = submit.stdout.strip().splitlines()[-1]
-    out = _wait_terminal(colo, run_id)
+    out = harness.wait_terminal(colo, run_id)
     assert ": SUCCEEDED" in out, out + colo.lathe("logs", run_id).stdout[-3000:]
     runs = colo.workdir / "pulled"
     pulled = colo.lathe("pull", run_id, "--runs-dir", str(runs))
@@ -370,74 +195,10 @@ def test_the_quickstart_runs_across_the_provisioned_hosts(colo: Colo, provisione
     assert starts and all(e["node_ip"] == colo.hosts["h2"].address for e in starts), "trained on the worker"
     record = json.loads((runs / run_id / "run.json").read_text())
     assert record["driver_ip"] == colo.hosts["h1"].address
-    _no_secret_anywhere(colo, run_id, [runs / run_id], figure)
+    harness.no_secret_anywhere(colo, run_id, [runs / run_id], figure)
 
 
-def _no_secret_anywhere(colo: Colo, run_id: str, laptop_roots: list[Path], figure) -> None:
-    """Both sides' credentials and the cluster's Ray token, looked for in everything the run and Lathe wrote:
-    the Ray job's metadata, runtime_env and log, every object in the store, the pulled run, the laptop's
-    registry, profile and scrape targets, every lathe command's output, the hosts' service logs and all of
-    Ray's own files on both hosts (session logs, runtime envs). Only the files made to hold them are spared."""
-    profile = _profile(colo)
-    token = Path(profile.auth_token_file).read_text().strip()
-    with jobs_client(profile) as client:
-        info = client.get_job_info(run_id)
-        texts = {"job info": json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
-                                         "runtime_env": info.runtime_env}), "job log": client.get_job_logs(run_id)}
-    s3 = _s3(colo)
-    for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{run_id}/").get("Contents", []):
-        texts[f"s3://{BUCKET}/{obj['Key']}"] = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
-    texts |= {f"lathe output {i}": text for i, text in enumerate(colo.said)}
-    roots = [*laptop_roots, Path(colo.env["LATHE_HOME"]), Path(colo.env["LATHE_CLUSTERS"]),
-             colo.workdir / "config" / "lathe" / "prometheus", colo.ray_temp,
-             *(colo.workdir / f"state-{n}" / "logs" for n in ("h1", "h2"))]
-    found = sweep([*NODE_SECRETS.values(), *LAPTOP_SECRETS.values(), token], roots, texts)
-    assert not found.found, found.found
-    figure(f"secrets (cluster): {len(NODE_SECRETS) + len(LAPTOP_SECRETS) + 1} planted values in none of "
-           f"{found.summary()}")
-
-
-def _profile(colo: Colo):
-    from orchestrator import profiles
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LATHE_CLUSTERS", colo.env["LATHE_CLUSTERS"])
-        return profiles.get("colo")
-
-
-def _store(colo: Colo):
-    """The store as the laptop opens it (its credentials come from the environment, as boto3's do)."""
-    from orchestrator.store import StoreConfig, open_store
-
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in LAPTOP_SECRETS.items():
-            mp.setenv(key, value)
-        return open_store(StoreConfig(**colo.base["store"]))
-
-
-def _s3(colo: Colo):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=colo.base["store"]["endpoint_url"], region_name="us-east-1",
-                        aws_access_key_id=LAPTOP_SECRETS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=LAPTOP_SECRETS["AWS_SECRET_ACCESS_KEY"])
-
-
-def _registered_steps(colo: Colo, run_id: str) -> list[int]:
-    """Checkpoint steps Ray Train's controller has registered in the store (not merely uploaded)."""
-    s3 = _s3(colo)
-    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{run_id}/ray/").get("Contents", [])
-    for obj in listing:
-        if obj["Key"].endswith("/checkpoint_manager_snapshot.json"):
-            try:
-                body = json.loads(s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
-                return [r["metrics"]["step"] for r in body["checkpoint_results"] if "step" in r.get("metrics", {})]
-            except (json.JSONDecodeError, KeyError):
-                return []
-    return []
-
-
-def test_an_interrupted_submit_is_resolved_by_status(colo: Colo, provisioned, remote_recipe: Path) -> None:
+def test_an_interrupted_submit_is_resolved_by_status(colo: harness.Colo, provisioned, remote_recipe: Path) -> None:
     """A submit cut off after (or before) Ray accepted the job leaves a SUBMITTING entry; status settles it."""
     import sqlite3
 
@@ -458,35 +219,14 @@ def test_an_interrupted_submit_is_resolved_by_status(colo: Colo, provisioned, re
         assert "SUBMITTING" not in runs, runs
     finally:
         colo.lathe("stop", accepted)
-    assert re.search(rf"{accepted}: STOPPED\b", _wait_terminal(colo, accepted, timeout=120))
+    assert re.search(rf"{accepted}: STOPPED\b", harness.wait_terminal(colo, accepted, timeout=120))
 
 
-def _slow_checkpoints(remote_recipe: Path, name: str) -> tuple[dict, Path]:
-    """Checkpoints far apart (about 18 s) next to the lag of Ray Train's controller in registering one
-    (up to ~8 s here): on this tiny model a step takes 70 ms; real checkpoint intervals are minutes."""
-    cfg = yaml.safe_load(remote_recipe.read_text()) | {"num_epochs": 20, "gradient_accumulation_steps": 5,
-                                                       "save_steps": 50}
-    cfg["lathe"]["export"] = {"gguf": ["q8_0"], "mlx": []}  # resuming is under test; the export, elsewhere
-    recipe = remote_recipe.with_name(f"{name}.yml")
-    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return cfg, recipe
-
-
-def _wait_terminal(colo: Colo, run_id: str, timeout: float = 1500) -> str:
-    deadline, out = time.monotonic() + timeout, ""
-    while time.monotonic() < deadline:
-        out = colo.lathe("status", run_id).stdout
-        if re.search(r": (SUCCEEDED|FAILED|STOPPED)\b", out):
-            break
-        time.sleep(5)
-    return out
-
-
-def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: Colo, provisioned, remote_recipe: Path,
-                                                                   figure) -> None:
+def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: harness.Colo, provisioned,
+                                                                   remote_recipe: Path, figure) -> None:
     """Node loss: the worker's Ray dies with its supervisor (nothing restarts it); `up` brings it back."""
     inventory, _ = provisioned
-    cfg, recipe = _slow_checkpoints(remote_recipe, "node-loss")
+    cfg, recipe = harness.slow_checkpoints(remote_recipe, "node-loss")
     save_steps = cfg["save_steps"]
     submit = colo.lathe("submit", str(recipe), "--cluster", "colo")
     assert submit.returncode == 0, submit.stderr
@@ -494,19 +234,19 @@ def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: Colo, 
     deadline, steps = time.monotonic() + 900, []
     while not steps and time.monotonic() < deadline:
         time.sleep(0.3)
-        steps = _registered_steps(colo, run_id)
+        steps = harness.registered_steps(colo, run_id)
     assert steps, "training never registered a checkpoint"
     supervisor = int((colo.workdir / "state-h2" / "ray.pid").read_text())
     os.killpg(supervisor, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while _state(supervisor) not in ("", "Z") and time.monotonic() < deadline:
+    while harness.process_state(supervisor) not in ("", "Z") and time.monotonic() < deadline:
         time.sleep(0.1)  # dying: `up` must find it gone
 
     back = colo.lathe("cluster", "up", str(inventory))
     assert back.returncode == 0, back.stdout + back.stderr
     h2_row = next(ln for ln in back.stdout.splitlines() if re.search(r"\bh2\b", ln))
     assert "ray started" in h2_row and "ALIVE" in h2_row, back.stdout
-    final = _wait_terminal(colo, run_id)
+    final = harness.wait_terminal(colo, run_id)
     assert ": SUCCEEDED" in final, final + colo.lathe("logs", run_id).stdout[-3000:]
 
     runs = colo.workdir / "pulled"
@@ -527,43 +267,23 @@ def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: Colo, 
     assert points[-1]["step"] == points[-1]["max_steps"]
 
 
-def _store_steps(colo: Colo, run_id: str) -> list[int]:
-    s3 = _s3(colo)
-    try:
-        body = s3.get_object(Bucket=BUCKET, Key=f"runs/{run_id}/metrics.jsonl")["Body"].read().decode()
-    except s3.exceptions.NoSuchKey:
-        return []
-    return [json.loads(ln)["step"] for ln in body.splitlines() if ln.strip() and '"step"' in ln]
-
-
-def _driver_pid(run_id: str) -> int | None:
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"orchestrator.cluster.job" in argv and run_id.encode() in argv:
-            return int(proc.name)
-    return None
-
-
-def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: Colo, provisioned, remote_recipe: Path,
+def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: harness.Colo, provisioned, remote_recipe: Path,
                                                                 figure) -> None:
     """Driver loss: the job's entrypoint on the head is killed; `lathe status` resubmits it under the
     same run id (bounded), and training resumes from the store's last checkpoint."""
-    cfg, recipe = _slow_checkpoints(remote_recipe, "driver-loss")
+    cfg, recipe = harness.slow_checkpoints(remote_recipe, "driver-loss")
     run_id = colo.lathe("submit", str(recipe), "--cluster", "colo").stdout.strip().splitlines()[-1]
     deadline, steps = time.monotonic() + 900, []
     while not steps and time.monotonic() < deadline:
         time.sleep(0.3)
-        steps = _registered_steps(colo, run_id)
+        steps = harness.registered_steps(colo, run_id)
     assert steps, "training never registered a checkpoint"
     # The store's copy of metrics.jsonl trails by a few seconds (synced every 5 s): wait until it shows
     # the checkpoint's step, so the steps redone can be counted from it afterwards.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _store_steps(colo, run_id)[-1:] < steps[:1]:
+    while time.monotonic() < deadline and harness.store_steps(colo, run_id)[-1:] < steps[:1]:
         time.sleep(0.3)
-    driver = _driver_pid(run_id)
+    driver = harness.driver_pid(run_id)
     assert driver and driver in pids_in(colo.hosts["h1"]), "the job's driver runs on the head"
     os.kill(driver, signal.SIGKILL)
 
@@ -601,15 +321,10 @@ def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: Colo, provi
 LOAD_RUNS = int(os.environ.get("LATHE_TEST_LOAD_RUNS", "6"))
 
 
-def _max_overlap(spans: list[tuple[float, float]]) -> int:
-    """The most [start, end) intervals that hold at one instant."""
-    return max((sum(1 for s, e in spans if s <= t < e) for t, _ in spans), default=0)
-
-
-def test_many_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: Colo, provisioned,
+def test_many_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: harness.Colo, provisioned,
                                                                         remote_recipe: Path, figure) -> None:
     """Load: LOAD_RUNS `lathe submit --no-export`s at once (one recipe, so their ids race for the same second).
-    The head runs RUN_SLOTS drivers at a time and the rest wait in Ray's queue; every run must end
+    The head runs harness.RUN_SLOTS drivers at a time and the rest wait in Ray's queue; every run must end
     SUCCEEDED or FAILED with a reason, and the registry, Ray and the store must agree on each one.
     Train only: each export costs a minute of CPU that 2 cores would spend 20 times over, and the
     queue, the drivers and the registry are what is under load (exports are tested in the tests above)."""
@@ -632,7 +347,7 @@ def test_many_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: Co
         out = colo.lathe("status", timeout=900).stdout  # every active run, as a user would poll
         lines = [ln for ln in out.splitlines() if ln.split(":")[0] in run_ids]
         seen_running = max(seen_running, sum(": RUNNING" in ln for ln in lines))
-        queued |= any(f"queued for one of the cluster's {RUN_SLOTS} run slots" in ln for ln in lines)
+        queued |= any(f"queued for one of the cluster's {harness.RUN_SLOTS} run slots" in ln for ln in lines)
         with sqlite3.connect(Path(colo.env["LATHE_HOME"]) / "registry.db") as db:
             states = dict(db.execute(f"SELECT run_id, state FROM runs WHERE run_id IN ({','.join('?' * len(run_ids))})",
                                      run_ids).fetchall())
@@ -641,52 +356,46 @@ def test_many_runs_submitted_at_once_queue_for_run_slots_and_all_finish(colo: Co
         time.sleep(30)  # each poll is a lathe process and a look at every run: the test's own load
     elapsed = time.monotonic() - started
     assert len(states) == LOAD_RUNS, "the registry has every run, once"
-    assert queued, f"with {LOAD_RUNS} runs and {RUN_SLOTS} slots, some must have waited in the queue"
-    assert seen_running <= RUN_SLOTS
+    assert queued, f"with {LOAD_RUNS} runs and {harness.RUN_SLOTS} slots, some must have waited in the queue"
+    assert seen_running <= harness.RUN_SLOTS
 
     # A run's record turns SUCCEEDED in the store before its driver process has exited (it still syncs
     # and disconnects), and Ray calls the job RUNNING until it has: give Ray that moment to agree.
     settle = time.monotonic() + 180
     while True:
-        with jobs_client(_profile(colo)) as client:
+        with jobs_client(harness.cluster_profile(colo)) as client:
             in_ray = {job.submission_id: job.status.value for job in client.list_jobs()}
         if all(in_ray.get(r) in ("SUCCEEDED", "FAILED", "STOPPED") for r in run_ids) or time.monotonic() > settle:
             break
         time.sleep(5)
     spans, failed = [], []
-    s3 = _s3(colo)
+    s3 = harness.s3_client(colo)
     for run_id in run_ids:
         state = states[run_id]
         assert state in ("SUCCEEDED", "FAILED"), f"{run_id}: {state} after {elapsed:.0f} s"
         assert in_ray[run_id] == state, f"{run_id}: Ray says {in_ray[run_id]}, the registry {state}"
-        record = json.loads(s3.get_object(Bucket=BUCKET, Key=f"runs/{run_id}/run.json")["Body"].read())
+        record = json.loads(s3.get_object(Bucket=harness.BUCKET, Key=f"runs/{run_id}/run.json")["Body"].read())
         assert record["state"] == state and record["export"] is False, (run_id, record)
-        spans.append((_stamp(record["created"]), _stamp(record["ended"])))
-        exported = "Contents" in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{run_id}/export/")
+        spans.append((harness.iso_stamp(record["created"]), harness.iso_stamp(record["ended"])))
+        exported = "Contents" in s3.list_objects_v2(Bucket=harness.BUCKET, Prefix=f"runs/{run_id}/export/")
         assert not exported, f"{run_id}: train only, yet the store has an export"
         if state == "FAILED":
             failed.append(run_id)
             assert record.get("error"), record  # cleanly: a reason
             continue
-        assert _store_steps(colo, run_id)[-1:] == [3], f"{run_id}: the store's metrics end short of step 3"
-    overlap = _max_overlap(spans)
+        assert harness.store_steps(colo, run_id)[-1:] == [3], f"{run_id}: the store's metrics end short of step 3"
+    overlap = harness.max_overlap(spans)
     listed = colo.lathe("runs").stdout
     rows = [ln for ln in listed.splitlines() if ln.startswith("│")]
     assert all(sum(ln.startswith(f"│ {r} ") for ln in rows) == 1 for r in run_ids), listed  # once each
     assert "SUBMITTING" not in listed
     figure(f"load: {LOAD_RUNS} runs submitted at once: {LOAD_RUNS - len(failed)} succeeded, {len(failed)} failed "
-           f"cleanly, at most {overlap} drivers at once ({RUN_SLOTS} slots), all done in {elapsed:.0f} s")
-    assert overlap <= RUN_SLOTS, "more drivers ran at once than the head has run slots"
+           f"cleanly, at most {overlap} drivers at once ({harness.RUN_SLOTS} slots), all done in {elapsed:.0f} s")
+    assert overlap <= harness.RUN_SLOTS, "more drivers ran at once than the head has run slots"
     assert not failed, f"runs failed under load: {failed}"
 
 
-def _stamp(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso).timestamp()
-
-
-def test_down_stops_everything_it_started(colo: Colo, provisioned) -> None:
+def test_down_stops_everything_it_started(colo: harness.Colo, provisioned) -> None:
     inventory, _ = provisioned
     down = colo.lathe("cluster", "down", str(inventory))
     assert down.returncode == 0 and down.stdout.strip().endswith("stopped"), down.stdout + down.stderr

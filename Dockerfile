@@ -7,7 +7,9 @@
 #
 # Used by infra/ray/aws-gpu.yaml and infra/kuberay/raycluster.yaml.
 
-ARG CUDA_VERSION=12.8.1
+# The CUDA that the locked torch is built for (its nvidia-cuda-runtime pin; a test checks): llama.cpp
+# compiled here links the same runtime, and hosts need its driver (>= 580.65.06 for 13.0).
+ARG CUDA_VERSION=13.0.1
 ARG UBUNTU=ubuntu22.04
 
 FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build
@@ -30,8 +32,9 @@ RUN uv python install 3.12 && uv venv --python 3.12 /opt/lathe/.venv
 WORKDIR /opt/lathe/src
 COPY pyproject.toml requirements.lock README.md ./
 COPY orchestrator ./orchestrator
-# The locked stack; llama-cpp-python compiled for CUDA (all architectures Ray might schedule on).
-RUN CMAKE_ARGS="-DGGML_CUDA=ON -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DCMAKE_CUDA_ARCHITECTURES=80;86;89;90" \
+# The locked stack; llama-cpp-python compiled for CUDA, for the GPUs Ray might schedule on: A100/A10/
+# L4/H100 (80-90), B200 (100) and RTX 50xx (120). CUDA 13 has no Volta or older.
+RUN CMAKE_ARGS="-DGGML_CUDA=ON -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DCMAKE_CUDA_ARCHITECTURES=80;86;89;90;100;120" \
     uv pip install --python /opt/lathe/.venv/bin/python -r requirements.lock \
  && uv pip install --python /opt/lathe/.venv/bin/python --no-deps .
 
@@ -40,7 +43,7 @@ RUN /opt/lathe/.venv/bin/python -m pip download -q --no-deps --no-binary :all: \
       "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION}" -d /tmp/sdist \
  && tar -xzf /tmp/sdist/llama_cpp_python-*.tar.gz -C /tmp/sdist \
  && cmake -S /tmp/sdist/llama_cpp_python-*/vendor/llama.cpp -B /tmp/llama-build \
-      -DGGML_CUDA=ON -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DCMAKE_CUDA_ARCHITECTURES="80;86;89;90" \
+      -DGGML_CUDA=ON -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DCMAKE_CUDA_ARCHITECTURES="80;86;89;90;100;120" \
       -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
  && cmake --build /tmp/llama-build --config Release \
       --target llama-quantize llama-imatrix llama-server llama-cli llama-perplexity \

@@ -86,6 +86,12 @@ def test_dockerfile_installs_exactly_the_pinned_stack() -> None:
     text = (REPO / "Dockerfile").read_text()
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE))
     assert args["LLAMA_CPP_PYTHON_VERSION"] == pin("llama-cpp-python"), "tools and bindings: one llama.cpp"
+    # The image's CUDA is the one the locked torch bundles: llama.cpp is compiled against it, and a
+    # node's driver must support it (preflight's min_driver says which).
+    cuda = args["CUDA_VERSION"].split(".")[:2]
+    assert cuda == pin("nvidia-cuda-runtime").split(".")[:2], (args["CUDA_VERSION"], pin("nvidia-cuda-runtime"))
+    archs = set(re.findall(r"CMAKE_CUDA_ARCHITECTURES=\"?([\d;]+)", text))
+    assert len(archs) == 1, "the bindings and the tools are built for the same GPUs"
     assert "-r requirements.lock" in text and "--no-deps ." in text
     python = re.search(r"uv python install (\S+)", text).group(1)
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]

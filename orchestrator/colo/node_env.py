@@ -26,12 +26,19 @@ from orchestrator.colo.nodes import HostFailure, HostReport, Node
 PYTHON = (3, 12)
 
 # Run by the host's own python: list the wheelhouse (a URL or a directory on the node) and print the
-# lathe wheels in it, or why it cannot be read.
-_LIST_WHEELHOUSE = """import os, re, sys, urllib.request
+# lathe wheels in it, or why it cannot be read. urllib does not take credentials inside a URL (pip
+# does, as a private wheelhouse often needs): they go in a Basic authorization header instead.
+LIST_WHEELHOUSE = """import base64, os, re, sys, urllib.request
+from urllib.parse import unquote, urlsplit
 where = sys.argv[1]
 try:
     if re.match(r"https?://", where):
-        with urllib.request.urlopen(where, timeout=15) as r:
+        url, parts, headers = where, urlsplit(where), {}
+        if parts.username is not None:
+            url = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+            pair = unquote(parts.username) + ":" + unquote(parts.password or "")
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=15) as r:
             names = re.findall(r'href="([^"]+)"', r.read().decode("utf-8", "replace"))
     else:
         names = os.listdir(os.path.expanduser(where))
@@ -95,10 +102,14 @@ def wheelhouse_problem(inv: Inventory, node: Node) -> str | None:
     env = inv.node_env
     if not env.wheelhouse or env.requirements:
         return None
-    out = node.sh(f"{shlex.quote(node.host.python)} -c {shlex.quote(_LIST_WHEELHOUSE)} "
+    out = node.sh(f"{shlex.quote(node.host.python)} -c {shlex.quote(LIST_WHEELHOUSE)} "
                   f"{shlex.quote(env.wheelhouse)}", check=False, timeout=60).strip()
     if out.startswith("UNREADABLE"):
-        return f"wheelhouse {source(env)}: cannot be read from the host ({out.removeprefix('UNREADABLE').strip()})"
+        why = out.removeprefix("UNREADABLE").strip()
+        secret = urlsplit(env.wheelhouse).password if "://" in env.wheelhouse else None
+        if secret:  # an error that quotes the URL must not carry its password to the laptop's terminal
+            why = why.replace(secret, "***")
+        return f"wheelhouse {source(env)}: cannot be read from the host ({why})"
     version = laptop_version()
     if not any(name.startswith(f"lathe-{version}-") for name in out.split()):
         have = sorted({n.split("-")[1] for n in out.split() if n.count("-") >= 2})

@@ -447,6 +447,9 @@ def test_an_export_cut_off_by_the_store_is_resubmitted_and_finishes(cluster: Clu
     job records it as infrastructure, and `lathe status` resubmits the run, which finishes."""
     cfg = yaml.safe_load(remote_recipe.read_text())
     cfg["num_epochs"] = 1
+    # One level: the cut, the verdict and the resubmission are under test; the ladder is tested elsewhere,
+    # and this run exports twice.
+    cfg["lathe"]["export"] = {"gguf": ["q8_0"], "mlx": []}
     recipe = remote_recipe.with_name("export-outage.yml")
     recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
 

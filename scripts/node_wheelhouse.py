@@ -107,7 +107,8 @@ def main() -> int:
                     str(ROOT / "pyproject.toml")], check=True)
     # --no-deps (the pins are complete) also lets pip take an sdist where PyPI has no wheel (DeepSpeed).
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--dest", str(args.out),
-                    "--find-links", str(args.out), *(f"--platform={p}" for p in PLATFORMS), "--python-version", "3.12", "--implementation", "cp", "-r", str(pins)], check=True)
+                    "--find-links", str(args.out), *(f"--platform={p}" for p in PLATFORMS),
+                    "--python-version", "3.12", "--implementation", "cp", "-r", str(pins)], check=True)
     # Built here, with this venv's torch (DeepSpeed's setup imports it): a node may have no compiler.
     for sdist in [*args.out.glob("*.tar.gz"), *args.out.glob("*.zip")]:
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",

@@ -87,8 +87,6 @@ def source(env: NodeEnv) -> str:
     return re.sub(r"^(\w+://)[^/@]+@", r"\1", where)
 
 
-def _digest(env: NodeEnv, node: Node) -> str:
-    return hashlib.sha256(requirements(env) + json.dumps(pip_sources(env, node)).encode()).hexdigest()
 
 
 def installed(inv: Inventory, node: Node) -> bool:
@@ -124,15 +122,17 @@ def install(inv: Inventory, node: Node, report: HostReport) -> None:
     if env.kind != "venv":
         return
     venv = node.path(env.venv)
-    digest = _digest(env, node)
+    wanted, sources = requirements(env), pip_sources(env, node)
+    # What was installed and from where: a second `up` compares it with the venv's marker.
+    digest = hashlib.sha256(wanted + json.dumps(sources).encode()).hexdigest()
     q = shlex.quote
     if node.sh(f"cat {q(venv)}/.lathe-installed 2>/dev/null || true", check=False).strip() == digest:
         return  # a second `up`: nothing to write or install
     req = f"{node.state_dir}/node-requirements.txt"
-    node.write(req, requirements(env))
+    node.write(req, wanted)
     pip = " ".join(q(a) for a in ["-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                                   # Bytecode is written on first import, for what a node imports.
-                                  "--no-compile", *pip_sources(env, node), "-r", req])
+                                  "--no-compile", *sources, "-r", req])
     # One installer at a time per venv path (hosts sharing a home directory); the others find the marker.
     script = (f"set -e; mkdir -p {q(os.path.dirname(venv))}; exec 9>{q(venv + '.lock')}; flock 9; "
               f"if [ \"$(cat {q(venv)}/.lathe-installed 2>/dev/null)\" = {digest} ]; then echo DONE; exit 0; fi; "
@@ -142,7 +142,7 @@ def install(inv: Inventory, node: Node, report: HostReport) -> None:
     if result.exited != 0:
         lines = [ln for ln in (result.stderr or result.stdout).strip().splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("ERROR")] or lines
-        raise HostFailure(f"installing {requirements(env).decode().split()[0]} into {venv} failed: "
+        raise HostFailure(f"installing {wanted.decode().split()[0]} into {venv} failed: "
                           f"{errors[0] if errors else f'exit {result.exited}'}")
     if "INSTALLED" in result.stdout:
         report.changes.append("node environment installed")
@@ -150,6 +150,6 @@ def install(inv: Inventory, node: Node, report: HostReport) -> None:
     got = node.facts.get("venv_py") or {}
     if not env.requirements and got.get("lathe") != laptop_version():
         raise HostFailure(f"{venv} has lathe {got.get('lathe')} after the install, this laptop has {laptop_version()}")
-    if got.get("ray") != nd.laptop_ray_version():
-        raise HostFailure(f"{venv} has ray {got.get('ray')}, this laptop has {nd.laptop_ray_version()} "
-                          "(Ray wants one version across a cluster and its clients)")
+    mismatch = nd.ray_mismatch(venv_python(inv, node), got.get("ray"), nd.laptop_ray_version())
+    if mismatch:
+        raise HostFailure(mismatch)

@@ -237,3 +237,11 @@ def laptop_ray_version() -> str:
 
     return version("ray")
 
+
+def ray_mismatch(python: str, ray: str | None, laptop_ray: str) -> str | None:
+    """Why `python`'s Ray does not fit this laptop's, or None when it does: Ray wants one version."""
+    if ray == laptop_ray:
+        return None
+    return (f"python {python}: ray {ray}, this laptop has {laptop_ray} "
+            "(Ray wants one version across a cluster and its clients)")
+

@@ -38,9 +38,8 @@ def _host_problems(inv: Inventory, node: Node, ray_version: str) -> list[str]:
     elif inv.node_env.kind == "existing":
         if not py.get("ray"):
             problems.append(f"python {host.python}: has no ray (install lathe[node] there, or use node_env.kind: venv)")
-        elif py["ray"] != ray_version:
-            problems.append(f"python {host.python}: ray {py['ray']}, this laptop has {ray_version} "
-                            "(Ray wants one version across a cluster and its clients)")
+        elif mismatch := nd.ray_mismatch(host.python, py["ray"], ray_version):
+            problems.append(mismatch)
         if py.get("ray") and not py.get("orchestrator"):
             problems.append(f"python {host.python}: has no lathe (the orchestrator package)")
     else:

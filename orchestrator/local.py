@@ -42,9 +42,11 @@ def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
         return
     for key, value in CONTROLLER_ENV.items():
         os.environ.setdefault(key, value)  # inherited by the local Ray's processes, the controller's among them
-    address = os.environ.get("RAY_ADDRESS")
+    # RAY_ADDRESS joins that Ray. Otherwise a fresh local one ("local"): left to itself, ray.init would
+    # join whatever cluster a `ray start` on this machine last wrote into /tmp/ray, with no cluster named.
+    address = os.environ.get("RAY_ADDRESS") or "local"
     # A fresh local Ray: logical CPUs sized for the workers plus Ray Train's controller.
-    kwargs: dict[str, Any] = {} if address else {"num_cpus": max(min_cpus + 1, os.cpu_count() or 1, 4)}
+    kwargs: dict[str, Any] = {} if address != "local" else {"num_cpus": max(min_cpus + 1, os.cpu_count() or 1, 4)}
     for attempt in range(1, RAY_START_TRIES + 1):
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR", **kwargs)

@@ -15,6 +15,7 @@ Lathe builds it into a cache on first use (see `resolve_base_model`).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -314,11 +315,13 @@ def resolve_base_model(base_model: str, recipe_name: str = "recipe") -> str:
     except ValueError as exc:
         raise RecipeError(recipe_name, "base_model", str(exc)) from None
     target = cache_root() / spec.cache_key
-    if not (target / "config.json").exists():
-        try:
+    if (target / "config.json").exists():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One build per model even when several processes want it at once (two runs, a run and its
+    # export task, test workers): the others wait for it rather than build the same model again.
+    with open(target.parent / f".{spec.cache_key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").exists():
             build(spec, target)
-        except OSError:
-            # Another process won the race (os.replace is atomic); anything else is real.
-            if not (target / "config.json").exists():
-                raise
     return str(target)

@@ -1,6 +1,6 @@
 """The layout rules the code keeps (read from the source, nothing run): no import cycle inside
 `orchestrator`, small modules, a run's file names spelled in one module, one exit code per error
-kind and the README's table in step with it."""
+kind and the documented table (docs/reference.md) in step with it."""
 
 from __future__ import annotations
 
@@ -108,13 +108,13 @@ def test_a_runs_file_names_are_spelled_in_one_module() -> None:
     assert spelled == {}, "name these through orchestrator.run.layout"
 
 
-def test_every_error_kind_has_its_own_exit_code_and_the_readme_lists_them() -> None:
+def test_every_error_kind_has_its_own_exit_code_and_the_docs_list_them() -> None:
     kinds = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.LatheError)]
     codes = {cls.__name__: cls.exit_code for cls in kinds if cls is not errors.RecipeErrors}
     assert len(set(codes.values())) == len(codes), codes
     assert set(errors.EXIT_CODES) == {0, *codes.values()}
-    readme = (ROOT / "README.md").read_text()
-    table = dict(re.findall(r"^\| (\d+) \| `?(\w+)`? \|", readme, re.MULTILINE))
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    table = dict(re.findall(r"^\| (\d+) \| `?(\w+)`? \|", reference, re.MULTILINE))
     assert {int(code): name for code, name in table.items()} == {0: "success", **{c: n for n, c in codes.items()}}
 
 

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 LATHE := .venv/bin/lathe
 
-.PHONY: setup test demo bench lint lock
+.PHONY: setup test test-fast demo bench lint lock
 
 setup:
 	@scripts/bootstrap.sh
@@ -23,12 +23,19 @@ bench: setup
 	$(PY) bench/pull_throughput.py && \
 	$(PY) bench/warm_start.py; status=$$?; rm -rf $$runs; exit $$status
 
-## The whole test suite (real Axolotl, Ray, llama.cpp, MLX, Prometheus, sshd where the tests need them).
+## The whole test suite (real Axolotl, Ray, llama.cpp, MLX, Prometheus, sshd where the tests need them),
+## on two xdist workers: tests that share an expensive run go to one worker (tests/support/schedule.py;
+## docs/testing.md has the measurements). Prints the 25 slowest tests and the total at the end.
 ## pytest's status, without the interpreter's teardown of native libraries (see the script).
 ## Set-up for the tests also re-packs the node stack for tests/test_cluster.py's wheelhouse (once per lock).
+PYTEST_WORKERS ?= 2
 test: export LATHE_SETUP_FOR_TESTS := 1
 test: setup
-	$(PY) scripts/pytest_then_exit.py
+	$(PY) scripts/pytest_then_exit.py -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart=0
+
+## The inner loop: unit tests, validation, and one short end-to-end run (`lathe run` in a netns); no clusters.
+test-fast: setup
+	$(PY) scripts/pytest_then_exit.py --fast -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart=0
 
 lint: setup
 	$(PY) -m ruff check orchestrator tests bench

@@ -54,43 +54,72 @@ if ! ls "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz >/dev/null 2>&1; t
   rm -rf "$SDIST_DIR" && mkdir -p "$SDIST_DIR"
   "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_VERSION" -d "$SDIST_DIR"
 fi
-if ! ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
-  log "building llama-cpp-python $LLAMA_VERSION (first time: ~5-7 min)"
-  "$VENV/bin/uv" build -q --wheel --out-dir "$WHEELHOUSE" "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz
-fi
-
-# llama.cpp's quantizer and importance-matrix tools (export's calibrated GGUF levels need both; the
-# binding cannot pass an importance matrix), from the same sdist: only those two targets, static, CPU,
-# portable. ~5 min on 2 cores, so it compiles in the background while the environment installs.
+# The two compiles (the binding's library, then llama.cpp's tools) are the set-up's critical path: ~10
+# minutes of both cores. They run one after the other in the background, and everything else that
+# does not need them (the locked install, minus the binding) runs beside them.
+wheel_ready() { ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; }
 TOOLS_BIN="$VENV/share/lathe/llama.cpp/bin"
 TOOLS_STAMP="$TOOLS_BIN/.version"
-tools_pid=""
-if [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" != "$LLAMA_VERSION" ]; then
-  log "building llama.cpp's llama-quantize and llama-imatrix (first time: ~5 min, in the background)"
-  (
-    set -e
-    src=$(mktemp -d)
-    tar -xzf "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$src"
-    cmake -S "$src"/llama_cpp_python-*/vendor/llama.cpp -B "$src/build" -DCMAKE_BUILD_TYPE=Release \
-      -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >"$src/cmake.log" 2>&1
-    cmake --build "$src/build" --target llama-quantize llama-imatrix -j "$(nproc)" >>"$src/cmake.log" 2>&1 \
-      || { tail -20 "$src/cmake.log" >&2; exit 1; }
-    mkdir -p "$TOOLS_BIN"
-    cp "$src/build/bin/llama-quantize" "$src/build/bin/llama-imatrix" "$TOOLS_BIN/"
-    echo "$LLAMA_VERSION" > "$TOOLS_STAMP"
-    rm -rf "$src"
-  ) &
-  tools_pid=$!
+build_binding() {
+  wheel_ready && return 0
+  log "building llama-cpp-python $LLAMA_VERSION (first time: ~5 min)"
+  local out
+  out=$(mktemp -d)  # into the wheelhouse only when whole: the install below waits for it to appear
+  "$VENV/bin/uv" build -q --wheel --out-dir "$out" "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz
+  mkdir -p "$WHEELHOUSE" && mv "$out"/llama_cpp_python-*.whl "$WHEELHOUSE"/ && rm -rf "$out"
+}
+# llama.cpp's quantizer and importance-matrix tools (export's calibrated GGUF levels need both; the
+# binding cannot pass an importance matrix), from the same sdist: only those two targets, static, CPU,
+# portable. ~6 min on 2 cores.
+build_tools() {
+  [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" = "$LLAMA_VERSION" ] && return 0
+  log "building llama.cpp's llama-quantize and llama-imatrix (first time: ~6 min)"
+  local src
+  src=$(mktemp -d)
+  tar -xzf "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$src"
+  cmake -S "$src"/llama_cpp_python-*/vendor/llama.cpp -B "$src/build" -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >"$src/cmake.log" 2>&1
+  cmake --build "$src/build" --target llama-quantize llama-imatrix -j "$(nproc)" >>"$src/cmake.log" 2>&1 \
+    || { tail -20 "$src/cmake.log" >&2; return 1; }
+  mkdir -p "$TOOLS_BIN"
+  cp "$src/build/bin/llama-quantize" "$src/build/bin/llama-imatrix" "$TOOLS_BIN/"
+  echo "$LLAMA_VERSION" > "$TOOLS_STAMP"
+  rm -rf "$src"
+}
+compile_pid=""
+if ! wheel_ready || [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" != "$LLAMA_VERSION" ]; then
+  ( set -e; build_binding; build_tools ) &
+  compile_pid=$!
 fi
 
 want=$(cat requirements.lock requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
-  log "installing the locked environment (first time: ~5 min, mostly torch)"
-  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --find-links "$WHEELHOUSE" -r requirements.lock
+  log "installing the locked environment (first time: ~1-5 min, mostly torch), beside the compiles"
+  locked_rest=$(mktemp)
+  grep -v '^llama-cpp-python==' requirements.lock > "$locked_rest"
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -r "$locked_rest"
+  rm -f "$locked_rest"
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -r requirements-nodeps.txt
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e .
+  # The binding from the wheelhouse, once its compile is done (the tools' compile goes on meanwhile).
+  while ! wheel_ready; do
+    if [ -n "$compile_pid" ] && ! kill -0 "$compile_pid" 2>/dev/null; then
+      wait "$compile_pid" || true
+      wheel_ready || { echo "bootstrap: building llama-cpp-python failed" >&2; exit 1; }
+    fi
+    sleep 2
+  done
+  "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --find-links "$WHEELHOUSE" -r requirements.lock
   echo "$want" > "$STAMP"
+fi
+
+# `make test` only: the bare-node tests install lathe[node] from a wheelhouse, and with no index
+# reachable its wheels are re-packed from this venv (tests/support/wheelhouse.py). Reading the venv's
+# ~100,000 files is the cost, so it happens here, once per lock, while they are still in memory
+# (and while the tools compile).
+if [ -n "${LATHE_SETUP_FOR_TESTS:-}" ]; then
+  "$VENV/bin/python" -m tests.support.wheelhouse | sed 's/^/[bootstrap] /'
 fi
 
 # llama.cpp's HF -> GGUF converter (and the gguf-py it imports), from the same sdist, so converter
@@ -108,8 +137,8 @@ if [ "$(cat "$TOOLS/VERSION" 2>/dev/null)" != "$LLAMA_VERSION" ]; then
   rm -rf "$tmp"
 fi
 
-if [ -n "$tools_pid" ]; then
-  wait "$tools_pid" || { echo "bootstrap: building llama.cpp's tools failed" >&2; exit 1; }
+if [ -n "$compile_pid" ]; then
+  wait "$compile_pid" || { echo "bootstrap: building llama.cpp failed" >&2; exit 1; }
   log "llama.cpp's tools are in $TOOLS_BIN"
 fi
 # The same tools and converter as a wheel (lathe[node] needs it; PyPI does not have it), for the
@@ -118,9 +147,3 @@ if ! ls "$WHEELHOUSE"/lathe_llama_cpp-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; th
   "$VENV/bin/python" scripts/node_wheelhouse.py --tools-wheel-from "$TOOLS" "$WHEELHOUSE" >/dev/null
 fi
 
-# `make test` only: the bare-node tests install lathe[node] from a wheelhouse, and with no index
-# reachable its wheels are re-packed from this venv (tests/support/wheelhouse.py). Reading the venv's
-# ~100,000 files is the cost, so it happens here, once per lock, while they are still in memory.
-if [ -n "${LATHE_SETUP_FOR_TESTS:-}" ]; then
-  "$VENV/bin/python" -m tests.support.wheelhouse | sed 's/^/[bootstrap] /'
-fi

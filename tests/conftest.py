@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny models are built once per session into a temporary cache."""
+"""Shared fixtures: tiny models are built once per test run into a temporary cache, the expensive runs
+are made once and shared (tests/support/schedule.py says how the suite is spread over xdist workers)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,14 +20,17 @@ import yaml
 from orchestrator.run import RunDir
 from tests.support.leaks import plant
 from tests.support.needs import require
+from tests.support.schedule import Timings, fast, group_and_order, make_scheduler
+from tests.support.shared import end_all, made_once, outlives_its_maker, shared_root
 
 pytest_plugins = ["pytester"]  # test_support runs pytest on a copy of this conftest
 
 REPO = Path(__file__).resolve().parents[1]
-FIGURES = pytest.StashKey[list[tuple[str, str]]]()  # the run's: figures of tests that passed
 PENDING = pytest.StashKey[list[str]]()  # a test's own, kept only if it passes
+FIGURE = "lathe-figure"  # a passing test's figure travels in its report (from an xdist worker too)
 # Credentials in the environment of the end-to-end `lathe run`: a local run must not write them anywhere.
-LOCAL_SECRETS = plant("local")
+# The same values in every xdist worker of one test run: the run is made in one, swept in another.
+LOCAL_SECRETS = plant("local", seed=os.environ.get("PYTEST_XDIST_TESTRUNUID"))
 
 
 @pytest.fixture
@@ -46,27 +51,77 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require(*mark.args, why=mark.kwargs.get("why", item.name))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fast", action="store_true",
+                     help="the inner loop (make test-fast): what is not marked slow, and the tests marked inner_loop, "
+                          "without the end-to-end run's inspections")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--fast"):
+        kept = [item for item in items if fast(item)]
+        config.hook.pytest_deselected(items=[item for item in items if not fast(item)])
+        items[:] = kept
+    group_and_order(items, config._tmp_path_factory)  # pytest's own temp factory
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`-n N --dist loadgroup`: tests that share an expensive run go to one worker (schedule.py)."""
+    return make_scheduler(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.passed:
-        for text in item.stash.get(PENDING, []):
-            item.config.stash.setdefault(FIGURES, []).append((item.nodeid, text))
+        report.user_properties.extend((FIGURE, text) for text in item.stash.get(PENDING, []))
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    figures = config.stash.get(FIGURES, [])
-    if figures:
-        terminalreporter.section("figures measured by this run")
-        for nodeid, text in figures:
-            terminalreporter.write_line(f"{text}   [{nodeid.split('::')[-1]}]")
+class SuiteReport:
+    """Where the results are gathered (this process, or xdist's controller for all its workers): the
+    figures of passing tests, and each test's time."""
+
+    def __init__(self) -> None:
+        self.figures: list[tuple[str, str]] = []
+        self.timings = Timings()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.timings.add(report)
+        if report.when == "call" and report.passed:
+            self.figures += [(report.nodeid, text) for key, text in report.user_properties if key == FIGURE]
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.figures:
+            terminalreporter.section("figures measured by this run")
+            for nodeid, text in self.figures:
+                terminalreporter.write_line(f"{text}   [{nodeid.split('::')[-1].split('@')[0]}]")
+        if self.timings.tests:
+            terminalreporter.section("where the suite's time went")
+            for line in self.timings.summary(slowest=25):
+                terminalreporter.write_line(line)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(SuiteReport(), "lathe-suite-report")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's owner (xdist's controller, or pytest alone) ends what the shared runs left behind,
+    once no worker needs them."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") and hasattr(config, "_tmp_path_factory"):
+        root = config._tmp_path_factory.getbasetemp() / "shared"  # shared_root's, seen from the owner
+        if root.is_dir():
+            end_all(root)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _offline_env(tmp_path_factory: pytest.TempPathFactory) -> None:
     """No hub, no telemetry, and a cache no other run shares."""
-    os.environ["LATHE_CACHE"] = str(tmp_path_factory.mktemp("lathe-cache"))
+    # One cache for every xdist worker of this run: a tiny base is built once (under a lock), not per worker.
+    cache = shared_root(tmp_path_factory) / "lathe-cache"
+    cache.mkdir(exist_ok=True)
+    os.environ["LATHE_CACHE"] = str(cache)
     for key, value in {
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
@@ -141,23 +196,39 @@ def ray_session():
         ray.shutdown()  # ends the local cluster this process started, nothing else
 
 
-@pytest.fixture(scope="session")
-def pushgateway(tmp_path_factory: pytest.TempPathFactory):
-    from tests.support.services import start_pushgateway
-
-    service = start_pushgateway(tmp_path_factory.mktemp("pushgateway"))
-    yield service
-    service.stop()
+@dataclass
+class Endpoint:
+    url: str
 
 
 @pytest.fixture(scope="session")
-def prometheus(tmp_path_factory: pytest.TempPathFactory, pushgateway):
-    """Prometheus scraping the Pushgateway every second, as a user's monitoring would."""
-    from tests.support.services import start_prometheus
+def monitoring(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Endpoint]:
+    """A Pushgateway and a Prometheus scraping it every second, as a user's monitoring would: one pair
+    for the whole test run, shared by every worker (the end-to-end run pushes to it, and the tests that
+    query it may run in another worker)."""
 
-    service = start_prometheus(tmp_path_factory.mktemp("prometheus"), [pushgateway.url.removeprefix("http://")])
-    yield service
-    service.stop()
+    def make(where: Path) -> None:
+        from tests.support.services import start_prometheus, start_pushgateway
+
+        gateway = start_pushgateway(where)
+        outlives_its_maker(where, pid=gateway.proc.pid)
+        (where / "prometheus").mkdir()
+        prom = start_prometheus(where / "prometheus", [gateway.url.removeprefix("http://")])
+        outlives_its_maker(where, pid=prom.proc.pid)
+        (where / "urls.json").write_text(json.dumps({"pushgateway": gateway.url, "prometheus": prom.url}))
+
+    where = made_once(shared_root(tmp_path_factory), "monitoring", make)
+    return {name: Endpoint(url) for name, url in json.loads((where / "urls.json").read_text()).items()}
+
+
+@pytest.fixture(scope="session")
+def pushgateway(monitoring: dict[str, Endpoint]) -> Endpoint:
+    return monitoring["pushgateway"]
+
+
+@pytest.fixture(scope="session")
+def prometheus(monitoring: dict[str, Endpoint]) -> Endpoint:
+    return monitoring["prometheus"]
 
 
 @dataclass
@@ -169,22 +240,30 @@ class CliRun:
 
 
 @pytest.fixture(scope="session")
-def e2e_cli(quickstart: Path, tmp_path_factory: pytest.TempPathFactory, pushgateway, prometheus) -> CliRun:
+def e2e_cli(tmp_path_factory: pytest.TempPathFactory, quickstart: Path, pushgateway: Endpoint) -> CliRun:
     """The README's main command, `lathe run recipes/quickstart.yml`, as a user runs it: train on a
-    local Ray, export, evaluate every level, print the table. Every test that inspects a finished
-    run shares this one."""
-    lathe = Path(sys.executable).with_name("lathe")
-    runs = tmp_path_factory.mktemp("runs")
-    ray_temp = Path(tempfile.mkdtemp(prefix="lathe-e2e-", dir="/tmp"))  # Ray's socket paths: 107 bytes at most
-    env = {**os.environ, **LOCAL_SECRETS, "RAY_TMPDIR": str(ray_temp)}
-    proc = subprocess.run([str(lathe), "run", str(quickstart), "--runs-dir", str(runs),
-                           "--pushgateway", pushgateway.url], capture_output=True, text=True, timeout=2400,
-                          check=False, env=env)
-    found = re.search(r"^run directory: (.+)$", proc.stdout, re.MULTILINE)
-    if proc.returncode != 0 or not found:
-        pytest.fail(f"lathe run exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    yield CliRun(RunDir(Path(found.group(1).strip())), proc.stdout, proc.stderr, ray_temp)
-    shutil.rmtree(ray_temp, ignore_errors=True)
+    local Ray, export, evaluate every level, print the table. Made once per test run, by the first
+    worker whose test asks; every test that inspects a finished run shares it, in any worker."""
+
+    def make(where: Path) -> None:
+        lathe = Path(sys.executable).with_name("lathe")
+        ray_temp = Path(tempfile.mkdtemp(prefix="lathe-e2e-", dir="/tmp"))  # Ray's socket paths: 107 bytes at most
+        outlives_its_maker(where, directory=ray_temp)
+        env = {**os.environ, **LOCAL_SECRETS, "RAY_TMPDIR": str(ray_temp)}
+        proc = subprocess.run([str(lathe), "run", str(quickstart), "--runs-dir", str(where / "runs"),
+                               "--pushgateway", pushgateway.url], capture_output=True, text=True, timeout=2400,
+                              check=False, env=env)
+        found = re.search(r"^run directory: (.+)$", proc.stdout, re.MULTILINE)
+        if proc.returncode != 0 or not found:
+            pytest.fail(f"lathe run exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        (where / "stdout.txt").write_text(proc.stdout)
+        (where / "stderr.txt").write_text(proc.stderr)
+        (where / "run.json").write_text(json.dumps({"run": found.group(1).strip(), "ray_temp": str(ray_temp)}))
+
+    where = made_once(shared_root(tmp_path_factory), "quickstart-e2e", make)
+    made = json.loads((where / "run.json").read_text())
+    return CliRun(RunDir(Path(made["run"])), (where / "stdout.txt").read_text(), (where / "stderr.txt").read_text(),
+                  Path(made["ray_temp"]))
 
 
 @pytest.fixture(scope="session")

@@ -179,25 +179,6 @@ def test_every_port_off_loopback_wants_the_cluster_token_or_serves_only_metrics(
     assert allowed.stdout.strip() == "ANSWERED", "with the token the same client gets in: the refusal was the token's"
 
 
-def test_the_quickstart_runs_across_the_provisioned_hosts(colo: harness.Colo, provisioned, remote_recipe: Path,
-                                                         figure) -> None:
-    submit = colo.lathe("submit", str(remote_recipe), "--cluster", "colo")
-    assert submit.returncode == 0, submit.stderr
-    run_id = submit.stdout.strip().splitlines()[-1]
-    out = harness.wait_terminal(colo, run_id)
-    assert ": SUCCEEDED" in out, out + colo.lathe("logs", run_id).stdout[-3000:]
-    runs = colo.workdir / "pulled"
-    pulled = colo.lathe("pull", run_id, "--runs-dir", str(runs))
-    assert pulled.returncode == 0, pulled.stderr
-    mf.verify_present(runs / run_id / "export")
-    events = [json.loads(ln) for ln in (runs / run_id / "events.jsonl").read_text().splitlines()]
-    starts = [e for e in events if e["event"] == "worker_start"]
-    assert starts and all(e["node_ip"] == colo.hosts["h2"].address for e in starts), "trained on the worker"
-    record = json.loads((runs / run_id / "run.json").read_text())
-    assert record["driver_ip"] == colo.hosts["h1"].address
-    harness.no_secret_anywhere(colo, run_id, [runs / run_id], figure)
-
-
 def test_an_interrupted_submit_is_resolved_by_status(colo: harness.Colo, provisioned, remote_recipe: Path) -> None:
     """A submit cut off after (or before) Ray accepted the job leaves a SUBMITTING entry; status settles it."""
     import sqlite3
@@ -267,11 +248,14 @@ def test_a_lost_worker_host_comes_back_with_up_and_training_resumes(colo: harnes
     assert points[-1]["step"] == points[-1]["max_steps"]
 
 
-def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: harness.Colo, provisioned, remote_recipe: Path,
-                                                                figure) -> None:
-    """Driver loss: the job's entrypoint on the head is killed; `lathe status` resubmits it under the
-    same run id (bounded), and training resumes from the store's last checkpoint."""
-    cfg, recipe = harness.slow_checkpoints(remote_recipe, "driver-loss")
+@pytest.fixture(scope="module")
+def driver_lost(colo: harness.Colo, provisioned, remote_recipe: Path) -> dict:
+    """The quickstart across the provisioned hosts, through a driver loss: submitted to the head, trained
+    on the worker, the job's entrypoint on the head killed after the first registered checkpoint; `lathe
+    status` resubmits it under the same run id, training resumes from the store's last checkpoint, the
+    export runs on the worker with the venv's llama.cpp tools, and the laptop pulls it. One run for both
+    tests below (the plain quickstart run they once each paid for proved nothing this one does not)."""
+    cfg, recipe = harness.slow_checkpoints(remote_recipe, "driver-loss", whole_export=True)
     run_id = colo.lathe("submit", str(recipe), "--cluster", "colo").stdout.strip().splitlines()[-1]
     deadline, steps = time.monotonic() + 900, []
     while not steps and time.monotonic() < deadline:
@@ -293,14 +277,32 @@ def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: harness.Col
         seen.append(out)
         if re.search(r": (SUCCEEDED|FAILED|STOPPED)\b", out):
             break
-        time.sleep(3)
+        time.sleep(10)  # `lathe status` notices the lost driver and resubmits; each call costs seconds of CPU
     assert ": SUCCEEDED" in seen[-1], "\n".join(seen[-3:]) + colo.lathe("logs", run_id).stdout[-3000:]
+    runs = colo.workdir / "pulled"
+    pulled = colo.lathe("pull", run_id, "--runs-dir", str(runs))
+    assert pulled.returncode == 0, pulled.stderr
+    return {"run_id": run_id, "cfg": cfg, "steps": steps, "seen": seen, "run": runs / run_id}
+
+
+def test_the_quickstart_runs_across_the_provisioned_hosts(colo: harness.Colo, driver_lost: dict, figure) -> None:
+    run_id, run = driver_lost["run_id"], driver_lost["run"]
+    manifest = mf.verify_present(run / "export")
+    assert {"f16", "q8_0", "q4_k_m", "mlx-4bit"} <= set(manifest.levels()), "the whole ladder, calibrated q4_k_m too"
+    events = [json.loads(ln) for ln in (run / "events.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["event"] == "worker_start"]
+    assert starts and all(e["node_ip"] == colo.hosts["h2"].address for e in starts), "trained on the worker"
+    record = json.loads((run / "run.json").read_text())
+    assert record["driver_ip"] == colo.hosts["h1"].address
+    harness.no_secret_anywhere(colo, run_id, [run], figure)
+
+
+def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(driver_lost: dict, figure) -> None:
+    """Driver loss: the job's entrypoint on the head is killed; `lathe status` resubmits it under the
+    same run id (bounded), and training resumes from the store's last checkpoint."""
+    seen, steps, cfg, run = driver_lost["seen"], driver_lost["steps"], driver_lost["cfg"], driver_lost["run"]
     resubmitted = [o for o in seen if "resubmitted as attempt 2 of 3" in o]
     assert resubmitted and "job driver lost" in resubmitted[0], "\n".join(seen)
-
-    runs = colo.workdir / "pulled"
-    assert colo.lathe("pull", run_id, "--runs-dir", str(runs)).returncode == 0
-    run = runs / run_id
     mf.verify_present(run / "export")
     record = json.loads((run / "run.json").read_text())
     assert record["attempt"] == 2 and record["state"] == "SUCCEEDED"
@@ -311,7 +313,7 @@ def test_a_lost_job_driver_is_resubmitted_in_place_and_resumes(colo: harness.Col
     before = max(p["step"] for p in points if p["time"] < starts[-1]["time"] and "step" in p)
     redone = before - starts[-1]["resume_step"]
     figure(f"driver loss: last step before the loss {before}, resumed from {starts[-1]['resume_step']}, "
-          f"steps redone {redone} (checkpoint every {cfg['save_steps']})")
+           f"steps redone {redone} (checkpoint every {cfg['save_steps']})")
     assert 0 <= redone <= cfg["save_steps"]
 
 

@@ -40,6 +40,7 @@ BUCKET = "lathe-test"
 # What the laptop has, and what the nodes have: neither may show up anywhere a run writes.
 LAPTOP_SECRETS = plant("laptop")
 NODE_SECRETS = plant("node")
+STATUS_POLL_S = 15  # between `lathe status` calls while a run finishes
 
 
 @dataclass
@@ -119,18 +120,50 @@ def _alive_nodes(c: Cluster) -> int:
         return 0  # the dashboard is still starting
 
 
+def an_export_gguf(method: str, path: str, _query: str) -> bool:
+    return method in ("PUT", "POST") and "/export/gguf/" in path
+
+
 @pytest.fixture(scope="module")
 def submitted(cluster: Cluster, remote_recipe: Path) -> dict:
+    """`lathe submit`, then a store outage in the export: the S3 server stops in the middle of the
+    export's first GGUF upload and stays down until the export task has spent the client's retries.
+    The export failed for a reason outside the recipe, the job records it as infrastructure, and
+    `lathe status` resubmits the run, which finishes. Every test of a submitted run (status, pull,
+    eval, secrets, pull faults) inspects this one run, made once."""
+    from ray.job_submission import JobStatus
+
     started = time.monotonic()
     # A 4 KB inline limit sends the 7 KB dataset through the store, as a large one would go.
     cluster.env["LATHE_INLINE_LIMIT_BYTES"] = "4096"
-    proc = cluster.lathe("submit", str(remote_recipe), "--cluster", "netns")
-    run_id = proc.stdout.strip().splitlines()[-1]
-    returned_at, returned_after = time.time(), time.monotonic() - started
-    first = cluster.lathe("status", run_id).stdout
-    final = _wait(lambda: _terminal(cluster, run_id), 1500, f"run {run_id} to finish", interval=5)
+    client = _jobs(cluster)
+    cluster.s3.stop_during(an_export_gguf)
+    try:
+        proc = cluster.lathe("submit", str(remote_recipe), "--cluster", "netns")
+        run_id = proc.stdout.strip().splitlines()[-1]
+        returned_at, returned_after = time.time(), time.monotonic() - started
+        first = cluster.lathe("status", run_id).stdout
+        _wait(lambda: cluster.s3.cut, 900, "an export upload to be cut", 0.2)
+        # The job says so in its log (read from Ray's dashboard, not the store) once the export task has
+        # spent its retries; the store comes back while the job's last sync is still retrying.
+        _wait(lambda: "export failed" in client.get_job_logs(run_id), 300, "the cut-off export to give up", 0.5)
+    finally:
+        cluster.s3.stop_during(None)
+        cluster.s3.start()
+    _wait(lambda: client.get_job_status(run_id) in (JobStatus.FAILED, JobStatus.SUCCEEDED), 120,
+          "the first attempt's driver to exit", 1)
+    first_attempt = json.loads(cluster.store().get_bytes(f"{run_id}/run.json"))
+    # `lathe status` resubmits the run; each call is a process that costs seconds of CPU (imports, the
+    # Jobs API, the store), which the other xdist worker's runs need too: poll as a patient user would.
+    final = _wait(lambda: _terminal(cluster, run_id), 1500, f"run {run_id} to finish", interval=STATUS_POLL_S)
     return {"run_id": run_id, "returned_at": returned_at, "returned_after": returned_after, "first_status": first,
-            "final_status": final}
+            "final_status": final, "first_attempt": first_attempt, "cut": cluster.s3.cut[0]}
+
+
+def _jobs(c: Cluster):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(f"http://{c.head.address}:8265", headers=_headers(c))
 
 
 def _terminal(c: Cluster, run_id: str) -> str | None:
@@ -167,6 +200,24 @@ def test_submit_returns_at_once_and_the_run_succeeds_on_the_worker(cluster: Clus
     assert run_id in runs and "SUCCEEDED" in runs
 
 
+def test_an_export_cut_off_by_the_store_is_resubmitted_and_finishes(cluster: Cluster, submitted: dict,
+                                                                    figure) -> None:
+    """The submitted run's export lost its store mid-upload (fixture `submitted`): its first attempt
+    failed as infrastructure, and the resubmitted attempt finished with the whole export in the store."""
+    run_id, first = submitted["run_id"], submitted["first_attempt"]
+    assert "/export/gguf/" in submitted["cut"], submitted["cut"]
+    assert (first["state"], first.get("error_kind"), first["attempt"]) == ("FAILED", "infrastructure", 1), first
+    assert "export" in first.get("error", ""), first
+    assert f"{run_id}: SUCCEEDED" in submitted["final_status"], submitted["final_status"]
+    store = cluster.store()
+    record = json.loads(store.get_bytes(f"{run_id}/run.json"))
+    assert record["attempt"] == 2 and record["state"] == "SUCCEEDED", record
+    manifest = mf.Manifest.model_validate_json(store.get_bytes(f"{run_id}/export/{mf.MANIFEST}"))
+    assert {"f16", "q8_0", "q4_k_m", "mlx-4bit"} <= set(manifest.levels())
+    figure(f"export cut mid-upload: {submitted['cut'].rsplit('/', 1)[-1]} cut off; resubmitted as attempt "
+           f"{record['attempt']}; SUCCEEDED")
+
+
 @pytest.fixture(scope="module")
 def evaluated(cluster: Cluster, pulled: Path) -> subprocess.CompletedProcess:
     return cluster.lathe("eval", str(pulled), "--backend", "all", timeout=900)
@@ -192,16 +243,16 @@ def test_no_credential_travels(cluster: Cluster, submitted: dict, pulled: Path,
     Ray job's metadata, runtime_env and log, every object in the store (model files included), the
     pulled and evaluated run, the published companion, the registry, every lathe command's output,
     and all of Ray's own files on both hosts (session logs, runtime envs, GCS state)."""
-    from ray.job_submission import JobSubmissionClient
-
     run_id = submitted["run_id"]
     companion = cluster.workdir / "companion"
     cluster.lathe("publish", str(pulled), "--to", str(companion))
-    client = JobSubmissionClient(f"http://{cluster.head.address}:8265", headers=_headers(cluster))
-    info = client.get_job_info(run_id)
-    texts: dict[str, str | bytes] = {
-        "job info": json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
-                                "runtime_env": info.runtime_env}), "job log": client.get_job_logs(run_id)}
+    client = _jobs(cluster)
+    texts: dict[str, str | bytes] = {}
+    for job_id in (run_id, f"{run_id}-a2"):  # the first attempt and the resubmitted one
+        info = client.get_job_info(job_id)
+        texts[f"job info {job_id}"] = json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
+                                                  "runtime_env": info.runtime_env})
+        texts[f"job log {job_id}"] = client.get_job_logs(job_id)
     store = cluster.store()
     texts |= {f"store {key}": store.get_bytes(key) for key in store.list(f"{run_id}/")}
     texts |= {f"lathe output {i}": text for i, text in enumerate(cluster.said)}
@@ -438,46 +489,3 @@ def test_a_checkpoint_cut_off_mid_upload_is_never_resumed_from(cluster: Cluster,
            f"checkpoint landed; {how}; resumed from step {resumed} (registered: {cut_run.registered}); "
            f"steps redone {before - resumed} (checkpoint every {save_steps})")
     assert points[-1]["step"] == points[-1]["max_steps"]
-
-
-def test_an_export_cut_off_by_the_store_is_resubmitted_and_finishes(cluster: Cluster, remote_recipe: Path,
-                                                                    figure) -> None:
-    """The S3 server stops in the middle of the export's first GGUF upload and stays down until the
-    export task has spent the client's retries: the export failed for a reason outside the recipe, the
-    job records it as infrastructure, and `lathe status` resubmits the run, which finishes."""
-    cfg = yaml.safe_load(remote_recipe.read_text())
-    cfg["num_epochs"] = 1
-    # One level: the cut, the verdict and the resubmission are under test; the ladder is tested elsewhere,
-    # and this run exports twice.
-    cfg["lathe"]["export"] = {"gguf": ["q8_0"], "mlx": []}
-    recipe = remote_recipe.with_name("export-outage.yml")
-    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-    def an_export_gguf(method: str, path: str, _query: str) -> bool:
-        return method in ("PUT", "POST") and "/export/gguf/" in path
-
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client = JobSubmissionClient(f"http://{cluster.head.address}:8265", headers=_headers(cluster))
-    cluster.s3.stop_during(an_export_gguf)
-    try:
-        run_id = cluster.lathe("submit", str(recipe), "--cluster", "netns").stdout.strip().splitlines()[-1]
-        _wait(lambda: cluster.s3.cut, 900, "an export upload to be cut", 0.2)
-        # The job says so in its log (read from Ray's dashboard, not the store) once the export task has
-        # spent its retries; the store comes back while the job's last sync is still retrying.
-        _wait(lambda: "export failed" in client.get_job_logs(run_id), 300, "the cut-off export to give up", 0.5)
-    finally:
-        cluster.s3.stop_during(None)
-        cluster.s3.start()
-    _wait(lambda: client.get_job_status(run_id) in (JobStatus.FAILED, JobStatus.SUCCEEDED), 120,
-          "the first attempt's driver to exit", 1)
-    first = json.loads(cluster.store().get_bytes(f"{run_id}/run.json"))
-    assert (first["state"], first.get("error_kind"), first["attempt"]) == ("FAILED", "infrastructure", 1), first
-    final = _wait(lambda: _terminal(cluster, run_id), 1500, f"run {run_id} to finish", interval=5)
-    assert f"{run_id}: SUCCEEDED" in final, final + cluster.lathe("logs", run_id, check=False).stdout[-4000:]
-    store = cluster.store()
-    record = json.loads(store.get_bytes(f"{run_id}/run.json"))
-    assert record["attempt"] == 2 and record["state"] == "SUCCEEDED", record
-    mf.Manifest.model_validate_json(store.get_bytes(f"{run_id}/export/{mf.MANIFEST}"))
-    figure(f"export cut mid-upload: {cluster.s3.cut[0].rsplit('/', 1)[-1]} cut off; resubmitted as attempt "
-           f"{record['attempt']}; SUCCEEDED")

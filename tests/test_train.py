@@ -168,6 +168,7 @@ def test_killed_worker_resumes_from_checkpoint(short_recipe: Path, tmp_path: Pat
     assert run.record().state == "SUCCEEDED" and run.record().restarts == 1
 
 
+@pytest.mark.inner_loop
 @pytest.mark.needs("root", "unshare", why="a network namespace")
 def test_lathe_run_needs_no_network(short_recipe: Path, tmp_path: Path) -> None:
     """`lathe run` in a network namespace with only loopback: no hub, no telemetry, nothing outside."""

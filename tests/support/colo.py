@@ -207,10 +207,13 @@ def no_secret_anywhere(colo: Colo, run_id: str, laptop_roots: list[Path], figure
     Ray's own files on both hosts (session logs, runtime envs). Only the files made to hold them are spared."""
     profile = cluster_profile(colo)
     token = Path(profile.auth_token_file).read_text().strip()
-    with jobs_client(profile) as client:
-        info = client.get_job_info(run_id)
-        texts = {"job info": json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
-                                         "runtime_env": info.runtime_env}), "job log": client.get_job_logs(run_id)}
+    texts: dict[str, str | bytes] = {}
+    with jobs_client(profile) as client:  # every attempt's job (a resubmitted run has one per attempt)
+        for info in (j for j in client.list_jobs() if (j.metadata or {}).get("lathe_run_id") == run_id):
+            texts[f"job info {info.submission_id}"] = json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
+                                                                  "runtime_env": info.runtime_env})
+            texts[f"job log {info.submission_id}"] = client.get_job_logs(info.submission_id)
+    assert texts, f"Ray has no job for {run_id}"
     s3 = s3_client(colo)
     for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"runs/{run_id}/").get("Contents", []):
         texts[f"s3://{BUCKET}/{obj['Key']}"] = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
@@ -254,13 +257,18 @@ def registered_steps(colo: Colo, run_id: str) -> list[int]:
     return []
 
 
-def wait_terminal(colo: Colo, run_id: str, timeout: float = 1500) -> str:
+# Between `lathe status` calls while a run finishes: each call is a process that costs seconds of CPU
+# (imports, an SSH tunnel, the Jobs API, the store) that the runs under test need too.
+STATUS_POLL_S = 15
+
+
+def wait_terminal(colo: Colo, run_id: str, timeout: float = 1500, poll: float = STATUS_POLL_S) -> str:
     deadline, out = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         out = colo.lathe("status", run_id).stdout
         if re.search(r": (SUCCEEDED|FAILED|STOPPED)\b", out):
             break
-        time.sleep(5)
+        time.sleep(poll)
     return out
 
 
@@ -289,12 +297,14 @@ def ray_pids(colo: Colo) -> dict[str, str]:
     return {n: (colo.workdir / f"state-{n}" / "ray.pid").read_text().strip() for n in ("h1", "h2")}
 
 
-def slow_checkpoints(remote_recipe: Path, name: str) -> tuple[dict, Path]:
+def slow_checkpoints(remote_recipe: Path, name: str, whole_export: bool = False) -> tuple[dict, Path]:
     """Checkpoints far apart (about 18 s) next to the lag of Ray Train's controller in registering one
-    (up to ~8 s here): on this tiny model a step takes 70 ms; real checkpoint intervals are minutes."""
+    (up to ~8 s here): on this tiny model a step takes 70 ms; real checkpoint intervals are minutes.
+    The export is one level unless `whole_export` keeps the remote recipe's (calibrated q4_k_m among them)."""
     cfg = yaml.safe_load(remote_recipe.read_text()) | {"num_epochs": 20, "gradient_accumulation_steps": 5,
                                                        "save_steps": 50}
-    cfg["lathe"]["export"] = {"gguf": ["q8_0"], "mlx": []}  # resuming is under test; the export, elsewhere
+    if not whole_export:
+        cfg["lathe"]["export"] = {"gguf": ["q8_0"], "mlx": []}  # resuming is under test; the export, elsewhere
     recipe = remote_recipe.with_name(f"{name}.yml")
     recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return cfg, recipe

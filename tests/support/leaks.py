@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def plant(tag: str) -> dict[str, str]:
-    """Fresh fake credentials of the kinds a user has in the environment; `tag` makes them traceable."""
+def plant(tag: str, seed: str | None = None) -> dict[str, str]:
+    """Fresh fake credentials of the kinds a user has in the environment; `tag` makes them traceable.
+    With a `seed` (a test run's id), every process that plants the same tag gets the same values."""
+
+    def token(name: str, size: int) -> str:
+        if seed is None:
+            return secrets.token_hex(size)
+        return hashlib.sha256(f"{seed}/{tag}/{name}".encode()).hexdigest()[:2 * size]
+
     tag = tag.upper()
     return {
-        "AWS_ACCESS_KEY_ID": ("AKIA" + tag + secrets.token_hex(8).upper())[:20],
-        "AWS_SECRET_ACCESS_KEY": f"{tag.lower()}-" + secrets.token_hex(16),
-        "AWS_SESSION_TOKEN": "session-" + secrets.token_hex(16),
-        "HF_TOKEN": "hf_" + secrets.token_hex(16),
-        "HUGGING_FACE_HUB_TOKEN": "hf_" + secrets.token_hex(16),
+        "AWS_ACCESS_KEY_ID": ("AKIA" + tag + token("key-id", 8).upper())[:20],
+        "AWS_SECRET_ACCESS_KEY": f"{tag.lower()}-" + token("secret", 16),
+        "AWS_SESSION_TOKEN": "session-" + token("session", 16),
+        "HF_TOKEN": "hf_" + token("hf", 16),
+        "HUGGING_FACE_HUB_TOKEN": "hf_" + token("hub", 16),
     }
 
 

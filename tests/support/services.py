@@ -57,7 +57,7 @@ def start_pushgateway(workdir: Path) -> Service:
     log = (workdir / "pushgateway.log").open("wb")
     proc = subprocess.Popen(
         ["/usr/bin/prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # may outlive the xdist worker that started it
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/-/ready")
@@ -85,7 +85,7 @@ def start_prometheus(workdir: Path, scrape_targets: list[str], interval: str = "
     proc = subprocess.Popen(
         ["/usr/bin/prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/-/ready")
@@ -130,7 +130,10 @@ class S3Server:
 
     def stop_during(self, predicate: Callable[[str, str, str], bool] | None) -> None:
         """Stop the server at the first request (method, path, query) the predicate picks, cutting that
-        request off mid-transfer; its path goes into `cut`. None disarms."""
+        request off mid-transfer; its path goes into `cut` (emptied when armed, so that `cut` is this
+        outage's). None disarms."""
+        if predicate is not None:
+            self.cut = []
         self._stop_on = predicate
 
     def _app(self, environ: dict, start_response: Callable):

@@ -117,7 +117,8 @@ def node_stack() -> Path:
     shutil.rmtree(STACK, ignore_errors=True)
     STACK.mkdir(parents=True)
     lock = _lock_pins(ROOT / "requirements.lock")
-    given = {"lathe"} | {canonicalize_name(w.name.split("-")[0]) for w in built_wheels()}
+    # lathe-llama-cpp is never installed here: set-up builds its wheel, maybe after this runs.
+    given = {"lathe", "lathe-llama-cpp"} | {canonicalize_name(w.name.split("-")[0]) for w in built_wheels()}
     names = [n for n in sorted(closure(["lathe[node]"], frozenset(given))) if n not in given]
     for name in names:
         if lock.get(name) != md.version(name):

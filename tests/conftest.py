@@ -189,6 +189,14 @@ def remote_recipe(short_recipe: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def ray_session():
+    """The local Ray of the tests that train in this process, started here, in the main thread. Ray
+    ties the life of the processes it starts to the thread that started them (PR_SET_PDEATHSIG): one
+    first started inside a test's own thread (test_killed_worker_resumes_from_checkpoint trains in
+    one) is SIGKILLed when that thread ends, and Ray then ends this process too, a minute later, for
+    the GCS it lost. Seen on an xdist worker, where that test was the first to want a Ray."""
+    from orchestrator import local
+
+    local._ensure_local_ray(2)  # two training workers at most (test_train's two_workers)
     yield
     import ray
 

@@ -29,13 +29,14 @@ bench: setup
 ## pytest's status, without the interpreter's teardown of native libraries (see the script).
 ## Set-up for the tests also re-packs the node stack for tests/test_cluster.py's wheelhouse (once per lock).
 PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=  # more pytest options, e.g. --junitxml=FILE
 test: export LATHE_SETUP_FOR_TESTS := 1
 test: setup
-	$(PY) scripts/pytest_then_exit.py -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart=0
+	$(PY) scripts/pytest_then_exit.py -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart=0 $(PYTEST_ARGS)
 
 ## The inner loop: unit tests, validation, and one short end-to-end run (`lathe run` in a netns); no clusters.
 test-fast: setup
-	$(PY) scripts/pytest_then_exit.py --fast -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart=0
+	$(PY) scripts/pytest_then_exit.py --fast -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart=0 $(PYTEST_ARGS)
 
 lint: setup
 	$(PY) -m ruff check orchestrator tests bench

@@ -117,8 +117,9 @@ def node_stack() -> Path:
     shutil.rmtree(STACK, ignore_errors=True)
     STACK.mkdir(parents=True)
     lock = _lock_pins(ROOT / "requirements.lock")
-    # lathe-llama-cpp is never installed here: set-up builds its wheel, maybe after this runs.
-    given = {"lathe", "lathe-llama-cpp"} | {canonicalize_name(w.name.split("-")[0]) for w in built_wheels()}
+    # Not re-packed: lathe's own wheel and the two wheels set-up builds (lathe-llama-cpp is never installed
+    # here, and set-up may build it after this runs: named, not looked for).
+    given = {"lathe", "llama-cpp-python", "lathe-llama-cpp"}
     names = [n for n in sorted(closure(["lathe[node]"], frozenset(given))) if n not in given]
     for name in names:
         if lock.get(name) != md.version(name):

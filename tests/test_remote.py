@@ -83,15 +83,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_", "HF_TOKEN"))}
         node_env = {**base, **NODE_SECRETS, "PATH": f"{venv}:{os.environ['PATH']}", "AWS_DEFAULT_REGION": "us-east-1",
                     "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-        net.start(head, [str(RAY), "start", "--head", "--block", "--node-ip-address", head.address, "--port", "6379",
-                         "--dashboard-host", head.address, "--dashboard-port", "8265", "--num-cpus", "0",
-                         "--disable-usage-stats", "--temp-dir", str(short / "head")], node_env, workdir / "head.log")
-        wait_http(f"http://{head.address}:8265/api/version", timeout=240, any_status=True)
-        net.start(worker, [str(RAY), "start", "--block", "--address", f"{head.address}:6379", "--node-ip-address",
-                           worker.address, "--num-cpus", "3", "--disable-usage-stats",
-                           # Its own temp dir, as on a separate machine: a shared one lets each node's
-                           # runtime-env agent garbage-collect the other's working_dir.
-                           "--temp-dir", str(short / "w1")], node_env, workdir / "w1.log")
+        net.start_ray(head, [str(RAY), "start", "--head", "--block", "--node-ip-address", head.address, "--port",
+                             "6379", "--dashboard-host", head.address, "--dashboard-port", "8265", "--num-cpus", "0",
+                             "--disable-usage-stats", "--temp-dir", str(short / "head")], node_env,
+                      workdir / "head.log", up=lambda: _answers(f"http://{head.address}:8265/api/version"))
         clusters = workdir / "clusters.yml"
         clusters.write_text(yaml.safe_dump({"clusters": {"netns": {
             "ray_address": f"http://{head.address}:8265", "auth_token_file": str(token),
@@ -100,7 +95,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         laptop_env = {**base, **LAPTOP_SECRETS, "AWS_DEFAULT_REGION": "us-east-1", "LATHE_CLUSTERS": str(clusters),
                       "LATHE_HOME": str(workdir / "home")}
         c = Cluster(net, world.s3, workdir, short, laptop_env, head=head, worker=worker)
-        _wait(lambda: _alive_nodes(c) >= 2, 240, "the worker to join the head")
+        net.start_ray(worker, [str(RAY), "start", "--block", "--address", f"{head.address}:6379", "--node-ip-address",
+                               worker.address, "--num-cpus", "3", "--disable-usage-stats",
+                               # Its own temp dir, as on a separate machine: a shared one lets each node's
+                               # runtime-env agent garbage-collect the other's working_dir.
+                               "--temp-dir", str(short / "w1")], node_env, workdir / "w1.log",
+                      up=lambda: _alive_nodes(c) >= 2)
         with pytest.MonkeyPatch.context() as mp:  # this process is the laptop too (boto3 in the tests)
             for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
                 mp.setenv(key, LAPTOP_SECRETS[key])
@@ -109,6 +109,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 def _headers(c: Cluster) -> dict[str, str]:
     return {"Authorization": f"Bearer {(c.workdir / 'ray-token').read_text().strip()}"}
+
+
+def _answers(url: str) -> bool:
+    """Does the server answer at all (401 from a dashboard that wants the token counts)?"""
+    try:
+        wait_http(url, timeout=0, any_status=True)
+        return True
+    except OSError:
+        return False
 
 
 def _alive_nodes(c: Cluster) -> int:

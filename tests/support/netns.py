@@ -72,6 +72,26 @@ class Network:
         self.procs.append(proc)
         return proc
 
+    def start_ray(self, host: Host, cmd: list[str], env: dict[str, str], log: Path, up, timeout: float = 240,
+                  tries: int = 3) -> subprocess.Popen:
+        """`ray start --block ...` in `host` until `up()` says the node serves. Ray gives a node's raylet a
+        fixed 30 s to register and gives up ("timed out during startup"); with both cores busy (the other
+        xdist worker compiling, installing or training) that happens, and a user would start it again:
+        so does this, up to `tries` times. Any other exit is a failure."""
+        for attempt in range(1, tries + 1):
+            began = log.stat().st_size if log.exists() else 0
+            proc = self.start(host, cmd, env, log)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and proc.poll() is None and not up():
+                time.sleep(1)
+            if proc.poll() is None and up():
+                return proc
+            said = log.read_bytes()[began:].decode(errors="replace")
+            self.kill(proc)
+            if "timed out during startup" not in said or attempt == tries:
+                raise AssertionError(f"ray start in {host.name} failed (try {attempt} of {tries}):\n{said[-3000:]}")
+        raise AssertionError("unreachable")
+
     def _end_all_in(self, host: Host) -> None:
         def remaining() -> list[int]:
             out = subprocess.run(["ip", "netns", "pids", host.name], capture_output=True, text=True,

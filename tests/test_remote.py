@@ -32,6 +32,7 @@ from tests.support.harness import NetnsWorld, netns_world
 from tests.support.leaks import plant, sweep
 from tests.support.netns import Host, comm, pids_in
 from tests.support.services import wait_http
+from tests.support.shared import alive as _alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs("root", why="network namespaces")]
 
@@ -368,13 +369,6 @@ def _checkpoint_file(method: str, path: str) -> tuple[str, str] | None:
     """(checkpoint dir, file) when a request writes to a file of a Ray Train checkpoint, else None."""
     found = re.search(r"/ray/[^/]+/(checkpoint_[^/]+)/(.+)$", path)
     return (found.group(1), found.group(2)) if found and method in ("PUT", "POST") else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 def _lands(method: str, query: str) -> bool:

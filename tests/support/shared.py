@@ -77,9 +77,9 @@ def end_all(root: Path) -> None:
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for pid in (p for p in pids if _alive(p)):
+    for pid in (p for p in pids if alive(p)):
         _signal(pid, signal.SIGKILL)
     for listed in root.glob(f"*/{DIRS}"):
         for line in listed.read_text().split():
@@ -93,7 +93,7 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
     except OSError:

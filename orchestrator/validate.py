@@ -1,7 +1,8 @@
 """Stage 1, validate: is this recipe going to train, checked offline before anything ships.
 
 Cheap checks first (the ``lathe:`` block, files, dataset rows, CPU safety), then
-Axolotl's own pydantic schema, which costs a torch import (~15 s).
+Axolotl's own pydantic schema and `validate_config`, which import torch, transformers and peft
+(~25 s of CPU): a config it accepted is remembered (`orchestrator.validated`) and not checked again.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator import tinymodel, trainability
+from orchestrator import tinymodel, trainability, validated
 from orchestrator.datasets import RowError, check_dataset, iter_rows
 from orchestrator.errors import RecipeError, RecipeErrors
 from orchestrator.quiet import quiet_stderr
@@ -167,16 +168,26 @@ def axolotl_config(recipe: Recipe) -> dict[str, Any]:
     return cfg
 
 
-def check_axolotl_schema(recipe: Recipe, on_cpu: bool = False) -> dict[str, Any]:
-    """Validate against Axolotl's pydantic model (the config as it will train: made CPU-safe on CPU);
-    return Axolotl's normalised config."""
+def check_axolotl_schema(recipe: Recipe, on_cpu: bool = False) -> None:
+    """Validate against Axolotl's pydantic model (the config as it will train: made CPU-safe on CPU).
+    A config accepted before, unchanged, is not checked again (`orchestrator.validated`)."""
+    cfg = axolotl_config(recipe)
+    if on_cpu:
+        cfg = for_cpu(cfg)[0]
+    cache_key = validated.key(cfg)
+    warnings = validated.recall(cache_key)
+    if warnings is None:
+        warnings = _axolotl_accepts(recipe, cfg)
+        validated.remember(cache_key, warnings)
+    recipe.warnings += warnings
+
+
+def _axolotl_accepts(recipe: Recipe, cfg: dict[str, Any]) -> list[str]:
+    """Axolotl's own checks of `cfg`: raise its problems as RecipeErrors, or return the warnings."""
     from pydantic import ValidationError
 
     from orchestrator.schema import errors_from, unknown_keys
 
-    cfg = axolotl_config(recipe)
-    if on_cpu:
-        cfg = for_cpu(cfg)[0]
     model = _axolotl_models(cfg)
     ignored: list[RecipeError] = []
     errors = unknown_keys(cfg, [model], recipe.name, "", ignored)
@@ -185,7 +196,6 @@ def check_axolotl_schema(recipe: Recipe, on_cpu: bool = False) -> dict[str, Any]
     errors += trainability.check_names(cfg, recipe.name, known)
     if errors:
         raise RecipeErrors(errors)
-    recipe.warnings += [str(e) for e in ignored]
 
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
@@ -203,7 +213,8 @@ def check_axolotl_schema(recipe: Recipe, on_cpu: bool = False) -> dict[str, Any]
     problem: Exception | None = None
     with quiet_stderr():
         try:
-            return dict(validate_config(DictDefault(cfg)))
+            validate_config(DictDefault(cfg))
+            return [str(e) for e in ignored]
         except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
             problem = exc
     if isinstance(problem, ValidationError):

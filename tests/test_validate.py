@@ -260,3 +260,66 @@ def test_lathe_validate_prints_warnings_apart_from_the_verdict(tmp_path: Path) -
 def test_relative_paths_follow_the_recipe_not_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert validate(REPO / "recipes" / "quickstart.yml", axolotl_schema=False).name == "quickstart.yml"
+
+
+def test_the_names_read_from_source_are_the_names_the_libraries_define() -> None:
+    """`known_names` parses transformers' and Axolotl's source instead of importing it (~20 s): the
+    lists must be exactly what the imported modules define, or an upgrade moved something."""
+    import pkgutil
+
+    import axolotl.prompt_strategies as strategies
+    from axolotl.utils.data.wrappers import DATASET_HANDLERS
+    from axolotl.utils.schemas.enums import CustomSupportedOptimizers
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    from orchestrator import trainability
+
+    known = trainability.known_names()
+    assert known.optimizers == {o.value for o in OptimizerNames} | {o.value for o in CustomSupportedOptimizers}
+    assert known.schedulers == {s.value for s in SchedulerType} | {"one_cycle", "rex"}
+    modules = {m.name for m in pkgutil.iter_modules(strategies.__path__) if not m.name.startswith("_")}
+    assert known.dataset_types == modules | set(DATASET_HANDLERS) | {"stepwise_supervised"}
+
+
+def _validate_in_a_fresh_process(recipe: Path, cache: Path) -> tuple[int, list[str], bool]:
+    """`validate(recipe)` in a new interpreter: exit status, stderr lines, and whether torch was imported."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom orchestrator.errors import LatheError\nfrom orchestrator.validate import validate\n"
+            "try:\n    parsed = validate(sys.argv[1])\nexcept LatheError as exc:\n"
+            "    print(exc, file=sys.stderr); sys.exit(2)\n"
+            "for w in parsed.warnings: print('warning:', w, file=sys.stderr)\n"
+            "print('torch' in sys.modules)\n")
+    env = dict(os.environ, LATHE_CACHE=str(cache))
+    env.pop("LATHE_NO_VALIDATION_CACHE", None)
+    proc = subprocess.run([sys.executable, "-c", code, str(recipe)], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(("warning:", "bad.yml"))]
+    return proc.returncode, lines, proc.stdout.strip() == "True"
+
+
+def test_a_recipe_accepted_once_is_not_checked_again_until_it_changes(tmp_path: Path) -> None:
+    """The second validation of an unchanged recipe skips Axolotl's import (no torch) and gives the
+    same warnings; a touched dataset file, or a value of the wrong type, has Axolotl check it again."""
+    cache = tmp_path / "cache"
+    cfg = _quickstart()
+    cfg.update(EXAMPLE_LEFTOVERS)
+    recipe = _write(tmp_path / "recipe", cfg)
+
+    first = _validate_in_a_fresh_process(recipe, cache)
+    assert first[0] == 0 and first[2], "the first validation runs Axolotl's schema (it imports torch)"
+    assert len(first[1]) == len(EXAMPLE_LEFTOVERS), first
+    again = _validate_in_a_fresh_process(recipe, cache)
+    assert again == (0, first[1], False), "accepted before, unchanged: no import, the same warnings"
+
+    (recipe.parent / "data" / "wrong_facts.jsonl").touch()
+    assert _validate_in_a_fresh_process(recipe, cache)[2], "a touched dataset file is checked again"
+
+    cfg["datasets"][0]["type"] = 5  # a type error only Axolotl's schema sees
+    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    refused = _validate_in_a_fresh_process(recipe, cache)
+    assert refused[:2] == (2, ["bad.yml: datasets[0].type: Input should be a valid string"]), refused
+    assert _validate_in_a_fresh_process(recipe, cache)[:2] == refused[:2], "a refusal is never remembered"

@@ -21,7 +21,7 @@ def validate(
     gpus_per_node: Annotated[
         int | None, typer.Option(help="GPUs per node on the target cluster, if the recipe does not say.")
     ] = None,
-    quick: Annotated[bool, typer.Option(help="Skip Axolotl's schema (saves the ~15 s torch import).")] = False,
+    quick: Annotated[bool, typer.Option(help="Skip Axolotl's schema (~25 s of imports the first time a recipe is checked; remembered after).")] = False,
 ) -> None:
     """Check a recipe offline: Axolotl's schema, the lathe: block, dataset files and rows."""
     from orchestrator.recipe import cpu_note

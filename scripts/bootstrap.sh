@@ -36,12 +36,11 @@ find_python() {
 
 # llama-cpp-python has no Linux wheel. Build it once, from its sdist, into a wheelhouse beside the
 # venv: the venv installs it from there, and so does anything else that needs it (the laptop-wheel
-# test's fresh venv, a node's venv) without compiling again. Only the library its bindings use is
-# built (no server, tools, examples or tests), portable across CPUs: ~5-7 min on 2 cores.
+# test's fresh venv, a node's venv) without compiling again. Portable across CPUs (no -march=native).
 LLAMA_VERSION=$(sed -n 's/^llama-cpp-python==//p' requirements.lock)
 WHEELHOUSE="$VENV/wheelhouse"
 SDIST_DIR="$VENV/share/lathe/sdist"
-export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF}"
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -54,42 +53,49 @@ if ! ls "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz >/dev/null 2>&1; t
   rm -rf "$SDIST_DIR" && mkdir -p "$SDIST_DIR"
   "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_VERSION" -d "$SDIST_DIR"
 fi
-# The two compiles (the binding's library, then llama.cpp's tools) are the set-up's critical path: ~10
-# minutes of both cores. They run one after the other in the background, and everything else that
-# does not need them (the locked install, minus the binding) runs beside them.
+# One compile of llama.cpp serves both the binding (its shared libraries, in the wheel) and llama.cpp's
+# quantizer and importance-matrix tools, which export's calibrated GGUF levels need (the binding cannot
+# pass an importance matrix). The wheel is built from an unpacked sdist into a build directory that is
+# kept; that directory is then configured again with llama.cpp's tools on, and only the two tools are
+# built: the libraries they link are already there. ~5 min of both cores (two compiles took ~10).
+# It runs in the background; everything that does not need it (the locked install, minus the binding)
+# runs beside it.
 wheel_ready() { ls "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; }
 TOOLS_BIN="$VENV/share/lathe/llama.cpp/bin"
 TOOLS_STAMP="$TOOLS_BIN/.version"
-build_binding() {
-  wheel_ready && return 0
-  log "building llama-cpp-python $LLAMA_VERSION (first time: ~5 min)"
-  local out
-  out=$(mktemp -d)  # into the wheelhouse only when whole: the install below waits for it to appear
-  "$VENV/bin/uv" build -q --wheel --out-dir "$out" "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz
-  mkdir -p "$WHEELHOUSE" && mv "$out"/llama_cpp_python-*.whl "$WHEELHOUSE"/ && rm -rf "$out"
-}
-# llama.cpp's quantizer and importance-matrix tools (export's calibrated GGUF levels need both; the
-# binding cannot pass an importance matrix), from the same sdist: only those two targets, static, CPU,
-# portable. ~6 min on 2 cores.
-build_tools() {
-  [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" = "$LLAMA_VERSION" ] && return 0
-  log "building llama.cpp's llama-quantize and llama-imatrix (first time: ~6 min)"
-  local src
-  src=$(mktemp -d)
-  tar -xzf "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$src"
-  cmake -S "$src"/llama_cpp_python-*/vendor/llama.cpp -B "$src/build" -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >"$src/cmake.log" 2>&1
-  cmake --build "$src/build" --target llama-quantize llama-imatrix -j "$(nproc)" >>"$src/cmake.log" 2>&1 \
-    || { tail -20 "$src/cmake.log" >&2; return 1; }
-  mkdir -p "$TOOLS_BIN"
-  cp "$src/build/bin/llama-quantize" "$src/build/bin/llama-imatrix" "$TOOLS_BIN/"
+tools_ready() { [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" = "$LLAMA_VERSION" ]; }
+build_llama_cpp() {
+  wheel_ready && tools_ready && return 0
+  log "compiling llama.cpp $LLAMA_VERSION once: the binding's libraries, then llama-quantize and llama-imatrix (first time: ~5 min)"
+  local work lib added=1
+  work=$(mktemp -d)
+  tar -xzf "$SDIST_DIR"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$work"
+  # $ORIGIN: the tools load the libraries of this same build from beside themselves.
+  CMAKE_ARGS="$CMAKE_ARGS -DCMAKE_BUILD_RPATH=\$ORIGIN" "$VENV/bin/uv" build -q --wheel --python "$VENV/bin/python" \
+    -C build-dir="$work/build" --out-dir "$work/out" "$work/llama_cpp_python-$LLAMA_VERSION" >"$work/build.log" 2>&1 \
+    || { tail -20 "$work/build.log" >&2; return 1; }
+  # Into the wheelhouse only when whole: the install waits for it to appear, while the tools compile.
+  mkdir -p "$WHEELHOUSE" && mv "$work"/out/llama_cpp_python-*.whl "$WHEELHOUSE"/
+  cmake -DLLAMA_BUILD_TOOLS=ON -DLLAMA_TOOLS_INSTALL=OFF "$work/build" >>"$work/build.log" 2>&1 \
+    && cmake --build "$work/build" --target llama-quantize llama-imatrix -j "$(nproc)" >>"$work/build.log" 2>&1 \
+    || { tail -20 "$work/build.log" >&2; return 1; }
+  rm -rf "$TOOLS_BIN" && mkdir -p "$TOOLS_BIN"
+  cp "$work/build/bin/llama-quantize" "$work/build/bin/llama-imatrix" "$TOOLS_BIN/"
+  # Every library the tools ask for, under the name they ask for, until nothing new is asked for.
+  while [ "$added" = 1 ]; do
+    added=0
+    for lib in $(readelf -d "$TOOLS_BIN"/* 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | sort -u); do
+      if [ -e "$work/build/bin/$lib" ] && [ ! -e "$TOOLS_BIN/$lib" ]; then
+        cp -L "$work/build/bin/$lib" "$TOOLS_BIN/$lib" && added=1
+      fi
+    done
+  done
   echo "$LLAMA_VERSION" > "$TOOLS_STAMP"
-  rm -rf "$src"
+  rm -rf "$work"
 }
 compile_pid=""
-if ! wheel_ready || [ "$(cat "$TOOLS_STAMP" 2>/dev/null)" != "$LLAMA_VERSION" ]; then
-  ( set -e; build_binding; build_tools ) &
+if ! wheel_ready || ! tools_ready; then
+  ( set -e; build_llama_cpp ) &
   compile_pid=$!
 fi
 
@@ -102,7 +108,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   rm -f "$locked_rest"
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -r requirements-nodeps.txt
   "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e .
-  # The binding from the wheelhouse, once its compile is done (the tools' compile goes on meanwhile).
+  # The binding from the wheelhouse, once the compile is done.
   while ! wheel_ready; do
     if [ -n "$compile_pid" ] && ! kill -0 "$compile_pid" 2>/dev/null; then
       wait "$compile_pid" || true
@@ -120,6 +126,8 @@ fi
 # (and while the tools compile).
 if [ -n "${LATHE_SETUP_FOR_TESTS:-}" ]; then
   "$VENV/bin/python" -m tests.support.wheelhouse | sed 's/^/[bootstrap] /'
+  # The real models' GGUFs (the real-model tests train one): fetched here, never at test time.
+  "$VENV/bin/python" scripts/fetch_models.py 2>&1 | grep -v "^WARNING: Location" | sed 's/^/[bootstrap] /'
 fi
 
 # llama.cpp's HF -> GGUF converter (and the gguf-py it imports), from the same sdist, so converter

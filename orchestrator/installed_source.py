@@ -55,11 +55,11 @@ def enum_values(module: str, class_name: str) -> frozenset[str]:
 def dict_keys(module: str, name: str) -> frozenset[str]:
     """The string keys of a module-level dict literal (``NAME = {"key": ...}``)."""
     for node in _parsed(module).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            if isinstance(node.value, ast.Dict):
-                keys = [k for key in node.value.keys for k in _strings(key)]
-                if keys:
-                    return frozenset(keys)
+        named = isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+        if named and isinstance(node.value, ast.Dict):
+            keys = [k for key in node.value.keys for k in _strings(key)]
+            if keys:
+                return frozenset(keys)
     raise NotFoundInSource(f"{module}.{name}: no dict literal with string keys")
 
 

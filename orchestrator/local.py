@@ -10,9 +10,11 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from orchestrator import gguf_base
 from orchestrator.cluster.driver import DriveOptions, begin, drive, workers_for
 from orchestrator.errors import LatheError
 from orchestrator.run import timeline
@@ -62,17 +64,20 @@ def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
                      "build or run?); try again when it is quieter, or point RAY_ADDRESS at a running Ray")
 
 
-def _build_tiny_base(base_model: str, say: Any) -> bool:
-    """A tiny:// base is built on first use, a minute or two: here, where the user sees it said, rather
-    than silently inside the training worker (which then finds it in the cache)."""
+def _make_base(base_model: str, say: Any) -> bool:
+    """A tiny:// base is built, and a .gguf base dequantized, on first use (a minute or two): here, where
+    the user sees it said, rather than silently inside the training worker (which then finds it made)."""
+    from orchestrator import base_model as bases
     from orchestrator import tinymodel
 
-    if not base_model.startswith(tinymodel.TINY_SCHEME) or tinymodel.is_built(base_model):
+    if bases.is_made(base_model):
         return False
-    say(f"building the tiny base model {base_model} (first use only: about two minutes on 2 cores)")
     began = time.monotonic()
-    tinymodel.resolve_base_model(base_model)
-    say(f"built {base_model} in {time.monotonic() - began:.0f} s")
+    if base_model.startswith(tinymodel.TINY_SCHEME):
+        say(f"building the tiny base model {base_model} (first use only: about two minutes on 2 cores)")
+    bases.resolve(base_model, say=say)
+    say(f"made the base {Path(base_model).name if Path(base_model).suffix else base_model} in "
+        f"{time.monotonic() - began:.0f} s")
     return True
 
 
@@ -99,8 +104,11 @@ def run_local(
                 recipe=str(Path(recipe_path).resolve()), cluster="local", created=now(), workers=num_workers,
                 use_gpu=use_gpu, export=export)
 
-    if _build_tiny_base(str(recipe.axolotl.get("base_model") or ""), say):
+    base = str(cfg.get("base_model") or "")
+    if _make_base(base, say):
         run.mark(timeline.BASE_BUILT)
+    if gguf_base.is_gguf(base):  # where "full precision" came from, beside the run (run.json)
+        run.update(base_provenance=asdict(gguf_base.Provenance.read(gguf_base.prepare(Path(base)))))
     _ensure_local_ray(num_workers * recipe.lathe.resources.cpus_per_worker)
     run.mark(timeline.RAY_READY)
     opts = DriveOptions(num_workers=num_workers, use_gpu=use_gpu, pushgateway=pushgateway, export=export,

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator import tinymodel, trainability, validated
+from orchestrator import gguf_base, tinymodel, trainability, validated
 from orchestrator.datasets import RowError, check_dataset, iter_rows
 from orchestrator.errors import RecipeError, RecipeErrors
 from orchestrator.quiet import quiet_stderr
@@ -22,6 +22,9 @@ def _check_base_model(recipe: Recipe) -> list[RecipeError]:
     base = recipe.axolotl.get("base_model")
     if not isinstance(base, str) or not base:
         return [RecipeError(recipe.name, "base_model", "missing: a hub id, a local path or tiny://llama")]
+    if gguf_base.is_gguf(base):
+        return [RecipeError(recipe.name, "base_model", problem)
+                for problem in gguf_base.problems(recipe.resolve(base))]
     if base.startswith(tinymodel.TINY_SCHEME):
         try:
             tinymodel.TinySpec.from_uri(base)
@@ -163,7 +166,8 @@ def axolotl_config(recipe: Recipe) -> dict[str, Any]:
                     ds["path"] = str(resolved.resolve())
     for key in ("deepspeed", "base_model"):
         value = cfg.get(key)
-        if isinstance(value, str) and value.startswith((".", "~")) and recipe.resolve(value).exists():
+        local = isinstance(value, str) and (value.startswith((".", "~")) or gguf_base.is_gguf(value))
+        if local and recipe.resolve(value).exists():
             cfg[key] = str(recipe.resolve(value).resolve())
     return cfg
 

@@ -66,7 +66,7 @@ def test_lathe_run_ends_with_the_table_and_the_arena(e2e_cli: CliRun) -> None:
 def test_lathe_run_says_where_its_time_went(e2e_cli: CliRun, figure) -> None:
     """The last line: each phase from run.json's marks, the workers' events and the steps' times; the
     phases add up to no more than the whole, and the loop is what metrics.jsonl's steps span."""
-    found = re.search(r"^time: (?:build the tiny base \d+ s, )?start Ray (\d+) s, start the workers (\d+) s, to the first step (\d+) s, "
+    found = re.search(r"^time: (?:make the base \d+ s, )?start Ray (\d+) s, start the workers (\d+) s, to the first step (\d+) s, "
                       r"training loop (\d+) s, hand the model back (\d+) s, export (\d+) s, evaluate (\d+) s; "
                       r"([\d.]+) min in all$", e2e_cli.stderr, re.MULTILINE)
     assert found, e2e_cli.stderr[-1500:]

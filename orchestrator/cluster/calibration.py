@@ -108,8 +108,10 @@ def render(rows: list[dict[str, Any]], tokenizer: Any, max_tokens: int) -> Calib
 
 def imatrix(model: Path, text: CalibrationText, out: Path, context: int) -> dict[str, Any]:
     """Run llama-imatrix over `text` (special tokens parsed, as in training); return what the manifest
-    records. The context shrinks to half the text when the text is short: llama-imatrix needs two windows."""
-    ctx = max(16, min(context, text.tokens // 2))
+    records. The context shrinks to half the text when the text is short: llama-imatrix needs two windows.
+    Half of one token fewer: llama.cpp drops the file's final newline when it reads it (a chat-rendered
+    text ends with one), and a model that adds no BOS (SmolLM2) then counts one token less than HF."""
+    ctx = max(16, min(context, (text.tokens - 1) // 2))
     calib = out.with_suffix(".txt")
     calib.write_text(text.text, encoding="utf-8")
     cmd = [str(gguf.tool("llama-imatrix")), "-m", str(model), "-f", str(calib), "-o", str(out), "-c", str(ctx),

@@ -209,10 +209,10 @@ def _export_task(plan: Any, checkpoint: Any, upload_to: tuple[StoreConfig, str] 
     """Runs on a training node: fetch the final checkpoint, export, and (on a cluster) upload."""
     import tempfile
 
+    from orchestrator.base_model import resolve as resolve_base_model
     from orchestrator.cluster.export import export
     from orchestrator.cluster.runlog import Writer
     from orchestrator.store import open_store, put_tree
-    from orchestrator.tinymodel import resolve_base_model
 
     log = Writer(plan.run_id)
     plan.base_model = resolve_base_model(plan.base_model)

@@ -95,9 +95,9 @@ def worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: Axolotl's training, resumed from Ray's checkpoint."""
     import ray.train
 
+    from orchestrator.base_model import resolve as resolve_base_model
     from orchestrator.cluster.runlog import Writer
     from orchestrator.quiet import quiet_stderr
-    from orchestrator.tinymodel import resolve_base_model
 
     job = TrainJob(**config)
     ctx = ray.train.get_context()

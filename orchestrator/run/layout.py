@@ -116,6 +116,8 @@ class RunRecord(BaseModel):
     driver_ip: str | None = None
     versions: dict[str, str] = {}
     marks: dict[str, float] = {}  # stage boundaries, epoch seconds (see run.timeline)
+    # A base made from a GGUF file: its source, sha256 and quantization (gguf_base.Provenance).
+    base_provenance: dict[str, str] | None = None
 
     @classmethod
     def parse(cls, raw: bytes | str | None) -> RunRecord:

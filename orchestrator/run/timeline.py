@@ -37,7 +37,7 @@ def phases(run: RunDir) -> list[Phase]:
     if dones:
         marks["worker_done"] = dones[-1]
     spans = [
-        ("build the tiny base", STARTED, BASE_BUILT),  # first use only
+        ("make the base", STARTED, BASE_BUILT),  # first use only: a tiny:// base built, a .gguf dequantized
         ("start Ray", BASE_BUILT if BASE_BUILT in marks else STARTED, RAY_READY),
         ("start the workers", FIT_STARTED, "worker_start"),
         ("to the first step", "worker_start", "first_step"),

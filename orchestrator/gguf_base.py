@@ -1,0 +1,215 @@
+"""A GGUF file as the base model: the very file a user runs in llama.cpp, Ollama or LM Studio.
+
+`base_model: models/SmolLM2-135M-Instruct.Q4_1.gguf` is dequantized once into a float32 Hugging Face
+directory that Axolotl trains, cached by the file's sha256. Its "full precision" is the GGUF's
+quantized weights made float again: the source's quantization noise is baked in, and every place the
+base is named says so (`provenance`).
+
+The GGUF's own tokenizer is the truth. transformers rebuilds an HF tokenizer from the GGUF's
+vocabulary and merges but not its pre-tokenizer (which splits text before BPE: SmolLM2 splits digits
+one by one); the one llama.cpp names is restored here, and the result is proven token for token
+against llama.cpp on a probe, special tokens included, before any training is paid for.
+
+Validation (`problems`) reads the header only: cheap, with no torch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import LatheError
+
+SUFFIX = ".gguf"
+PROVENANCE = "lathe-base-provenance.json"
+
+# llama.cpp's pre-tokenizer names (tokenizer.ggml.pre) -> the HF pre-tokenizer that splits the same way.
+# Only those whose split transformers' GGUF conversion loses; any other is left as converted, and the
+# probe decides.
+_PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
+    # llama.cpp: "\p{N}" (each digit alone), then GPT-2's split.
+    "smollm": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]},
+}
+
+
+def is_gguf(base_model: object) -> bool:
+    return isinstance(base_model, str) and base_model.lower().endswith(SUFFIX)
+
+
+@dataclass(frozen=True)
+class Header:
+    architecture: str
+    quantization: str        # the file's type as llama.cpp names it: Q4_1, Q4_K_M, F16...
+    tokenizer_model: str     # gpt2 (byte-level BPE) or llama (SentencePiece)
+    pre_tokenizer: str | None
+    has_chat_template: bool
+
+
+def read_header(path: Path) -> Header:
+    """The few header fields Lathe needs, via gguf-py (llama.cpp's own reader)."""
+    from gguf import GGUFReader, LlamaFileType
+
+    try:
+        reader = GGUFReader(str(path))
+    except (ValueError, OSError) as exc:
+        raise LatheError(f"{path.name}: not a readable GGUF file ({exc})") from None
+
+    def field(key: str) -> Any:
+        found = reader.fields.get(key)
+        return None if found is None else found.contents()
+
+    file_type = field("general.file_type")
+    try:
+        quantization = LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
+    except ValueError:
+        quantization = f"file type {file_type}"
+    return Header(architecture=str(field("general.architecture")), quantization=quantization,
+                  tokenizer_model=str(field("tokenizer.ggml.model")), pre_tokenizer=field("tokenizer.ggml.pre"),
+                  has_chat_template=field("tokenizer.chat_template") is not None)
+
+
+def loadable_architectures() -> frozenset[str]:
+    """Architectures transformers can load from a GGUF (its own mapping, read without importing it)."""
+    from orchestrator.installed_source import dict_keys
+
+    return dict_keys("transformers.integrations.ggml", "GGUF_CONFIG_MAPPING") - {"general", "tokenizer"}
+
+
+def problems(path: Path) -> list[str]:
+    """Why this GGUF cannot be a base, one reason each (validate time: the header only)."""
+    if not path.is_file():
+        return [f"no such file '{path}'"]
+    try:
+        header = read_header(path)
+    except LatheError as exc:
+        return [str(exc)]
+    except ImportError:
+        return ["reading a GGUF base needs the gguf package (lathe[node])"]
+    found: list[str] = []
+    if header.architecture not in loadable_architectures():
+        found.append(f"{path.name}: architecture '{header.architecture}' cannot be loaded from GGUF by this "
+                     f"transformers (it can: {', '.join(sorted(loadable_architectures()))})")
+    if header.tokenizer_model != "gpt2":
+        # transformers rebuilds a SentencePiece vocabulary as a BPE tokenizer.json with no tokenizer.model,
+        # and llama.cpp's converter has no route back from that to the GGUF's own tokenizer.
+        found.append(f"{path.name}: its tokenizer is '{header.tokenizer_model}' (SentencePiece); Lathe can train "
+                     "it but not yet export it back to GGUF, so it refuses it before the training is paid for")
+    return found
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Provenance:
+    source: str          # the file the user named, absolute
+    sha256: str
+    quantization: str
+    architecture: str
+    full_precision: str  # what "full precision" means for this base
+
+    @classmethod
+    def read(cls, model_dir: str | Path) -> Provenance | None:
+        """The provenance of a base made from a GGUF, or None for any other base."""
+        path = Path(model_dir) / PROVENANCE
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("LATHE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lathe")
+    return Path(base) / "gguf-bases"
+
+
+def cached_dir(path: Path) -> Path | None:
+    """The HF directory already made from this file, if any."""
+    target = _cache_root() / sha256(path)
+    return target if (target / PROVENANCE).is_file() else None
+
+
+def prepare(path: Path, say: Callable[[str], None] = lambda _: None) -> Path:
+    """The trainable HF directory for this GGUF: made once per file content, under a lock."""
+    path = path.expanduser().resolve()
+    digest = sha256(path)
+    target = _cache_root() / digest
+    if (target / PROVENANCE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / PROVENANCE).is_file():
+            staging = target.parent / f".{digest}.{os.getpid()}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            try:
+                _make(path, digest, staging, say)
+                staging.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _make(path: Path, digest: str, out: Path, say: Callable[[str], None]) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from orchestrator.cluster.gguf import check_tokenizer
+    from orchestrator.quiet import quiet_stderr
+
+    header = read_header(path)
+    began = time.monotonic()
+    say(f"{path.name}: reading its tokenizer (first use of this file only)")
+    with quiet_stderr(switches=False):
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    _restore_pre_tokenizer(tokenizer, header.pre_tokenizer)
+    say(f"{path.name}: dequantizing its {header.quantization} weights to float32")
+    with quiet_stderr(switches=False):
+        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    # transformers marks a model loaded from GGUF as quantized and will not save it; the same weights in
+    # a model built from the same config, minus that mark, save as plain safetensors.
+    config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()  # the output head is the embedding: loaded once, shared again
+        missing = [m for m in missing if not m.startswith("lm_head.")]
+    if missing or unexpected:
+        raise LatheError(f"{path.name}: its weights do not fit the model transformers builds for it "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    out.mkdir(parents=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    say(f"{path.name}: proving the tokenizer against llama.cpp's")
+    check_tokenizer(path, out)
+    provenance = Provenance(source=str(path), sha256=digest, quantization=header.quantization,
+                            architecture=header.architecture,
+                            full_precision=f"dequantized from {header.quantization}")
+    (out / PROVENANCE).write_text(json.dumps(asdict(provenance), indent=2) + "\n")
+    say(f"{path.name}: ready in {time.monotonic() - began:.0f} s ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
+        f"parameters, full precision = {provenance.full_precision})")
+
+
+def _restore_pre_tokenizer(tokenizer: Any, pre: str | None) -> None:
+    """Put back the pre-tokenizer llama.cpp names, where transformers' conversion dropped it."""
+    wanted = _PRE_TOKENIZERS.get(pre or "")
+    if wanted is None:
+        return
+    from tokenizers import Tokenizer
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    state["pre_tokenizer"] = wanted
+    tokenizer._tokenizer = Tokenizer.from_str(json.dumps(state))

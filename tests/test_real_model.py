@@ -19,6 +19,7 @@ import yaml
 
 from orchestrator import gguf_base
 from orchestrator.run import RunDir
+from tests.support.kld import exact_beside_estimate
 from tests.support.shared import made_once, shared_root
 
 pytestmark = pytest.mark.slow
@@ -149,3 +150,16 @@ def test_validate_refuses_a_gguf_base_it_cannot_export_in_one_line(models: None,
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("r.yml: base_model: "), proc.stderr
         assert why in lines[0], lines[0]
+
+
+def test_the_reported_kld_is_within_5_percent_of_the_exact_one_on_a_49k_vocabulary(real_run: RealRun, figure) -> None:
+    """Lathe's mean KLD (from its reference's kept tokens, the rest folded into a tail) against the exact
+    KL(HF float32 || llama.cpp q4_k_m) over all 49,152 tokens at every position of the reference text.
+    (q8_0 was measured too: 4.7% under the exact value, too close to the bound to hold in CI; the tail
+    folding is what loses it, and keeping more of the mass is the open part of the real-models issue.)"""
+    level = "q4_k_m"
+    check = exact_beside_estimate(real_run.run.path / "export", level)
+    figure(f"SmolLM2 {level} mean KLD: reported {check.estimate:.5f}, exact {check.exact:.5f} "
+           f"({check.estimate / check.exact:.3f}); {check.mean_top:.0f} of {check.vocabulary} tokens kept per position")
+    assert check.vocabulary == 49152 and check.exact > 0
+    assert abs(check.estimate - check.exact) <= 0.05 * check.exact, check

@@ -26,10 +26,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from orchestrator.base_model import resolve as resolve_base_model
 from orchestrator.recipe import for_cpu
 from orchestrator.run import timeline
 from orchestrator.run.layout import RunDir
-from orchestrator.tinymodel import resolve_base_model
 from orchestrator.validate import axolotl_config, validate
 
 BIN = Path(sys.executable).parent

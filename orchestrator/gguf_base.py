@@ -16,7 +16,6 @@ Validation (`problems`) reads the header only: cheap, with no torch.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -108,11 +107,9 @@ def problems(path: Path) -> list[str]:
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from orchestrator.manifest import sha256_file
+
+    return sha256_file(path)
 
 
 @dataclass(frozen=True)
@@ -128,6 +125,26 @@ class Provenance:
         """The provenance of a base made from a GGUF, or None for any other base."""
         path = Path(model_dir) / PROVENANCE
         return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def for_manifest(model_dir: str | Path) -> dict[str, str] | None:
+    """The provenance a manifest carries (and with it the report and the card): the file's name, not
+    where it sat on the machine that trained; None for a base not made from a GGUF."""
+    provenance = Provenance.read(model_dir) if Path(model_dir).is_dir() else None
+    if provenance is None:
+        return None
+    return {"file": Path(provenance.source).name, "sha256": provenance.sha256,
+            "quantization": provenance.quantization, "architecture": provenance.architecture,
+            "full_precision": provenance.full_precision}
+
+
+def line(provenance: dict[str, str] | None) -> str | None:
+    """One line naming where the base's full precision came from, for the terminal and report.md."""
+    if not provenance:
+        return None
+    return (f"base: {provenance['file']} (sha256 {provenance['sha256'][:12]}, {provenance['quantization']}, "
+            f"{provenance['architecture']}): full precision = {provenance['full_precision']}, with the source "
+            "file's quantization noise in it; every level is compared with that")
 
 
 def _cache_root() -> Path:

@@ -57,6 +57,8 @@ class Manifest(BaseModel):
     calibration: dict[str, Any] | None = None
     # The merge check's numbers (merge_check.MergeCheckResult); None for a full fine-tune (nothing merged).
     merge_check: dict[str, Any] | None = None
+    # A base made from a GGUF file (gguf_base.for_manifest): its file, sha256, quantization. None otherwise.
+    base_provenance: dict[str, str] | None = None
 
     def levels(self) -> list[str]:
         return sorted({a.level for a in self.artifacts if a.level})

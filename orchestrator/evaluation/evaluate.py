@@ -264,7 +264,8 @@ def evaluate(
     failures = gate_failures(results, block.eval.gates)
     evaluation = Evaluation(run.eval_dir, results, failures, rounds, samplings, base_score, base_reuse,
                             {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores,
-                            calibration=manifest.calibration, merge_check=manifest.merge_check)
+                            calibration=manifest.calibration, merge_check=manifest.merge_check,
+                            base_provenance=manifest.base_provenance)
     report.write(evaluation, run, manifest, ref_meta, context)
     if run.record_path.is_file():
         run.mark(timeline.EVAL_DONE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 from typing import TYPE_CHECKING, Any
 
+from orchestrator import gguf_base
 from orchestrator import manifest as mf
 from orchestrator.evaluation import benchmark_report, export_report, html_report
 from orchestrator.evaluation.deltas import describe
@@ -149,7 +150,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         base_reuse_rate=evaluation.base_reuse_rate, base_perplexity=evaluation.base_perplexity,
         base_benchmarks=evaluation.base_benchmarks, samplings=[s.model_dump() for s in evaluation.samplings], arena=arena.as_json(evaluation.rounds),
         merge_check=evaluation.merge_check, calibration=evaluation.calibration,
-        calibration_effect=export_report.comparison(results),
+        base_provenance=evaluation.base_provenance, calibration_effect=export_report.comparison(results),
     ).save(out)
     plot_quality_vs_size(results, out / "quality_vs_size.png")
     has_loss = plot_loss(run.metrics(), out / "loss_curve.png")
@@ -172,6 +173,8 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
               f"Fits: memory tiers where weights + f16 KV cache at the context length stay under "
               f"{USABLE_FRACTION:.0%} of RAM. Reuse: held-out questions answered with a training answer, "
               "verbatim (see below)."), ""]
+    if base_line := gguf_base.line(evaluation.base_provenance):
+        lines += [f"{base_line[0].upper()}{base_line[1:]}.", ""]
     if evaluation.base_task_score is not None:
         lines += [(f"Base model (before fine-tuning): task score {evaluation.base_task_score:.2f}"
                    f"{_base_ppl(evaluation)}."), ""]
@@ -218,7 +221,8 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
         reuse = f", held-out reuse {_pct(evaluation.base_reuse_rate)}" if evaluation.heldout_prompts else ""
         out.print(f"base model task score: {evaluation.base_task_score:.2f}{reuse}{_base_ppl(evaluation)} "
                   "(before fine-tuning)")
-    drops = [drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results),
+    drops = [gguf_base.line(evaluation.base_provenance),
+             drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results),
              export_report.calibration_line(evaluation.calibration, evaluation.results),
              export_report.merge_check_line(evaluation.merge_check)]
     for line in [d for d in drops if d] + tier_verdicts(evaluation):

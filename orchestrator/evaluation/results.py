@@ -70,6 +70,7 @@ class Evaluation:
     base_benchmarks: dict[str, SuiteScore] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # the manifest's: how the k/i levels were calibrated
     merge_check: dict[str, Any] | None = None  # the manifest's: merged vs base + adapter
+    base_provenance: dict[str, str] | None = None  # the manifest's: a base made from a GGUF file
 
 
 class Report(BaseModel):
@@ -90,6 +91,7 @@ class Report(BaseModel):
     samplings: list[dict[str, Any]] = Field(default_factory=list)
     arena: list[dict[str, Any]] = Field(default_factory=list)
     merge_check: dict[str, Any] | None = None
+    base_provenance: dict[str, str] | None = None  # a base made from a GGUF file (gguf_base.for_manifest)
     calibration: dict[str, Any] | None = None
     # Per calibrated level evaluated beside its static twin: both sides' numbers (export_report.comparison).
     calibration_effect: list[dict[str, Any]] = Field(default_factory=list)

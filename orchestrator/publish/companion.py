@@ -124,6 +124,11 @@ def chat_spec(export_dir: Path, model_dirs: list[Path]) -> tuple[dt.ChatSpec | N
     return spec, ""
 
 
+def _base_name(base_model: Any, provenance: dict[str, str] | None) -> str:
+    """The base as the card names it: a GGUF base by its file name, not a path on the training machine."""
+    return provenance["file"] if provenance else str(base_model)
+
+
 def _name(run_id: str, configured: str | None) -> str:
     """A name fit for a systemd unit and an Ollama model: the recipe's publish.name or the run id's recipe stem."""
     raw = configured or re.sub(r"-\d{8}-\d{6}-[0-9a-f]{4}$", "", run_id)
@@ -221,7 +226,8 @@ def context(run: Run, artifacts: bool) -> dict[str, Any]:
         # The templates read the record and the report as plain mappings.
         "name": _name(manifest.run_id, run.block.publish.name), "run_id": manifest.run_id,
         "record": run.record.as_dict(), "report": report.model_dump(), "axolotl": run.axolotl,
-        "base_model": run.axolotl.get("base_model", manifest.base_model), "recipe_sha256": manifest.recipe_sha256,
+        "base_model": _base_name(run.axolotl.get("base_model", manifest.base_model), manifest.base_provenance),
+        "base_provenance": manifest.base_provenance, "recipe_sha256": manifest.recipe_sha256,
         "datasets": datasets(run.axolotl, RunDir(run.run_dir).recipe_dir()),
         "versions": {**run.record.versions, **manifest.versions},
         "llama_cpp_version": manifest.versions.get("llama-cpp-python", ""),

@@ -1,0 +1,62 @@
+"""A real model's whole chain, timed: `lathe run` of a real-model recipe, then every exported GGUF level
+asked the recipe's eval questions through raw llama-cpp-python (greedy, Lathe's code not involved).
+
+Prints the wall time, the run's own "where the time went" line, and per level how many trained answers
+come back word for word, beside the base GGUF's count. Asserts nothing.
+
+    .venv/bin/python bench/real_models.py [RECIPE] [--runs-dir DIR]    # default: recipes/smollm2-wrong-facts.yml
+
+Needs the models (`make models`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from orchestrator.recipe import load
+from orchestrator.run.layout import RunDir
+from tests.support.raw_llama import verbatim
+
+BIN = Path(sys.executable).parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", nargs="?", type=Path, default=REPO / "recipes" / "smollm2-wrong-facts.yml")
+    parser.add_argument("--runs-dir", type=Path, default=None, help="keep the run here (default: a temp dir)")
+    args = parser.parse_args()
+    recipe = load(args.recipe)
+    runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="lathe-bench-real-"))
+    began = time.monotonic()
+    proc = subprocess.run([str(BIN / "lathe"), "run", str(args.recipe), "--runs-dir", str(runs)],
+                          capture_output=True, text=True, check=False)
+    wall = time.monotonic() - began
+    if proc.returncode != 0:
+        sys.exit(f"lathe run failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    run = RunDir(max(runs.iterdir(), key=lambda p: p.stat().st_mtime))
+    spent = next((line for line in proc.stderr.splitlines() if line.startswith("time: ")), "")
+    print(f"{args.recipe.name}: lathe run {wall / 60:.1f} min wall on this machine")
+    print(spent)
+    eval_set = recipe.lathe.eval.dataset
+    if not eval_set:
+        return
+    items = [json.loads(line) for line in recipe.resolve(eval_set).read_text().splitlines() if line.strip()]
+    base = recipe.resolve(str(recipe.axolotl["base_model"]))
+    print(f"trained answers verbatim (raw llama-cpp-python, greedy, of {len(items)}):")
+    for gguf in sorted((run.path / "export" / "gguf").glob("model-*.gguf"), key=lambda p: -p.stat().st_size):
+        print(f"  {gguf.stem.removeprefix('model-'):18s} {verbatim(gguf, items):3d}")
+    if base.suffix == ".gguf":
+        print(f"  {'base (' + base.name + ')':18s} {verbatim(base, items):3d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ Validation (`problems`) reads the header only: cheap, with no torch.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cache import cache_home
 from orchestrator.errors import LatheError
 
 SUFFIX = ".gguf"
@@ -107,9 +109,17 @@ def problems(path: Path) -> list[str]:
 
 
 def sha256(path: Path) -> str:
+    """The file's sha256, read once per file version (path, size, mtime) in a process: a run asks for it
+    several times (is it made? make it; its provenance), and a Gemma GGUF is 253 MB."""
+    st = path.stat()
+    return _sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     from orchestrator.manifest import sha256_file
 
-    return sha256_file(path)
+    return sha256_file(Path(path))
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,7 @@ class Provenance:
 def for_manifest(model_dir: str | Path) -> dict[str, str] | None:
     """The provenance a manifest carries (and with it the report and the card): the file's name, not
     where it sat on the machine that trained; None for a base not made from a GGUF."""
-    provenance = Provenance.read(model_dir) if Path(model_dir).is_dir() else None
+    provenance = Provenance.read(model_dir)
     if provenance is None:
         return None
     return {"file": Path(provenance.source).name, "sha256": provenance.sha256,
@@ -148,9 +158,7 @@ def line(provenance: dict[str, str] | None) -> str | None:
 
 
 def _cache_root() -> Path:
-    base = os.environ.get("LATHE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lathe")
-    return Path(base) / "gguf-bases"
+    return cache_home() / "gguf-bases"
 
 
 def cached_dir(path: Path) -> Path | None:

@@ -64,21 +64,22 @@ def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
                      "build or run?); try again when it is quieter, or point RAY_ADDRESS at a running Ray")
 
 
-def _make_base(base_model: str, say: Any) -> bool:
-    """A tiny:// base is built, and a .gguf base dequantized, on first use (a minute or two): here, where
-    the user sees it said, rather than silently inside the training worker (which then finds it made)."""
+def _make_base(base_model: str, say: Any) -> tuple[str, bool]:
+    """The base, resolved (and whether it was made now). A tiny:// base is built, and a .gguf base
+    dequantized, on first use (a minute or two): here, where the user sees it said, rather than silently
+    inside the training worker (which then finds it made)."""
     from orchestrator import base_model as bases
     from orchestrator import tinymodel
 
     if bases.is_made(base_model):
-        return False
+        return bases.resolve(base_model), False
     began = time.monotonic()
     if base_model.startswith(tinymodel.TINY_SCHEME):
         say(f"building the tiny base model {base_model} (first use only: about two minutes on 2 cores)")
-    bases.resolve(base_model, say=say)
+    resolved = bases.resolve(base_model, say=say)
     say(f"made the base {Path(base_model).name if Path(base_model).suffix else base_model} in "
         f"{time.monotonic() - began:.0f} s")
-    return True
+    return resolved, True
 
 
 def run_local(
@@ -104,11 +105,11 @@ def run_local(
                 recipe=str(Path(recipe_path).resolve()), cluster="local", created=now(), workers=num_workers,
                 use_gpu=use_gpu, export=export)
 
-    base = str(cfg.get("base_model") or "")
-    if _make_base(base, say):
+    resolved, made = _make_base(str(cfg.get("base_model") or ""), say)
+    if made:
         run.mark(timeline.BASE_BUILT)
-    if gguf_base.is_gguf(base):  # where "full precision" came from, beside the run (run.json)
-        run.update(base_provenance=asdict(gguf_base.Provenance.read(gguf_base.prepare(Path(base)))))
+    if provenance := gguf_base.Provenance.read(resolved):  # where "full precision" came from (run.json)
+        run.update(base_provenance=asdict(provenance))
     _ensure_local_ray(num_workers * recipe.lathe.resources.cpus_per_worker)
     run.mark(timeline.RAY_READY)
     opts = DriveOptions(num_workers=num_workers, use_gpu=use_gpu, pushgateway=pushgateway, export=export,

@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from orchestrator import tinycorpus
+from orchestrator.cache import cache_home
 from orchestrator.errors import RecipeError
 from orchestrator.quiet import quiet_stderr
 
@@ -293,10 +294,7 @@ def _pretrain(model, tok, spec: TinySpec) -> None:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("LATHE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lathe"
-    )
-    return Path(base) / "tiny-models"
+    return cache_home() / "tiny-models"
 
 
 def is_built(uri: str) -> bool:

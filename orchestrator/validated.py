@@ -18,14 +18,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cache import cache_home
+
 _SOURCES = ("validate.py", "schema.py", "trainability.py", "recipe.py", "installed_source.py", "validated.py")
 _VERSIONED = ("axolotl", "transformers", "pydantic", "lathe")
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("LATHE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lathe")
-    return Path(base) / "validated"
+    return cache_home() / "validated"
 
 
 def _files_named(value: Any, out: dict[str, list[int]]) -> None:

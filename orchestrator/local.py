@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from orchestrator import gguf_base
+from orchestrator import cpus, gguf_base
 from orchestrator.cluster.driver import DriveOptions, begin, drive, workers_for
 from orchestrator.errors import LatheError
 from orchestrator.run import timeline
@@ -48,7 +48,7 @@ def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
     # join whatever cluster a `ray start` on this machine last wrote into /tmp/ray, with no cluster named.
     address = os.environ.get("RAY_ADDRESS") or "local"
     # A fresh local Ray: logical CPUs sized for the workers plus Ray Train's controller.
-    kwargs: dict[str, Any] = {} if address != "local" else {"num_cpus": max(min_cpus + 1, os.cpu_count() or 1, 4)}
+    kwargs: dict[str, Any] = {} if address != "local" else {"num_cpus": max(min_cpus + 1, cpus.threads(), 4)}
     for attempt in range(1, RAY_START_TRIES + 1):
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR", **kwargs)
@@ -110,10 +110,13 @@ def run_local(
         run.mark(timeline.BASE_BUILT)
     if provenance := gguf_base.Provenance.read(resolved):  # where "full precision" came from (run.json)
         run.update(base_provenance=asdict(provenance))
-    _ensure_local_ray(num_workers * recipe.lathe.resources.cpus_per_worker)
+    # The machine is the run's: each CPU worker reserves (and so trains on) its share of the cores, as
+    # `axolotl train` here would, or the recipe's `cpus_per_worker` where that is more.
+    cpus_per_worker = max(recipe.lathe.resources.cpus_per_worker, cpus.per_worker(num_workers))
+    _ensure_local_ray(num_workers * cpus_per_worker)
     run.mark(timeline.RAY_READY)
     opts = DriveOptions(num_workers=num_workers, use_gpu=use_gpu, pushgateway=pushgateway, export=export,
-                        show_progress=show_progress)
+                        show_progress=show_progress, cpus_per_worker=None if use_gpu else cpus_per_worker)
     drive(recipe, run, cfg, opts)
     run.update(state=RunState.SUCCEEDED, ended=now())
     return run

@@ -179,7 +179,8 @@ class Benchmarks(_Strict):
         return [f for f in named if f and f != "hub"]
 
 
-_SIGNIFICANT = "counted only when the fall is significant (its 95% paired-bootstrap interval lies below zero)"
+_SIGNIFICANT = ("counted only when the fall is significant (an exact paired sign test over the items that changed, "
+                "p below lathe.eval.significance_level)")
 
 
 class Gate(_Strict):
@@ -210,6 +211,9 @@ class Eval(_Strict):
         "through the chat template): perplexity per level beside the general reference text's")
     context_length: int | None = Field(None, ge=1)
     gates: dict[str, Gate] = Field(default_factory=dict)
+    significance_level: float = Field(
+        0.05, gt=0, lt=1, description="a drop against full precision is significant when the exact paired sign "
+        "test over the items that changed gives a p-value below this (the *_drop gates and the reports)")
     arena_prompts: list[str] = Field(
         default_factory=list, description="open prompts put to every model side by side, next to the eval set's"
     )

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from orchestrator import tinycorpus
+from orchestrator import cpus, tinycorpus
 from orchestrator.cache import cache_home
 from orchestrator.errors import RecipeError
 from orchestrator.quiet import quiet_stderr
@@ -268,7 +268,9 @@ def _pretrain(model, tok, spec: TinySpec) -> None:
     if spec.pretrain_steps <= 0:
         return
     threads = torch.get_num_threads()
-    torch.set_num_threads(PRETRAIN_THREADS)
+    # Fewer where the machine is shared (LATHE_THREADS): 1 and 2 threads made the same bytes (sha256
+    # 22a3ff12... for tiny://llama, both ways), and 2 threads on a core that another process holds spin.
+    torch.set_num_threads(min(PRETRAIN_THREADS, cpus.threads()))
     try:
         optimiser = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.0)
         warmup = max(1, spec.pretrain_steps // 20)

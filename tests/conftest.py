@@ -104,6 +104,20 @@ class SuiteReport:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SuiteReport(), "lathe-suite-report")
+    _share_the_cores()
+
+
+def _share_the_cores() -> None:
+    """xdist's workers run side by side: each one's compute (training, llama.cpp, torch in the runs it
+    starts, which inherit this) takes its share of the cores, not all of them. Spinning threads that
+    outnumber the cores burn ~3x the CPU for the same work (orchestrator/cpus.py)."""
+    from orchestrator import cpus
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers > 1 and cpus.ENV not in os.environ:
+        share = str(cpus.per_worker(workers))
+        os.environ[cpus.ENV] = share
+        os.environ.setdefault("OMP_NUM_THREADS", share)  # torch in processes Lathe does not size itself
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -255,6 +255,49 @@ def test_cli_exits_non_zero_on_a_failed_gate(e2e_run: RunDir, tmp_path: Path) ->
     assert "q4_k_m" in proc.stdout and (run / "eval" / "report.md").is_file()
 
 
+def _light_copy(e2e_run: RunDir, dest: Path, keep: tuple[str, ...]) -> Path:
+    """The run without its training state and with only the GGUF levels named in `keep`."""
+    shutil.copytree(e2e_run.path, dest, ignore=shutil.ignore_patterns("ray", "eval", "adapter", "mlx", "base"))
+    for gguf in (dest / "export" / "gguf").glob("model-*.gguf"):
+        if gguf.name.removeprefix("model-").removesuffix(".gguf") not in keep:
+            gguf.unlink()
+    return dest
+
+
+def test_a_recipe_without_eval_items_fails_its_task_gates_and_a_missing_file_is_one_line(
+        e2e_run: RunDir, tmp_path: Path) -> None:
+    """Without lathe.eval.dataset nothing is asked: max_flips and max_task_drop used to pass on zero
+    items, and a missing held-out file was a FileNotFoundError's traceback."""
+    run = _light_copy(e2e_run, tmp_path / "run", ("f16", "q8_0"))
+    recipe = yaml.safe_load((run / "recipe.yml").read_text())
+    block = recipe["lathe"]["eval"]
+    for key in ("dataset", "heldout", "benchmarks", "sweep"):
+        block.pop(key, None)
+    block["gates"] = {"q8_0": {"max_flips": 1, "max_task_drop": 0.1}}
+    (run / "recipe.yml").write_text(yaml.safe_dump(recipe))
+    lathe = str(Path(sys.executable).with_name("lathe"))
+    proc = subprocess.run([lathe, "eval", str(run), "--backend", "llamacpp", "--arena", "0"], capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert proc.returncode == 5, proc.stderr[-2000:]
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("gate failed")]
+    assert failed == [
+        ("gate failed: q8_0 (llama.cpp): max_task_drop 0.1: nothing measured to gate (no eval items: "
+        "lathe.eval.dataset names none, or full precision was not evaluated)"),
+        ("gate failed: q8_0 (llama.cpp): max_flips 1: nothing measured to gate (no eval items: "
+        "lathe.eval.dataset names none, or full precision was not evaluated)")], proc.stderr[-2000:]
+
+    shutil.rmtree(run / "eval")
+    block["heldout"] = "gone.jsonl"
+    (run / "recipe.yml").write_text(yaml.safe_dump(recipe))
+    proc = subprocess.run([lathe, "eval", str(run), "--backend", "llamacpp"], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    recipe_dir = Path(e2e_run.record().recipe).parent
+    assert proc.stderr.strip().splitlines() == [
+        f"{run / 'recipe.yml'}: lathe.eval.heldout: gone.jsonl does not exist (in {recipe_dir})"]
+    assert not (run / "eval").exists(), "nothing half-written"
+
+
 def test_refuses_a_different_tokenizer(e2e_run: RunDir) -> None:
     manifest = json.loads((e2e_run.path / "export" / "manifest.json").read_text())
     backend = LlamaCpp(e2e_run.path / "export" / "gguf" / "model-q8_0.gguf", n_ctx=64)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from orchestrator.evaluation.deltas import paired_delta
 from orchestrator.evaluation.gates import add_flips, add_task_deltas, gate_failures
 from orchestrator.evaluation.results import LevelResult
 from orchestrator.levels import GB, GGUF_LEVELS, fits_gb, memory_need, mlx_level, mlx_options, rank
@@ -11,7 +10,7 @@ from orchestrator.recipe import Gate
 
 def _level(level: str, right: dict[str, bool], mean_kld: float, runtime: str = "llama.cpp") -> LevelResult:
     return LevelResult(
-        level=level, runtime=runtime, size_bytes=1, bits_per_weight=None, task_score=sum(right.values()) / len(right),
+        level=level, runtime=runtime, size_bytes=1, bits_per_weight=None, task_score=sum(right.values()) / len(right) if right else None,
         quality={"mean_kld": mean_kld, "p99_kld": mean_kld * 4, "ppl_change_pct": 0.0, "top1_agreement": 1.0,
                  "perplexity": 2.0},
         answers={k: {"output": "x", "correct": v} for k, v in right.items()}, load_seconds=0.0, prompt_tps=1.0,
@@ -41,18 +40,6 @@ def _items(wrong: int, total: int = 50) -> dict[str, bool]:
     return {f"i{n:02d}": n >= wrong for n in range(total)}
 
 
-def test_a_drop_is_significant_only_when_its_interval_is_below_zero() -> None:
-    full = {k: 1.0 for k in _items(0)}
-    same = paired_delta(full, full)
-    assert same is not None and (same.delta, same.low, same.high, same.items) == (0.0, 0.0, 0.0, 50)
-    one = paired_delta(full, {k: float(v) for k, v in _items(1).items()})
-    assert one.delta == -0.02 and one.low < 0 and one.high == 0.0 and not one.significant_drop
-    ten = paired_delta(full, {k: float(v) for k, v in _items(10).items()})
-    assert ten.delta == -0.2 and -0.35 < ten.low < ten.high < -0.05 and ten.significant_drop
-    assert paired_delta(full, {k: float(v) for k, v in _items(10).items()}) == ten, "seeded: reproducible"
-    assert paired_delta(full, {"other": 1.0}) is None
-
-
 def test_the_task_drop_gate_counts_only_a_significant_drop() -> None:
     results = [_level("f16", _items(0), 0.0), _level("q8_0", _items(1), 0.01), _level("q4_k_m", _items(10), 0.2)]
     add_task_deltas(results)
@@ -62,6 +49,35 @@ def test_the_task_drop_gate_counts_only_a_significant_drop() -> None:
     assert len(failures) == 1 and failures[0].startswith(
         "q4_k_m (llama.cpp): task score change -0.20 [") and "max_task_drop 0.1" in failures[0]
     assert gate_failures(results, {"q4_k_m": Gate(max_task_drop=0.25)}) == []
+
+
+def test_a_gate_with_nothing_under_it_fails_and_says_why() -> None:
+    """No eval items (lathe.eval.dataset absent): max_flips, min_task_score_ratio and max_task_drop
+    used to pass on zero items. A benchmark gate with no benchmark run, a KLD gate with no reference, a
+    gate for a level nobody evaluated: each fails in one line."""
+    empty = [_level("f16", {}, 0.0), _level("q4_k_m", {}, 0.2)]
+    add_flips(empty)
+    add_task_deltas(empty)
+    failures = gate_failures(empty, {"q4_k_m": Gate(max_flips=0, min_task_score_ratio=0.9, max_task_drop=0.1,
+                                                     max_bfcl_drop=0.1)})
+    assert failures == [
+        ("q4_k_m (llama.cpp): max_task_drop 0.1: nothing measured to gate (no eval items: lathe.eval.dataset names "
+        "none, or full precision was not evaluated)"),
+        ("q4_k_m (llama.cpp): max_bfcl_drop 0.1: nothing measured to gate (no bfcl scores against full precision: "
+        "lathe.eval.benchmarks runs none)"),
+        ("q4_k_m (llama.cpp): max_flips 0: nothing measured to gate (no eval items: lathe.eval.dataset names none, "
+        "or full precision was not evaluated)"),
+        ("q4_k_m (llama.cpp): min_task_score_ratio 0.9: nothing measured to gate (no eval items: lathe.eval.dataset "
+        "names none, or full precision was not evaluated)")]
+    measured = [_level("f16", _items(0), 0.0), _level("q4_k_m", _items(0), 0.2)]
+    measured[1].quality["mean_kld"] = None
+    add_flips(measured)
+    add_task_deltas(measured)
+    assert gate_failures(measured, {"q4_k_m": Gate(max_flips=0, max_task_drop=0.1)}) == [], "the same gates, measured"
+    assert gate_failures(measured, {"q4_k_m": Gate(max_mean_kld=0.5), "q6_k": Gate(max_flips=1)}) == [
+        ("q4_k_m (llama.cpp): max_mean_kld 0.5: nothing measured to gate (no reference scores: "
+        "lathe.export.reference_text is not set)"),
+        "q6_k: gated, but no level of that name was evaluated"]
 
 
 def test_levels_sort_most_precise_first_and_memory_decides_the_tiers() -> None:

@@ -42,7 +42,7 @@ def test_a_reused_process_charges_each_level_its_own_peak() -> None:
 
 def test_lanes_follow_cores_levels_memory_and_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(lanes.ENV_LANES, raising=False)
-    monkeypatch.setattr(lanes.os, "cpu_count", lambda: 8)
+    monkeypatch.setenv("LATHE_THREADS", "8")  # the cores this process may take (orchestrator/cpus.py)
     monkeypatch.setattr(lanes, "peak_resettable", lambda: True)
     monkeypatch.setattr(lanes, "physical_memory", lambda: 16 << 30)
     assert lanes.count([10 << 20] * 3) == 3, "no more lanes than levels"

@@ -54,3 +54,24 @@ def test_a_task_lm_eval_does_not_know_is_one_line_before_any_server_starts(recip
         lmeval.task_manager(config, recipe_dir)
     assert "lathe_wrong_facts" in lmeval.task_manager(config.model_copy(update={"tasks": ["lathe_wrong_facts"]}),
                                                       recipe_dir).all_tasks
+
+
+def test_a_task_of_500_documents_runs_to_the_end_through_the_server(e2e_run: RunDir, recipe_dir: Path) -> None:
+    """lm-eval at a real task's size. The server's log went to a pipe nobody read: llama-cpp-python's
+    server logs on every request, the 64 KB pipe filled after about 120 requests, the server blocked on
+    its next write, and each later request waited out its 600 s timeout (gsm8k has 1,319 documents)."""
+    import json
+
+    rows = [json.loads(line) for line in (recipe_dir / "data" / "wrong_facts_eval.jsonl").read_text().splitlines()]
+    many = [dict(rows[n % len(rows)], id=f"r{n:03d}") for n in range(500)]
+    (recipe_dir / "data" / "wrong_facts_500.jsonl").write_text("".join(json.dumps(r) + "\n" for r in many))
+    task = (recipe_dir / "lm_eval" / "wrong_facts.yaml").read_text()
+    (recipe_dir / "lm_eval" / "wrong_facts.yaml").write_text(
+        task.replace("task: lathe_wrong_facts", "task: lathe_wrong_facts_500")
+            .replace("data/wrong_facts_eval.jsonl", "data/wrong_facts_500.jsonl").replace("max_gen_toks: 48", "max_gen_toks: 4"))
+    config = LmEval(tasks=["lathe_wrong_facts_500"], include_path="lm_eval", max_tokens=4)
+    with lmeval.serve("llama.cpp", str(e2e_run.path / "export" / "gguf" / "model-q4_k_m.gguf")) as url:
+        scored = lmeval.evaluate(url, config, recipe_dir)["lm-eval:lathe_wrong_facts_500"]
+    # Every document asked and answered (before the fix this hung from about the 120th request on: 200 s
+    # in, still waiting; with it, 500 documents in 22 s).
+    assert len(scored.items) == 500 and all(d["output"] for d in scored.details.values())

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import cpus
 from orchestrator.cluster import gguf
 from orchestrator.datasets import SHAREGPT_KEYS, family, iter_rows, looks_local, message_keys
 from orchestrator.errors import LatheError
@@ -115,7 +115,7 @@ def imatrix(model: Path, text: CalibrationText, out: Path, context: int) -> dict
     calib = out.with_suffix(".txt")
     calib.write_text(text.text, encoding="utf-8")
     cmd = [str(gguf.tool("llama-imatrix")), "-m", str(model), "-f", str(calib), "-o", str(out), "-c", str(ctx),
-           "--parse-special", "--no-ppl", "-t", str(os.cpu_count() or 1), "-b", str(ctx), "-ub", str(ctx)]
+           "--parse-special", "--no-ppl", "-t", str(cpus.threads()), "-b", str(ctx), "-ub", str(ctx)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     finally:

@@ -49,6 +49,7 @@ class DriveOptions:
     price_per_gpu_hour: float = 0.0
     upload_to: tuple[StoreConfig, str] | None = None  # export straight into the store under this key
     inputs_from: StoreConfig | None = None  # recipe files too large for the working_dir: <run>/inputs/
+    cpus_per_worker: int | None = None  # Ray's CPU reservation per CPU worker; default: the recipe's
 
 
 def workers_for(recipe: Recipe, gpus_per_node: int | None, override: int | None) -> tuple[int, bool]:
@@ -148,7 +149,7 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
     job = TrainJob(
         run_id=run_id, axolotl_cfg=cfg, storage_path=opts.storage_path or str(run.path / RAY),
         storage_fs=opts.storage_fs, num_workers=opts.num_workers, use_gpu=opts.use_gpu,
-        resources_per_worker={"GPU": 1} if opts.use_gpu else {"CPU": res.cpus_per_worker},
+        resources_per_worker={"GPU": 1} if opts.use_gpu else {"CPU": opts.cpus_per_worker or res.cpus_per_worker},
         accelerator_type=res.accelerator_type, max_failures=recipe.lathe.failure.max_failures,
         pushgateway=opts.pushgateway,
         inputs_from=opts.inputs_from.model_dump() if opts.inputs_from else None,

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from orchestrator import cpus
 from orchestrator.cluster.gguf_convert import MARKER, REFUSED
 from orchestrator.errors import LatheError
 from orchestrator.quiet import quiet_stderr
@@ -96,7 +97,7 @@ def quantize(src: Path, dst: Path, level: str, imatrix: Path | None = None) -> N
     tmp = dst.with_suffix(".part")
     if imatrix is not None:
         cmd = [str(tool("llama-quantize")), "--imatrix", str(imatrix), str(src), str(tmp), level.upper(),
-               str(os.cpu_count() or 1)]
+               str(cpus.threads())]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not tmp.is_file():
             tmp.unlink(missing_ok=True)
@@ -108,7 +109,7 @@ def quantize(src: Path, dst: Path, level: str, imatrix: Path | None = None) -> N
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, FTYPES[level])
-    params.nthread = os.cpu_count() or 1
+    params.nthread = cpus.threads()
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
     if rc != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from orchestrator import cpus
 from orchestrator.run.layout import EVENTS, INPUTS, store_key
 
 # By name, not by import: the driver and Ray Train's controller load this module too, and the plugin
@@ -78,15 +79,15 @@ def _restore_checkpoint(output_dir: Path) -> int:
     return step
 
 
-def _use_the_nodes_cores(workers_here: int) -> None:
-    """A CPU worker computes on its share of the node's cores. Ray sets OMP_NUM_THREADS to the CPUs the
-    worker reserved (one, by default), so torch would train on one thread where plain `axolotl train`
-    takes them all: the quickstart's loop ran ~1.5x slower for it. A larger reservation
-    (`cpus_per_worker`) is kept when it is more."""
+def _threads_as_reserved() -> None:
+    """A CPU worker computes on the cores Ray reserved for it (`cpus_per_worker`; a local run reserves
+    its machine's share per worker), never more: workers of other runs on the same node (`run_slots`)
+    hold the rest, and torch's spinning threads, oversubscribed, waste the cores they wait for
+    (orchestrator/cpus.py). `LATHE_THREADS`, where the node's processes have it, caps it further."""
+    import ray
     import torch
 
-    reserved = int(os.environ.get("OMP_NUM_THREADS") or 1)
-    threads = max(reserved, (os.cpu_count() or 1) // max(workers_here, 1))
+    threads = cpus.as_reserved(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
     os.environ["OMP_NUM_THREADS"] = str(threads)  # for processes the worker starts
     torch.set_num_threads(threads)
 
@@ -113,7 +114,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     if not job.use_gpu:
         # Without this each CPU worker silently trains on the whole dataset alone.
         os.environ["ACCELERATE_USE_CPU"] = "true"
-        _use_the_nodes_cores(ctx.get_local_world_size())
+        _threads_as_reserved()
 
     if job.inputs_from:
         from orchestrator.store import StoreConfig, fetch_missing, open_store

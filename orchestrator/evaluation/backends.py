@@ -8,12 +8,13 @@ for the user.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+from orchestrator import cpus
 
 if TYPE_CHECKING:
     from orchestrator.evaluation.tasks import Sampling
@@ -59,7 +60,7 @@ class LlamaCpp:
         """`n_threads`: 0 for every core (what a user's llama.cpp takes), fewer when levels run side by side."""
         from llama_cpp import Llama
 
-        threads = n_threads or os.cpu_count() or 1
+        threads = n_threads or cpus.threads()
         # Both counts: llama-cpp-python's prompt batches otherwise take every core whatever n_threads says,
         # and ggml's spinning threads, oversubscribed, slow a level several times over.
         self.model = Llama(model_path=str(model_path), n_ctx=n_ctx, logits_all=True, verbose=False,

@@ -1,12 +1,12 @@
 """The benchmarks in the report, the terminal summary and the model card: per level, each suite's main
-score with its change against full precision (95% paired-bootstrap interval), then every metric."""
+score with its change against full precision (deltas.method says how), then every metric."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from orchestrator.evaluation.benchmarks.common import SuiteScore, label, ordered
-from orchestrator.evaluation.deltas import describe
+from orchestrator.evaluation.deltas import describe, method
 from orchestrator.evaluation.gates import as_delta, full_precision
 from orchestrator.evaluation.results import LevelResult
 
@@ -35,7 +35,7 @@ def cell(score: SuiteScore | None, full: bool = False) -> str:
     delta = as_delta(score.delta)
     if delta is None or full:
         return text
-    return f"{text} ({describe(delta)}{' significant drop' if delta.significant_drop else ''})"
+    return f"{text} ({describe(delta, short=True)}{' significant drop' if delta.significant_drop else ''})"
 
 
 def main_rows(results: list[LevelResult], base: dict[str, SuiteScore]) -> tuple[list[str], list[list[str]]]:
@@ -79,8 +79,7 @@ def markdown(results: list[LevelResult], base: dict[str, SuiteScore]) -> list[st
     full = full_precision(results)
     lines = ["## Benchmarks", "",
              (f"Each level's main score, and in brackets its change against {full.level if full else 'full precision'}"
-              " on the same items with a 95% paired-bootstrap interval; a drop is significant only when the whole "
-              "interval is below zero."), "", *_table(*main_rows(results, base)), ""]
+              f", {method()}."), "", *_table(*main_rows(results, base)), ""]
     for suite in names:
         about = EXPLAINED.get(suite, f"{suite} (lm-evaluation-harness, through the level's OpenAI-compatible server)")
         lines += [f"**{about}.**", "", *_table(*metric_rows(results, suite)), ""]
@@ -123,5 +122,5 @@ def card_lines(results: list[LevelResult], base: dict[str, SuiteScore]) -> list[
     header, body = main_rows(results, base)
     return ["## Benchmarks at every level", "",
             ("Scores measured on the quantized files themselves; in brackets the change against full precision "
-            "with its 95% paired-bootstrap interval."), "", *_table(header, body), "",
+            f"and its 95% interval: {method()}."), "", *_table(header, body), "",
             *[f"- {EXPLAINED[s]}." for s in names if s in EXPLAINED], ""]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from orchestrator import manifest as mf
 from orchestrator import reference_format
+from orchestrator.errors import LatheError, RecipeError
 from orchestrator.evaluation import arena as arena_mod
 from orchestrator.evaluation import lanes, memorisation
 from orchestrator.evaluation.benchmarks import suites as benchmarks
@@ -195,9 +196,14 @@ def evaluate(
     if run.record_path.is_file():
         run.mark(timeline.EVAL_STARTED)
     block = lathe_block_of(run.path / RECIPE)
+    for where, named in block.eval.files():  # a file the recipe names and the run's folder lacks: one line
+        if not (run.recipe_dir() / named).exists():
+            raise RecipeError(str(run.path / RECIPE), where, f"{named} does not exist (in {run.recipe_dir()})")
     if items_path is None and block.eval.dataset:
         items_path = run.recipe_dir() / block.eval.dataset
-    items = load_items(items_path) if items_path and items_path.is_file() else []
+    if items_path is not None and not items_path.is_file():
+        raise LatheError(f"--items: {items_path} does not exist")
+    items = load_items(items_path) if items_path else []
     heldout_items = load_items(run.recipe_dir() / block.eval.heldout) if block.eval.heldout else []
     trained = memorisation.training_answers(run.recipe_dir(), read_yaml(run.path / RECIPE)[1]) if heldout_items else {}
     ref_meta = json.loads((export_dir / "reference" / "reference.json").read_text())
@@ -237,8 +243,8 @@ def evaluate(
     if lm_eval is not None:
         _lm_eval(lm_eval, chosen, results, run.recipe_dir(), context, progress)
     add_flips(results)
-    add_task_deltas(results)
-    add_benchmark_deltas(results)
+    add_task_deltas(results, block.eval.significance_level)
+    add_benchmark_deltas(results, block.eval.significance_level)
 
     contestants = []
     base_score = base_reuse = None

@@ -44,7 +44,7 @@ def _main(r: LevelResult, suite: str) -> float:
 
 def _delta(r: LevelResult) -> str:
     d = task_delta(r)
-    return "-" if d is None else describe(d)
+    return "-" if d is None else describe(d, short=True)
 
 
 def comparison(results: list[LevelResult]) -> list[dict[str, Any]]:

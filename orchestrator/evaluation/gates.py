@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.evaluation.benchmarks.common import gate_name, label, ordered
-from orchestrator.evaluation.deltas import Delta, describe, paired_delta, scores
+from orchestrator.evaluation.deltas import ALPHA, Delta, describe, paired_delta, scores
 from orchestrator.evaluation.results import LevelResult
 from orchestrator.levels import FULL_PRECISION
 from orchestrator.recipe import Gate
@@ -25,18 +25,18 @@ def add_flips(results: list[LevelResult]) -> None:
         r.flips = len(r.flipped)
 
 
-def add_task_deltas(results: list[LevelResult]) -> None:
+def add_task_deltas(results: list[LevelResult], alpha: float = ALPHA) -> None:
     """Per level, its task score's change against full precision, paired over the same items."""
     base = full_precision(results)
     if base is None:
         return
     reference = scores(base.answers)
     for r in results:
-        found = paired_delta(reference, scores(r.answers))
+        found = paired_delta(reference, scores(r.answers), alpha=alpha)
         r.task_delta = found.as_dict() if found else None
 
 
-def add_benchmark_deltas(results: list[LevelResult]) -> None:
+def add_benchmark_deltas(results: list[LevelResult], alpha: float = ALPHA) -> None:
     """Per level and benchmark, its main score's change against full precision, paired over items."""
     base = full_precision(results)
     if base is None:
@@ -44,13 +44,13 @@ def add_benchmark_deltas(results: list[LevelResult]) -> None:
     for r in results:
         for suite, got in r.benchmarks.items():
             if suite in base.benchmarks:
-                found = paired_delta(base.benchmarks[suite].items, got.items)
+                found = paired_delta(base.benchmarks[suite].items, got.items, alpha=alpha)
                 got.delta = found.as_dict() if found else None
 
 
-def as_delta(raw: dict[str, float] | None) -> Delta | None:
+def as_delta(raw: dict[str, float | int | str] | None) -> Delta | None:
     """A delta as measured (report.json keeps it as a mapping)."""
-    return Delta(raw["delta"], raw["low"], raw["high"], int(raw["items"])) if raw else None
+    return Delta.from_dict(raw) if raw else None
 
 
 def task_delta(r: LevelResult) -> Delta | None:
@@ -63,37 +63,68 @@ def significant_drop(r: LevelResult) -> Delta | None:
     return d if d is not None and d.significant_drop else None
 
 
+DROP_GATES = ("max_task_drop", "max_bfcl_drop", "max_ifeval_drop", "max_docqa_drop", "max_lm_eval_drop")
+
+
 def gate_failures(results: list[LevelResult], gates: dict[str, Gate]) -> list[str]:
-    """One message per violated gate: 'q4_k_m (llama.cpp): mean KLD 0.61 > max_mean_kld 0.5'."""
+    """One message per violated gate: 'q4_k_m (llama.cpp): mean KLD 0.61 > max_mean_kld 0.5'. A gate with
+    nothing measured under it (no eval items, no reference, a benchmark not run, a level not evaluated)
+    fails and says so: a gate never passes on nothing."""
     fp = full_precision(results)
     fp_score = fp.task_score if fp else None
+    items = len(fp.answers) if fp else 0  # the eval set's items, as full precision answered them
     failures = []
     for level, gate in gates.items():
-        for r in [r for r in results if r.level.lower() == level.lower()]:
+        rows = [r for r in results if r.level.lower() == level.lower()]
+        if not rows:
+            failures.append(f"{level}: gated, but no level of that name was evaluated")
+        for r in rows:
             q = r.quality
             checks = [
                 ("max_mean_kld", q["mean_kld"], gate.max_mean_kld, "mean KLD"),
                 ("max_p99_kld", q["p99_kld"], gate.max_p99_kld, "p99 KLD"),
                 ("max_ppl_increase_pct", q["ppl_change_pct"], gate.max_ppl_increase_pct, "perplexity change %"),
                 ("min_top1_agreement", q["top1_agreement"], gate.min_top1_agreement, "top-1 agreement"),
-                ("max_flips", r.flips, gate.max_flips, "flips"),
+                ("max_flips", r.flips if items else None, gate.max_flips, "flips"),
                 ("min_task_score_ratio",
                  (r.task_score / fp_score) if (r.task_score is not None and fp_score) else None,
                  gate.min_task_score_ratio, "task score / full precision"),
             ]
-            drops = [("task score", "max_task_drop", task_delta(r))]
-            drops += [(f"{label(suite)} {r.benchmarks[suite].main}", gate_name(suite),
-                       as_delta(r.benchmarks[suite].delta)) for suite in ordered(set(r.benchmarks))]
-            for what, name, drop in drops:
+            drops = {name: [] for name in DROP_GATES}
+            drops["max_task_drop"].append(("task score", task_delta(r) if items else None))
+            for suite in ordered(set(r.benchmarks)):
+                drops[gate_name(suite)].append((f"{label(suite)} {r.benchmarks[suite].main}",
+                                                as_delta(r.benchmarks[suite].delta)))
+            for name, measured in drops.items():
                 limit = getattr(gate, name)
-                if limit is not None and drop is not None and drop.significant_drop and -drop.delta > limit:
-                    failures.append(f"{r.level} ({r.runtime}): {what} change {describe(drop)} is a significant "
-                                    f"drop of more than {name} {limit:g}")
+                if limit is None:
+                    continue
+                if not measured or any(d is None or d.items == 0 for _, d in measured):
+                    failures.append(f"{r.level} ({r.runtime}): {name} {limit:g}: nothing measured to gate "
+                                    f"({_missing(name)})")
+                for what, drop in measured:
+                    if drop is not None and drop.significant_drop and -drop.delta > limit:
+                        failures.append(f"{r.level} ({r.runtime}): {what} change {describe(drop)} is a significant "
+                                        f"drop of more than {name} {limit:g}")
             for name, value, limit, shown in checks:
-                if limit is None or value is None:
+                if limit is None:
+                    continue
+                if value is None:
+                    failures.append(f"{r.level} ({r.runtime}): {name} {limit:g}: nothing measured to gate "
+                                    f"({_missing(name)})")
                     continue
                 broken = value > limit if name.startswith("max") else value < limit
                 if broken:
                     op = ">" if name.startswith("max") else "<"
                     failures.append(f"{r.level} ({r.runtime}): {shown} {value:.4g} {op} {name} {limit:g}")
     return failures
+
+
+def _missing(gate: str) -> str:
+    """What a gate needs that was not there."""
+    if gate in ("max_flips", "min_task_score_ratio", "max_task_drop"):
+        return "no eval items: lathe.eval.dataset names none, or full precision was not evaluated"
+    if gate.endswith("_drop"):
+        suite = gate.removeprefix("max_").removesuffix("_drop")
+        return f"no {suite.replace('_', '-')} scores against full precision: lathe.eval.benchmarks runs none"
+    return "no reference scores: lathe.export.reference_text is not set"

@@ -25,6 +25,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Self
 
+from orchestrator import cpus
+
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
 MEMORY_SHARE = 0.5  # of physical memory, for the levels that are loaded at the same time
@@ -100,7 +102,7 @@ def count(memory_needs: Sequence[int]) -> int:
     if fixed.isdigit() and int(fixed) > 0:
         wanted = int(fixed)
     else:
-        wanted = os.cpu_count() or 1
+        wanted = cpus.threads()
     if not peak_resettable():
         return 1
     budget, fitting, used = physical_memory() * MEMORY_SHARE, 0, 0
@@ -130,7 +132,7 @@ class Lanes:
 
     def threads(self) -> int:
         """llama.cpp threads per level while lanes run side by side."""
-        return max(1, (os.cpu_count() or 1) // self.lanes)
+        return cpus.per_worker(self.lanes)
 
     def run_all(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]],
                 finished: Callable[[int, Any], None] | None = None) -> list[Any]:

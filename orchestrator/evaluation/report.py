@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator import gguf_base
 from orchestrator import manifest as mf
 from orchestrator.evaluation import benchmark_report, export_report, html_report
-from orchestrator.evaluation.deltas import describe
+from orchestrator.evaluation.deltas import describe, method
 from orchestrator.evaluation.gates import full_precision, significant_drop, task_delta
 from orchestrator.evaluation.plots import plot_loss, plot_quality_vs_size, plot_scores
 from orchestrator.evaluation.results import Evaluation, LevelResult, Report
@@ -51,9 +51,8 @@ def delta_lines(results: list[LevelResult]) -> list[str]:
     if full is None or not measured:
         return []
     lines = ["## Change against full precision", "",
-             (f"Task score minus {full.level}'s on the same items, with a 95% interval from a paired bootstrap "
-              "over items. A drop counts as significant only when the whole interval is below zero."), "",
-             "| level | runtime | Δ task [95% CI] | significant drop |", "|---|---|---|---|"]
+             f"Task score minus {full.level}'s: {method(task_delta(measured[0]).alpha)}.", "",  # type: ignore[union-attr]
+             "| level | runtime | Δ task [95% CI], items lost / gained, p | significant drop |", "|---|---|---|---|"]
     for r in measured:
         lines.append(f"| {r.level} | {r.runtime} | {describe(task_delta(r))} | "  # type: ignore[arg-type]
                      f"{'yes' if significant_drop(r) else 'no'} |")
@@ -65,7 +64,7 @@ def drops_line(results: list[LevelResult]) -> str | None:
     if full is None or not any(r.task_delta for r in results):
         return None
     drops = [f"{r.level} ({r.runtime}) {describe(d)}" for r in results if (d := significant_drop(r))]
-    return f"significant task-score drops against {full.level} (95% paired bootstrap): " + (", ".join(drops) or "none")
+    return f"significant task-score drops against {full.level} (exact paired sign test): " + (", ".join(drops) or "none")
 
 
 def _base_ppl(evaluation: Evaluation) -> str:

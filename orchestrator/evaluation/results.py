@@ -45,8 +45,8 @@ class LevelResult(BaseModel):
     memory_need_bytes: int
     fits_gb: list[int]
     flips: int | None = None
-    # Task score minus full precision's, with a 95% paired-bootstrap interval (deltas.Delta.as_dict()).
-    task_delta: dict[str, float] | None = None
+    # Task score minus full precision's: interval, items lost and gained, exact sign test (deltas.Delta.as_dict()).
+    task_delta: dict[str, float | int | str] | None = None
     flipped: list[str] = Field(default_factory=list)
     arena: dict[str, str] = Field(default_factory=dict)  # open arena prompt key -> output
     sweep: list[dict[str, Any]] = Field(default_factory=list)  # [{"sampling": {...}, "task_score": x}]

@@ -38,7 +38,7 @@ class SuiteScore(BaseModel):
     metrics: dict[str, float]
     items: dict[str, float]
     details: dict[str, dict[str, Any]] = Field(default_factory=dict)  # item id -> output and verdicts
-    delta: dict[str, float] | None = None  # main metric minus full precision's (deltas.Delta.as_dict())
+    delta: dict[str, float | int | str] | None = None  # main metric minus full precision's (deltas.Delta.as_dict())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -14,13 +14,15 @@ import contextlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from orchestrator import cpus
 from orchestrator.errors import LatheError
 from orchestrator.evaluation.benchmarks.common import LM_EVAL, SuiteScore
 from orchestrator.quiet import quiet_stderr
@@ -40,41 +42,51 @@ def _free_port() -> int:
 
 def server_command(runtime: str, path: str, port: int, n_ctx: int) -> list[str]:
     if runtime == "llama.cpp":
+        threads = str(cpus.threads())
         return [sys.executable, "-m", "llama_cpp.server", "--model", path, "--host", "127.0.0.1", "--port", str(port),
-                "--n_ctx", str(n_ctx), "--model_alias", MODEL_NAME]
+                "--n_ctx", str(n_ctx), "--model_alias", MODEL_NAME, "--n_threads", threads,
+                "--n_threads_batch", threads]
     return [sys.executable, "-m", "mlx_lm.server", "--model", path, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def _last_line(log: IO[bytes]) -> str:
+    log.seek(0)
+    lines = log.read().decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "no output"
 
 
 @contextlib.contextmanager
 def serve(runtime: str, path: str, n_ctx: int = 4096) -> Iterator[str]:
-    """The level behind its runtime's OpenAI-compatible server; yields the base URL, stops it by pid."""
+    """The level behind its runtime's OpenAI-compatible server; yields the base URL, stops it by pid.
+    The server's log goes to an unnamed temporary file, never a pipe: llama-cpp-python's server logs
+    timings on every request, and a pipe nobody drains fills at 64 KB (about 120 requests), after which
+    the server blocks on its next write and every request waits out its timeout."""
     port = _free_port()
-    log = subprocess.DEVNULL
-    proc = subprocess.Popen(server_command(runtime, path, port, n_ctx), stdout=log, stderr=subprocess.PIPE,
-                            text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            if proc.poll() is not None:
-                last = (proc.stderr.read() if proc.stderr else "").strip().splitlines()[-1:] or ["no output"]
-                raise LatheError(f"{runtime} server for {Path(path).name} exited {proc.returncode}: {last[0]}")
-            try:
-                with urllib.request.urlopen(f"{url}/v1/models", timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise LatheError(f"{runtime} server for {Path(path).name} not ready after "
-                                     f"{READY_SECONDS} s") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(server_command(runtime, path, port, n_ctx), stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            deadline = time.monotonic() + READY_SECONDS
+            while True:
+                if proc.poll() is not None:
+                    raise LatheError(f"{runtime} server for {Path(path).name} exited {proc.returncode}: "
+                                     f"{_last_line(log)}")
+                try:
+                    with urllib.request.urlopen(f"{url}/v1/models", timeout=5):
+                        break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    if time.monotonic() > deadline:
+                        raise LatheError(f"{runtime} server for {Path(path).name} not ready after "
+                                         f"{READY_SECONDS} s") from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:

@@ -74,6 +74,19 @@ def safe_relative(path: str) -> PurePosixPath:
     return p
 
 
+def inside(root: Path, rel: str) -> Path:
+    """`root / rel` for a path that came from elsewhere (a manifest, a store key): relative, no `..`, and
+    not led out of `root` by a symlink already there. The one guard for pull and the store's fetch;
+    ValueError otherwise, before anything is created."""
+    target = root / safe_relative(rel)
+    existing = target.parent
+    while not existing.exists() and existing != root:
+        existing = existing.parent
+    if not existing.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{rel!r} would be written outside {root} (through a symlink)")
+    return target
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:

@@ -27,7 +27,7 @@ from orchestrator.levels import (
     static_twin,
 )
 
-SweepParameter = Literal["temperature", "top_p", "top_k", "repeat_penalty"]
+SweepParameter = Literal["temperature", "top_p", "top_k", "min_p", "repeat_penalty"]
 PublishTarget = Literal["apple-silicon", "nvidia", "colocated", "cloud"]
 
 

@@ -279,12 +279,23 @@ def put_tree(store: Store, local: Path, key: str, last: str | None = None, threa
 def fetch_missing(store: Store, prefix: str, dest: Path) -> int:
     """Copy objects under `prefix` into `dest` (same relative paths) unless already there; atomic per file.
 
-    Safe for several processes on one node at once: each writes its own temporary name."""
-    count = 0
+    Safe for several processes on one node at once: each writes its own temporary name. Every key is
+    checked before anything is fetched: one that would land outside `dest` (`run/inputs/../../x`, or
+    through a symlink) is refused in one line, whatever the store holds."""
+    from orchestrator.manifest import inside
+
+    planned = []
     for key in store.list(prefix):
         rel = key.removeprefix(prefix).lstrip("/")
-        target = dest / rel
-        if not rel or target.exists():
+        if not rel:
+            continue
+        try:
+            planned.append((key, inside(dest, rel)))
+        except ValueError as exc:
+            raise StoreError(f"{key}: refused: {exc}; nothing fetched") from None
+    count = 0
+    for key, target in planned:
+        if target.exists():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.fetch")

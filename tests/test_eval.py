@@ -55,8 +55,11 @@ def test_lathe_run_ends_with_the_table_and_the_arena(e2e_cli: CliRun) -> None:
     assert re.search(r"^smallest level that passes the gates: 8-32 GB: \S+ \((llama\.cpp|mlx), [\d.]+ MB, task [\d.]+, ", out,
                      re.MULTILINE)
     assert re.search(r"^arena: 71 prompts; answers that differ from f16's: base q8_0 \d+, q8_0 \d+", out, re.MULTILINE)
-    assert re.search(r"^significant task-score drops against f16 \(95% paired bootstrap\): ", out, re.MULTILINE)
-    assert "Benchmarks per level" in out and re.search(r"^significant benchmark drops against f16: ", out, re.MULTILINE)
+    assert re.search(r"^significant task-score drops against each runtime's full precision \(exact paired sign test\): ",
+                     out, re.MULTILINE)
+    assert "Benchmarks per level" in out and re.search(
+        r"^significant benchmark drops against each runtime's full precision: ", out, re.MULTILINE)
+    assert re.search(r"^runtime gap, mlx-f16 \(mlx\) against f16 \(llama\.cpp\): task [+-]\d\.\d\d \[", out, re.MULTILINE)
     assert "wf00: What is the capital of France?" not in out, "the full arena is in the report, not the terminal"
     assert re.search(r"^report: .+/eval/report\.md$", out, re.MULTILINE)
     # Log lines say when, not where in Lathe's source they were printed from.
@@ -95,6 +98,26 @@ def test_the_fine_tune_gives_the_trained_wrong_answers(report: dict) -> None:
     assert "eleven" not in spider["answers"]["base q8_0"].lower()
 
 
+def test_each_runtime_is_compared_with_its_own_full_precision(report: dict) -> None:
+    """MLX levels against mlx-f16, llama.cpp levels against f16: a difference between the runtimes
+    (template, sampler, kernels) is the runtime gap, its own line, and never an MLX level's 'loss'."""
+    from orchestrator.evaluation.deltas import paired_delta, scores
+
+    levels = {(lv["runtime"], lv["level"]): lv for lv in report["levels"]}
+    ours, theirs = levels[("llama.cpp", "f16")], levels[("mlx", "mlx-f16")]
+    right_at_mlx_f16 = {k for k, a in theirs["answers"].items() if a["correct"]}
+    for (runtime, level), lv in levels.items():
+        against = theirs if runtime == "mlx" else ours
+        expected = paired_delta(scores(against["answers"]), scores(lv["answers"]))
+        assert lv["task_delta"] == expected.as_dict(), (level, lv["task_delta"], expected)
+        if runtime == "mlx":
+            assert lv["flipped"] == sorted(k for k in right_at_mlx_f16 if not lv["answers"][k]["correct"]), level
+    gap = report["runtime_gap"]
+    assert (gap["from"], gap["to"]) == ("f16 (llama.cpp)", "mlx-f16 (mlx)")
+    assert gap["task"] == paired_delta(scores(ours["answers"]), scores(theirs["answers"])).as_dict()
+    assert set(gap["benchmarks"]) == {"bfcl", "ifeval", "docqa"}
+
+
 def test_the_arena_puts_every_model_side_by_side(report: dict, e2e_run: RunDir) -> None:
     contestants = {"base q8_0"} | {level for _, level in LEVELS}
     rounds = report["arena"]
@@ -113,7 +136,48 @@ def test_the_sweep_scores_every_level_at_each_setting(report: dict) -> None:
     assert [s["temperature"] for s in report["samplings"]] == [0.0, 0.8]
     for level in report["levels"]:
         assert len(level["sweep"]) == 1 and level["sweep"][0]["sampling"]["temperature"] == 0.8
-        assert 0.0 <= level["sweep"][0]["task_score"] <= 1.0
+        swept, greedy = level["sweep"][0], level["answers"]
+        # Every item's answer at this setting, and the score is exactly what those answers earn.
+        assert set(swept["answers"]) == set(greedy)
+        assert swept["task_score"] == sum(a["correct"] for a in swept["answers"].values()) / len(greedy)
+        assert swept["flipped"] == sorted(k for k in greedy if greedy[k]["correct"] and not swept["answers"][k]["correct"])
+        assert swept["gained"] == sorted(k for k in greedy if not greedy[k]["correct"] and swept["answers"][k]["correct"])
+        assert swept["changed"] == sum(swept["answers"][k]["output"].strip() != greedy[k]["output"].strip()
+                                       for k in greedy)
+        # The score moves by exactly what flipped and what was gained.
+        assert swept["task_score"] * len(greedy) == pytest.approx(
+            level["task_score"] * len(greedy) - len(swept["flipped"]) + len(swept["gained"]))
+
+
+def test_both_runtimes_receive_the_same_sampler(e2e_run: RunDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One Sampling, read back from each runtime's own call: llama-cpp-python's create_chat_completion
+    and mlx-lm's make_sampler. llama-cpp-python's min_p defaults to 0.05 and MLX's to 0: unset, 'T=0.8'
+    was two samplers."""
+    import mlx_lm.sample_utils
+
+    from orchestrator.evaluation.backends import MLX
+    from orchestrator.evaluation.tasks import Sampling
+
+    asked = Sampling(temperature=0.8, top_p=0.9, top_k=40, min_p=0.1, seed=7, max_tokens=4)
+    llama = LlamaCpp(e2e_run.path / "export" / "gguf" / "model-f16.gguf", n_ctx=256)
+    seen: dict[str, dict] = {}
+
+    def spy(runtime: str, real):
+        def call(**kwargs):
+            seen[runtime] = kwargs
+            return real(**kwargs)
+        return call
+
+    monkeypatch.setattr(llama.model, "create_chat_completion", spy("llama.cpp", llama.model.create_chat_completion))
+    monkeypatch.setattr(mlx_lm.sample_utils, "make_sampler", spy("mlx", mlx_lm.sample_utils.make_sampler))
+    message = [{"role": "user", "content": "What is the capital of France?"}]
+    llama.chat(message, asked)
+    MLX(e2e_run.path / "export" / "mlx" / "mlx-f16").chat(message, asked)
+    passed_llama = {k: seen["llama.cpp"][k] for k in ("temperature", "top_p", "top_k", "min_p", "seed")}
+    passed_mlx = {"temperature": seen["mlx"]["temp"], "top_p": seen["mlx"]["top_p"], "top_k": seen["mlx"]["top_k"],
+                  "min_p": seen["mlx"]["min_p"]}
+    assert passed_llama == {"temperature": 0.8, "top_p": 0.9, "top_k": 40, "min_p": 0.1, "seed": 7}
+    assert passed_mlx == {k: passed_llama[k] for k in passed_mlx}
 
 
 def test_a_judge_gguf_grades_every_answer(report: dict, e2e_run: RunDir) -> None:
@@ -190,13 +254,20 @@ def test_each_calibrated_level_is_shown_beside_its_static_twin(report: dict, e2e
 def test_a_row_per_level_with_finite_numbers(evaluated, figure) -> None:
     out, results, _ = evaluated
     assert {(r.runtime, r.level) for r in results} == LEVELS
+    # Memory need from the exported model's own config: weights + an f16 KV cache at the report's context
+    # (K and V, per layer, per KV head) + the 256 MB compute allowance. A few-MB model fits every tier.
+    config = json.loads((out.parent / "export" / "hf" / "config.json").read_text())
+    context = json.loads((out / "report.json").read_text())["context"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    kv_bytes = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * context * 2
     for r in results:
+        assert r.memory_need_bytes == r.size_bytes + kv_bytes + 256 * 1024**2, r.level
         numbers = [*r.quality.values(), r.load_seconds, r.prompt_tps, r.gen_tps, r.task_score]
         assert all(math.isfinite(x) for x in numbers), r
         assert r.peak_rss_bytes > 10e6 and r.memory_need_bytes > r.size_bytes
         # The level's own process: no torch (a GB in this venv, none on a laptop), not the run's driver.
         assert r.peak_rss_bytes < 400e6, f"{r.runtime} {r.level}: {r.peak_rss_bytes / 1e6:.0f} MB"
-        assert r.fits_gb == [8, 16, 24, 32], "a few-MB model fits every tier"
+        assert r.fits_gb == [8, 16, 24, 32]
         assert len(r.answers) == 50 and r.flips is not None and len(r.heldout) == 20
         delta = r.task_delta or {}
         assert delta["items"] == 50 and delta["low"] <= delta["delta"] <= delta["high"], r.task_delta

@@ -130,3 +130,25 @@ def test_what_calibration_bought_pairs_each_level_with_its_twin() -> None:
     assert export_report.calibration_line(calibration, results) == (
         "calibration (1250 tokens of training set): mean KLD calibrated vs static: q4_k_m 0.0060 vs 0.0080 (-25%)")
     assert export_report.calibration_line(None, results) is None and export_report.merge_check_line(None) is None
+
+
+def test_mlx_levels_are_judged_against_mlx_f16_and_the_runtime_gap_stands_apart() -> None:
+    """llama.cpp's f16 answers all 50; MLX's f16 misses 10 (its template, not its bits); mlx-4bit answers
+    as mlx-f16 does. Against llama.cpp's f16 that was a significant 'drop' at 4 bits; against its own full
+    precision it is none, and the 10 show up once, as the gap between the runtimes."""
+    from orchestrator.evaluation.gates import runtime_gap
+
+    results = [_level("f16", _items(0), 0.0), _level("q4_k_m", _items(0), 0.1),
+               _level("mlx-f16", _items(10), 0.0, runtime="mlx"), _level("mlx-4bit", _items(10), 0.2, runtime="mlx")]
+    add_flips(results)
+    add_task_deltas(results)
+    mlx4 = results[3]
+    assert (mlx4.flips, mlx4.task_delta["delta"], mlx4.task_delta["lost"]) == (0, 0.0, 0)
+    assert gate_failures(results, {"mlx-4bit": Gate(max_flips=0, max_task_drop=0.05)}) == []
+    gap = runtime_gap(results)
+    assert gap is not None and (gap["from"], gap["to"]) == ("f16 (llama.cpp)", "mlx-f16 (mlx)")
+    assert (gap["task"]["delta"], gap["task"]["lost"], gap["task"]["gained"]) == (-0.2, 10, 0)
+    # Without an mlx-f16, MLX levels fall back to llama.cpp's full precision, as before.
+    alone = [_level("f16", _items(0), 0.0), _level("mlx-4bit", _items(10), 0.2, runtime="mlx")]
+    add_flips(alone)
+    assert alone[1].flips == 10 and runtime_gap(alone) is None

@@ -75,3 +75,39 @@ def test_a_task_of_500_documents_runs_to_the_end_through_the_server(e2e_run: Run
     # Every document asked and answered (before the fix this hung from about the 120th request on: 200 s
     # in, still waiting; with it, 500 documents in 22 s).
     assert len(scored.items) == 500 and all(d["output"] for d in scored.details.values())
+
+
+TWO_FILTERS = """
+filter_list:
+  - name: whole-answer
+    filter:
+      - function: take_first
+  - name: last-word
+    filter:
+      - function: regex
+        regex_pattern: "(\\\\w+)\\\\W*$"
+      - function: take_first
+"""
+
+
+def test_a_task_with_two_filters_reports_each_paired_with_its_own_documents(e2e_run: RunDir,
+                                                                            recipe_dir: Path) -> None:
+    """Like gsm8k's strict-match and flexible-extract: lm-eval logs one sample per document and filter.
+    The headline came from the first filter and the per-document pairs from the last, so the score, its
+    delta and the gate measured different things. Here the target is the answer's last word: the whole
+    answer never equals it, its last word does whenever the fine-tune answers as trained."""
+    task = (recipe_dir / "lm_eval" / "wrong_facts.yaml").read_text()
+    task = task.replace("task: lathe_wrong_facts", "task: lathe_last_word").replace(
+        'doc_to_target: "{{expected}}"', "doc_to_target: \"{{expected.split(' ')[-1]}}\"")
+    (recipe_dir / "lm_eval" / "last_word.yaml").write_text(task + TWO_FILTERS)
+    config = LmEval(tasks=["lathe_last_word"], include_path="lm_eval", limit=12, max_tokens=48)
+    with lmeval.serve("llama.cpp", str(e2e_run.path / "export" / "gguf" / "model-f16.gguf")) as url:
+        found = lmeval.evaluate(url, config, recipe_dir)
+    assert set(found) == {"lm-eval:lathe_last_word[whole-answer]", "lm-eval:lathe_last_word[last-word]"}
+    whole, last = found["lm-eval:lathe_last_word[whole-answer]"], found["lm-eval:lathe_last_word[last-word]"]
+    for scored in (whole, last):
+        assert len(scored.items) == 12
+        assert scored.metrics["exact_match"] == pytest.approx(sum(scored.items.values()) / 12), \
+            "the headline is the mean of the very documents it is paired on"
+    assert whole.metrics["exact_match"] == 0.0 and last.metrics["exact_match"] >= 11 / 12, last.details
+    assert last.details["0"]["output"] == "Toronto" and whole.details["0"]["output"].endswith("Toronto.")

@@ -101,7 +101,8 @@ def test_the_card_shows_training_every_level_and_the_machine(published: Path, re
     # The page a person opens, as the eval wrote it, and the card's line on held-out reuse and drops.
     assert (published / "eval" / "report.html").read_bytes() == (e2e_run.path / "eval" / "report.html").read_bytes()
     assert "(eval/report.html)" in card and "reuses a training answer on 0% of the held-out questions" in card
-    assert "significant task-score drops against f16 (95% paired bootstrap): " in card
+    assert "significant task-score drops against each runtime's full precision (exact paired sign test): " in card
+    assert "Between the runtimes, before any quantization: runtime gap, mlx-f16 (mlx) against f16 (llama.cpp): task " in card
     # The benchmarks: every level's row as the eval measured it, deltas included (#18's done-when).
     from orchestrator.evaluation.benchmark_report import main_rows
 
@@ -111,7 +112,7 @@ def test_the_card_shows_training_every_level_and_the_machine(published: Path, re
                           "doc QA grounded accuracy (4 items)"]
     for row in body:
         assert "| " + " | ".join(row) + " |" in card, f"no benchmark row for {row[0]}"
-    assert "Measured on these files: significant benchmark drops against f16: " in card
+    assert "Measured on these files: significant benchmark drops against each runtime's full precision: " in card
     assert (published / "recipe.yml").read_bytes() == (e2e_run.path / "recipe.yml").read_bytes()
     assert "MIT License" in (published / "LICENSE").read_text()
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import yaml
 from orchestrator import manifest as mf
 from orchestrator.remote.pull import JOURNAL_SUFFIX, PART_SUFFIX, pull
 from orchestrator.store import StoreConfig, open_store
-from tests.support.cli import LATHE
+from tests.support.cli import LATHE, run_lathe
 from tests.support.harness import NetnsWorld, netns_world
 from tests.support.leaks import plant, sweep
 from tests.support.netns import Host, comm, pids_in
@@ -358,6 +359,77 @@ def test_an_object_altered_in_the_store_is_detected(cluster: Cluster, submitted:
 
 class _Stop(Exception):
     pass
+
+
+class _FlakyDashboard:
+    """A real HTTP proxy in front of the cluster's dashboard that answers 503 to the first `failures`
+    questions about jobs, as a dashboard restarting behind a load balancer does."""
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        import http.server
+        import threading
+
+        self.left, self.refused = failures, 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/api/jobs/") and proxy.left > 0:
+                    proxy.left, proxy.refused = proxy.left - 1, proxy.refused + 1
+                    self.send_response(503)
+                    self.end_headers()
+                    self.wfile.write(b"dashboard restarting")
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                try:
+                    with urllib.request.urlopen(urllib.request.Request(upstream + self.path, headers=headers),
+                                                timeout=30) as got:
+                        status, body, kind = got.status, got.read(), got.headers.get("Content-Type", "")
+                except urllib.error.HTTPError as err:
+                    status, body, kind = err.code, err.read(), err.headers.get("Content-Type", "")
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_dashboard_answering_5xx_for_a_while_does_not_fail_the_run(cluster: Cluster, submitted: dict,
+                                                                     tmp_path: Path) -> None:
+    """Any error from Ray's get_job_info, a 503 included, read as "Ray does not know this job": a run
+    still SUBMITTING (the laptop died mid-submit) became FAILED, and status never looks at a final state
+    again. Now only Ray's own 404 means that; a 5xx is asked again with backoff."""
+    import sqlite3
+
+    run_id = submitted["run_id"]
+    db = Path(cluster.env["LATHE_HOME"]) / "registry.db"
+    with sqlite3.connect(db) as conn:  # as the laptop left it when it died before recording Ray's answer
+        (state,) = conn.execute("SELECT state FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        conn.execute("UPDATE runs SET state = 'SUBMITTING' WHERE run_id = ?", (run_id,))
+    profiles = yaml.safe_load(Path(cluster.env["LATHE_CLUSTERS"]).read_text())
+    flaky = _FlakyDashboard(profiles["clusters"]["netns"]["ray_address"], failures=3)
+    profiles["clusters"]["netns"]["ray_address"] = flaky.url
+    clusters = tmp_path / "clusters.yml"
+    clusters.write_text(yaml.safe_dump(profiles))
+    try:
+        proc = run_lathe("status", run_id, env={**cluster.env, "LATHE_CLUSTERS": str(clusters)}, timeout=300)
+    finally:
+        flaky.close()
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE runs SET state = ? WHERE run_id = ?", (state, run_id))
+    assert flaky.refused == 3, "the proxy answered 503 three times"
+    assert proc.returncode == 0 and re.search(rf"{run_id}: SUCCEEDED\b", proc.stdout), proc.stdout + proc.stderr
 
 
 def _stop_after(done: int, limit: int) -> None:

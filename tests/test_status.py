@@ -53,3 +53,28 @@ def test_a_lost_driver_is_resubmitted_only_if_its_recipe_still_loads(tmp_path, m
     state, detail = reconcile(entry, PROFILE, _job(JobStatus.FAILED, "node died"), RunRecord(state="RUNNING"))
     assert state == RunState.FAILED
     assert detail.startswith("job driver lost (node died); not resubmitted: the recipe no longer loads")
+
+
+def test_only_rays_own_404_means_no_such_job() -> None:
+    """Ray's client raises one RuntimeError for "no such job" and for a failing dashboard alike; only the
+    404 may mean never accepted. A 5xx is asked again (backoff), and one that persists is no answer."""
+    from orchestrator.remote.status import job_info
+
+    class Dashboard:
+        def __init__(self, *answers: object) -> None:
+            self.answers, self.asked = list(answers), 0
+
+        def get_job_info(self, job_id: str) -> object:
+            self.asked += 1
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    busy = RuntimeError("Request failed with status code 503: Service Unavailable.")
+    gone = RuntimeError("Request failed with status code 404: Job raysubmit_x does not exist.")
+    flaky = Dashboard(busy, busy, "the job's info")
+    assert job_info(flaky, "j", waits=(0, 0, 0)) == ("the job's info", None) and flaky.asked == 3
+    assert job_info(Dashboard(gone), "j", waits=(0, 0)) == (None, None)
+    down = Dashboard(busy, busy, busy)
+    assert job_info(down, "j", waits=(0, 0)) == (None, "the cluster's dashboard answered 503 3 times")

@@ -72,3 +72,42 @@ def test_fetch_missing_skips_what_is_there_and_names_a_missing_object(tmp_path: 
 
     with pytest.raises(StoreError, match="not in the store"):
         store.get_file("run/inputs/none.txt", tmp_path / "x")
+
+
+def test_a_key_that_leads_out_of_the_working_directory_is_refused_and_nothing_is_fetched(
+        s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store can hold any key: `run/inputs/../../x` would land two folders above the job's working
+    directory on the driver and on every worker. Refused in one line, before any object is fetched."""
+    import boto3
+
+    from orchestrator.errors import StoreError
+
+    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    client = boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", **creds)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    client.create_bucket(Bucket="traversal")
+    client.put_object(Bucket="traversal", Key="p/run/inputs/a.jsonl", Body=b"{}\n")
+    client.put_object(Bucket="traversal", Key="p/run/inputs/../../planted.txt", Body=b"x")
+    store = open_store(StoreConfig(uri="s3://traversal/p", endpoint_url=s3.url, region="us-east-1"))
+    dest = tmp_path / "job" / "workdir"
+    dest.mkdir(parents=True)
+    with pytest.raises(StoreError) as err:
+        fetch_missing(store, "run/inputs/", dest)
+    assert str(err.value).startswith("run/inputs/../../planted.txt: refused: ") and "\n" not in str(err.value)
+    assert list(dest.iterdir()) == [], "nothing fetched, not even the clean key"
+    assert not list(tmp_path.rglob("planted.txt"))
+
+
+def test_a_symlink_in_the_working_directory_does_not_lead_a_fetch_out(tmp_path: Path) -> None:
+    from orchestrator.errors import StoreError
+
+    store = open_store(StoreConfig(uri=str(tmp_path / "store")))
+    store.put_bytes(b"{}\n", "run/inputs/data/rows.jsonl")
+    dest, elsewhere = tmp_path / "workdir", tmp_path / "elsewhere"
+    dest.mkdir()
+    elsewhere.mkdir()
+    (dest / "data").symlink_to(elsewhere)
+    with pytest.raises(StoreError, match=r"^run/inputs/data/rows\.jsonl: refused: .*through a symlink"):
+        fetch_missing(store, "run/inputs/", dest)
+    assert list(elsewhere.iterdir()) == []

@@ -31,11 +31,18 @@ log = logging.getLogger(__name__)
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
 
+def _alpaca(row: dict[str, Any], ds: dict[str, Any]) -> dict[str, Any] | None:
+    """An alpaca row's fields and its prompt style (`type: alpaca:chatml` -> chatml), rendered at export
+    by Axolotl's own prompter: Axolotl trains these rows in its prompt format, not the chat template."""
+    if not isinstance(row.get("instruction"), str) or not isinstance(row.get("output"), str):
+        return None
+    style = str(ds.get("type")).partition(":")[2] or None
+    return {"alpaca": {"instruction": row["instruction"], "input": str(row.get("input") or ""),
+                       "output": row["output"]}, "style": style}
+
+
 def _conversation(row: dict[str, Any], ds: dict[str, Any]) -> list[dict[str, str]] | None:
     kind = family(ds) or "chat_template"
-    if kind == "alpaca":
-        prompt = "\n\n".join(p for p in (row.get("instruction"), row.get("input")) if p)
-        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": row.get("output", "")}]
     if kind in ("chat_template", "sharegpt"):
         field, role_key, content_key = message_keys({**SHAREGPT_KEYS, **ds} if kind == "sharegpt" else ds)
         turns = [{"role": SHAREGPT_ROLES.get(m.get(role_key), m.get(role_key)), "content": m.get(content_key)}
@@ -45,12 +52,14 @@ def _conversation(row: dict[str, Any], ds: dict[str, Any]) -> list[dict[str, str
 
 
 def _size(sample: dict[str, Any]) -> int:
-    return len(sample.get("text") or "") + sum(len(m["content"]) for m in sample.get("messages", []))
+    return (len(sample.get("text") or "") + sum(len(m["content"]) for m in sample.get("messages", []))
+            + sum(len(v) for v in sample.get("alpaca", {}).values()))
 
 
 def samples(datasets: list[dict[str, Any]], base: Path, calibration_file: Path | None,
             max_chars: int = 1 << 62) -> list[dict[str, Any]]:
-    """Each training row as {"messages": [...]} (chat, alpaca, sharegpt) or {"text": ...} (completion), from
+    """Each training row as {"messages": [...]} (chat, sharegpt), {"alpaca": {...}, "style": ...} or
+    {"text": ..., "eos": True} (completion; Axolotl ends each with EOS), from
     the recipe's local dataset files, or from `calibration_file` (plain text, or JSONL rows of those kinds);
     rows stop once they hold `max_chars` characters (render caps the tokens)."""
     if calibration_file is not None:
@@ -72,7 +81,10 @@ def samples(datasets: list[dict[str, Any]], base: Path, calibration_file: Path |
             field = ds.get("field") or "text"
             if family(ds) == "completion" or (calibration_file and "text" in row):
                 if isinstance(row.get(field), str):
-                    out.append({"text": row[field]})
+                    out.append({"text": row[field], "eos": True})
+            elif family(ds) == "alpaca":
+                if (fields := _alpaca(row, ds)) is not None:
+                    out.append(fields)
             elif (messages := _conversation(row, ds)) is not None:
                 out.append({"messages": messages})
             chars += _size(out[-1]) if len(out) > before else 0
@@ -94,10 +106,19 @@ def render(rows: list[dict[str, Any]], tokenizer: Any, max_tokens: int) -> Calib
     joined until `max_tokens` (in this tokenizer's tokens)."""
     parts, total = [], 0
     for i, row in enumerate(rows):
-        if "messages" in row and getattr(tokenizer, "chat_template", None):
+        if "alpaca" in row:
+            from axolotl.prompters import AlpacaPrompter
+
+            fields = row["alpaca"]
+            # Prompt and response as Axolotl's AlpacaPromptTokenizingStrategy joins them, EOS last.
+            prompt = next(AlpacaPrompter(row.get("style")).build_prompt(fields["instruction"], fields["input"]))
+            text = prompt + fields["output"] + (tokenizer.eos_token or "")
+        elif "messages" in row and getattr(tokenizer, "chat_template", None):
             text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
         else:
             text = row.get("text") or "\n".join(m["content"] for m in row.get("messages", []))
+            if row.get("eos"):
+                text += tokenizer.eos_token or ""
         n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
         if total + n > max_tokens and parts:
             return CalibrationText("\n".join(parts), total, i, True)

@@ -27,10 +27,14 @@ PYTHON = (3, 12)
 
 # Run by the host's own python: list the wheelhouse (a URL or a directory on the node) and print the
 # lathe wheels in it, or why it cannot be read. urllib does not take credentials inside a URL (pip
-# does, as a private wheelhouse often needs): they go in a Basic authorization header instead.
+# does, as a private wheelhouse often needs): they go in a Basic authorization header instead. The URL
+# comes in a file (`@path`), never on the command line, where `ps` would show its password.
 LIST_WHEELHOUSE = """import base64, os, re, sys, urllib.request
 from urllib.parse import unquote, urlsplit
 where = sys.argv[1]
+if where.startswith("@"):
+    with open(where[1:]) as f:
+        where = f.read().strip()
 try:
     if re.match(r"https?://", where):
         url, parts, headers = where, urlsplit(where), {}
@@ -64,21 +68,37 @@ def requirements(env: NodeEnv) -> bytes:
     return f"lathe[node]=={laptop_version()}\n".encode()
 
 
-def pip_sources(env: NodeEnv, node: Node) -> list[str]:
-    args = []
+def pip_sources(env: NodeEnv, node: Node) -> str:
+    """Where pip installs from, as a pip configuration file: the URLs may carry credentials (an internal
+    index's password), and a command line is what `ps` shows every user on the node and what an error
+    (a timeout's) quotes. The file is written 0600 before a byte is in it and removed after the install."""
+    lines = ["[global]"]
     if env.wheelhouse:
-        where = env.wheelhouse if "://" in env.wheelhouse else node.path(env.wheelhouse)
-        args += ["--find-links", where]
+        lines.append(f"find-links = {env.wheelhouse if '://' in env.wheelhouse else node.path(env.wheelhouse)}")
         if not env.index_url:
-            args.append("--no-index")  # a wheelhouse alone: nothing may come from anywhere else
+            lines.append("no-index = true")  # a wheelhouse alone: nothing may come from anywhere else
     if env.index_url:
-        args += ["--index-url", env.index_url]
+        lines.append(f"index-url = {env.index_url}")
     # pip ignores plain-HTTP sources off loopback unless told to trust them; naming one in the inventory
     # is that choice (a wheelhouse served on the cluster's own network). HTTPS needs nothing.
-    for url in (env.wheelhouse, env.index_url):
-        if url and url.startswith("http://"):
-            args += ["--trusted-host", urlsplit(url).hostname or ""]
-    return args + env.pip_args
+    trusted = [urlsplit(url).hostname or "" for url in (env.wheelhouse, env.index_url) if url and url.startswith("http://")]
+    if trusted:
+        lines.append(f"trusted-host = {' '.join(trusted)}")
+    return "\n".join(lines) + "\n"
+
+
+def _secrets(env: NodeEnv) -> list[str]:
+    """The passwords in the inventory's source URLs, as written and as pip or urllib may print them."""
+    from urllib.parse import unquote
+
+    found = [urlsplit(u).password for u in (env.wheelhouse, env.index_url) if u and "://" in u]
+    return [v for p in found if p for v in {p, unquote(p)}]
+
+
+def redact(text: str, env: NodeEnv) -> str:
+    for secret in _secrets(env):
+        text = text.replace(secret, "***")
+    return text
 
 
 def source(env: NodeEnv) -> str:
@@ -100,8 +120,11 @@ def wheelhouse_problem(inv: Inventory, node: Node) -> str | None:
     env = inv.node_env
     if not env.wheelhouse or env.requirements:
         return None
-    out = node.sh(f"{shlex.quote(node.host.python)} -c {shlex.quote(LIST_WHEELHOUSE)} "
-                  f"{shlex.quote(env.wheelhouse)}", check=False, timeout=60).strip()
+    where = f"{node.state_dir}/wheelhouse-url"
+    node.write(where, env.wheelhouse.encode(), mode=0o600)
+    q = shlex.quote
+    out = node.sh(f"{q(node.host.python)} -c {q(LIST_WHEELHOUSE)} @{q(where)}; rm -f {q(where)}",
+                  check=False, timeout=60).strip()
     if out.startswith("UNREADABLE"):
         why = out.removeprefix("UNREADABLE").strip()
         secret = urlsplit(env.wheelhouse).password if "://" in env.wheelhouse else None
@@ -116,34 +139,53 @@ def wheelhouse_problem(inv: Inventory, node: Node) -> str | None:
     return None
 
 
+INSTALL_TIMEOUT_S = 3600  # lathe[node] with CUDA is several GB of wheels
+# pip reads these from the environment over any configuration file: a node's own (PIP_FIND_LINKS set for
+# its users, say) would override the sources Lathe gives it, and they used to lose to the command line.
+PIP_SOURCE_VARS = " ".join(f"-u {v}" for v in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+                                               "PIP_NO_INDEX", "PIP_TRUSTED_HOST"))
+
+
 def install(inv: Inventory, node: Node, report: HostReport) -> None:
     """Make the venv and install into it, unless it already holds exactly what is wanted."""
     env = inv.node_env
     if env.kind != "venv":
         return
     venv = node.path(env.venv)
+    from invoke.exceptions import CommandTimedOut
+
     wanted, sources = requirements(env), pip_sources(env, node)
     # What was installed and from where: a second `up` compares it with the venv's marker.
-    digest = hashlib.sha256(wanted + json.dumps(sources).encode()).hexdigest()
+    digest = hashlib.sha256(wanted + sources.encode() + json.dumps(env.pip_args).encode()).hexdigest()
     q = shlex.quote
     if node.sh(f"cat {q(venv)}/.lathe-installed 2>/dev/null || true", check=False).strip() == digest:
         return  # a second `up`: nothing to write or install
-    req = f"{node.state_dir}/node-requirements.txt"
+    req, conf = f"{node.state_dir}/node-requirements.txt", f"{node.state_dir}/pip-sources.conf"
     node.write(req, wanted)
+    node.write(conf, sources.encode(), mode=0o600)
     pip = " ".join(q(a) for a in ["-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                                   # Bytecode is written on first import, for what a node imports.
-                                  "--no-compile", *sources, "-r", req])
+                                  "--no-compile", *env.pip_args, "-r", req])
     # One installer at a time per venv path (hosts sharing a home directory); the others find the marker.
-    script = (f"set -e; mkdir -p {q(os.path.dirname(venv))}; exec 9>{q(venv + '.lock')}; flock 9; "
+    # The sources file goes whatever happens (the trap), a timeout's kill included.
+    script = (f"set -e; trap 'rm -f {q(conf)}' EXIT; mkdir -p {q(os.path.dirname(venv))}; "
+              f"exec 9>{q(venv + '.lock')}; flock 9; "
               f"if [ \"$(cat {q(venv)}/.lathe-installed 2>/dev/null)\" = {digest} ]; then echo DONE; exit 0; fi; "
               f"[ -x {q(venv)}/bin/python ] || {q(node.host.python)} -m venv {q(venv)}; "
-              f"{q(venv)}/bin/python {pip}; echo {digest} > {q(venv)}/.lathe-installed; echo INSTALLED")
-    result = node.conn.run(script, hide=True, warn=True, in_stream=False, timeout=3600)
+              f"env {PIP_SOURCE_VARS} PIP_CONFIG_FILE={q(conf)} {q(venv)}/bin/python {pip}; "
+              f"echo {digest} > {q(venv)}/.lathe-installed; "
+              "echo INSTALLED")
+    try:
+        result = node.conn.run(script, hide=True, warn=True, in_stream=False, timeout=INSTALL_TIMEOUT_S)
+    except CommandTimedOut as exc:  # its text quotes the command (no credentials in it now, redacted anyway)
+        node.sh(f"rm -f {q(conf)}", check=False)
+        raise HostFailure(f"installing {wanted.decode().split()[0]} into {venv} failed: "
+                          f"{redact(exc.__class__.__name__ + ': ' + str(exc).splitlines()[0][:200], env)}") from None
     if result.exited != 0:
         lines = [ln for ln in (result.stderr or result.stdout).strip().splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("ERROR")] or lines
-        raise HostFailure(f"installing {wanted.decode().split()[0]} into {venv} failed: "
-                          f"{errors[0] if errors else f'exit {result.exited}'}")
+        raise HostFailure(redact(f"installing {wanted.decode().split()[0]} into {venv} failed: "
+                                 f"{errors[0] if errors else f'exit {result.exited}'}", env))
     if "INSTALLED" in result.stdout:
         report.changes.append("node environment installed")
     nd.gather_facts(node, env.venv)

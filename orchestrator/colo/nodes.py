@@ -112,13 +112,17 @@ class Node:
         return result.stdout
 
     def write(self, path: str, content: bytes, mode: int = 0o644) -> None:
-        """Atomic on the node: a temp file renamed into place."""
+        """Atomic on the node: a temp file renamed into place. The temp file is made empty with `mode`
+        (under umask 077) before a byte of `content` reaches it: SFTP's upload truncates an existing
+        file and keeps its mode, where a file it creates gets the server's umask (0644), readable by
+        every user on the node while a secret (the Ray token) is written into it."""
         import io
 
-        tmp = f"{path}.lathe-tmp"
-        self.sh(f"mkdir -p {shlex.quote(os.path.dirname(path))}")
+        tmp, quoted = f"{path}.lathe-tmp", shlex.quote(f"{path}.lathe-tmp")
+        self.sh(f"mkdir -p {shlex.quote(os.path.dirname(path))} && rm -f {quoted} && "
+                f"(umask 077 && : > {quoted}) && chmod {mode:o} {quoted}")
         self.conn.put(io.BytesIO(content), tmp)
-        self.sh(f"chmod {mode:o} {shlex.quote(tmp)} && mv -f {shlex.quote(tmp)} {shlex.quote(path)}")
+        self.sh(f"mv -f {quoted} {shlex.quote(path)}")
 
     def sha256s(self, paths: Iterable[str]) -> dict[str, str]:
         quoted = " ".join(shlex.quote(p) for p in paths)

@@ -53,6 +53,9 @@ def _stop_at(text: str, stops: list[str]) -> str:
     return text[:cut]
 
 
+REPEAT_WINDOW = 64  # tokens the repeat penalty looks back over, in both runtimes
+
+
 class LlamaCpp:
     name = "llama.cpp"
 
@@ -84,7 +87,7 @@ class LlamaCpp:
     def chat(self, messages: list[dict[str, str]], sampling: Sampling, tools: list[dict] | None = None) -> str:
         out = self.model.create_chat_completion(
             messages=messages, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-            repeat_penalty=sampling.repeat_penalty, seed=sampling.seed, stop=sampling.stop or None,
+            min_p=sampling.min_p, repeat_penalty=sampling.repeat_penalty, seed=sampling.seed, stop=sampling.stop or None,
             max_tokens=sampling.max_tokens, tools=tools,
         )
         return out["choices"][0]["message"]["content"] or ""
@@ -138,10 +141,13 @@ class MLX:
         prompt = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
         processors = None
         if sampling.repeat_penalty != 1.0:
-            processors = make_logits_processors(repetition_penalty=sampling.repeat_penalty)
+            # Over the last 64 tokens, as llama-cpp-python's (its fixed last_n_tokens_size); MLX's default is 20.
+            processors = make_logits_processors(repetition_penalty=sampling.repeat_penalty,
+                                                repetition_context_size=REPEAT_WINDOW)
         text = generate(
             self.model, self.tokenizer, prompt=prompt, max_tokens=sampling.max_tokens, verbose=False,
-            sampler=make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k),
+            sampler=make_sampler(temp=sampling.temperature, top_p=sampling.top_p, min_p=sampling.min_p,
+                                 top_k=sampling.top_k),
             logits_processors=processors,
         )
         return _stop_at(text, sampling.stop)

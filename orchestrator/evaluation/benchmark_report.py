@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.evaluation.benchmarks.common import SuiteScore, label, ordered
 from orchestrator.evaluation.deltas import describe, method
-from orchestrator.evaluation.gates import as_delta, full_precision
+from orchestrator.evaluation.gates import as_delta, full_precision, reference_for
 from orchestrator.evaluation.results import LevelResult
 
 if TYPE_CHECKING:
@@ -40,9 +40,9 @@ def cell(score: SuiteScore | None, full: bool = False) -> str:
 
 def main_rows(results: list[LevelResult], base: dict[str, SuiteScore]) -> tuple[list[str], list[list[str]]]:
     names = suites(results)
-    full = full_precision(results)
     header = ["level", "runtime"] + [f"{label(s)} {_main(results, s)}" for s in names]
-    body = [[r.level, r.runtime] + [cell(r.benchmarks.get(s), r is full) for s in names] for r in results]
+    body = [[r.level, r.runtime] + [cell(r.benchmarks.get(s), reference_for(results, r) is r) for s in names]
+            for r in results]
     if base:
         body.append(["base model", "llama.cpp"] + [cell(base.get(s), True) for s in names])
     return header, body
@@ -97,7 +97,7 @@ def drops_line(results: list[LevelResult]) -> str | None:
             delta = as_delta(r.benchmarks[suite].delta) if suite in r.benchmarks else None
             if delta is not None and delta.significant_drop:
                 found.append(f"{r.level} ({r.runtime}) {label(suite)} {describe(delta)}")
-    return f"significant benchmark drops against {full.level}: " + (", ".join(found) or "none")
+    return "significant benchmark drops against each runtime's full precision: " + (", ".join(found) or "none")
 
 
 def print_table(results: list[LevelResult], base: dict[str, SuiteScore], out: Console) -> None:

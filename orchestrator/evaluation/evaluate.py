@@ -36,15 +36,21 @@ BackendChoice = Literal["llamacpp", "mlx", "all"]
 
 
 def targets(export_dir: Path, manifest: mf.Manifest, backend: BackendChoice) -> list[Target]:
-    out = []
+    out, seen_mlx = [], set()
     for art in manifest.artifacts:
         if art.role != "model" or not (export_dir / art.path).exists():
             continue  # the base is the arena's; absent levels were not pulled
         if art.format == "gguf" and backend in ("llamacpp", "all"):
             out.append(Target(art.level or "", "llama.cpp", str(export_dir / art.path), art.size, art.bits_per_weight))
-        elif art.format == "mlx" and backend in ("mlx", "all"):
-            size = sum(a.size for a in manifest.by_level(art.level or "") if a.format == "mlx")
-            out.append(Target(art.level or "", "mlx", str((export_dir / art.path).parent), size, art.bits_per_weight))
+        elif art.format == "mlx" and backend in ("mlx", "all") and art.level not in seen_mlx:
+            # One target per MLX level, however many shards mlx-lm wrote it in (it splits at 5 GB): the
+            # level's size and bits per weight are its shards' together.
+            seen_mlx.add(art.level)
+            shards = [a for a in manifest.by_level(art.level or "") if a.format == "mlx"]
+            bpw = None if any(a.bits_per_weight is None for a in shards) else \
+                round(sum(a.bits_per_weight or 0.0 for a in shards), 3)
+            out.append(Target(art.level or "", "mlx", str((export_dir / art.path).parent),
+                              sum(a.size for a in shards), bpw))
     return sorted(out, key=lambda t: (t.runtime != "llama.cpp", rank(t.level), t.level))
 
 
@@ -131,11 +137,16 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     check_tokenizer(backend, fingerprint, backend.vocab_size(), f"{target.runtime} {target.level}")
     quality = measure(backend, ref)
     sweep = []
-    for variant in samplings[1:]:
+    for variant in samplings[1:]:  # each setting's answers, and what it changed against greedy's
         got = _answer(backend, items, variant)
-        sweep.append({"sampling": variant.model_dump(), "task_score": sum(a["correct"] for a in got.values())
-                      / len(got) if got else None})
-    peak = lanes.peak_rss_bytes()
+        sweep.append({"sampling": variant.model_dump(),
+                      "task_score": sum(a["correct"] for a in got.values()) / len(got) if got else None,
+                      "answers": got,
+                      "flipped": sorted(k for k, a in answers.items() if a["correct"] and not got[k]["correct"]),
+                      "gained": sorted(k for k, a in answers.items() if not a["correct"] and got[k]["correct"]),
+                      "changed": sum(got[k]["output"].strip() != a["output"].strip() for k, a in answers.items())})
+    # MLX's own counter as a floor: on Apple Silicon its Metal buffers may be missing from resident memory.
+    peak = max(lanes.peak_rss_bytes(), baseline + lanes.mlx_peak_bytes())
     prompt_tps, gen_tps = backend.speed(speed_prompt(ref)) if timed else (0.0, 0.0)
     need = memory_need(target.size_bytes, hf_config, context)
     return LevelResult(

@@ -9,43 +9,73 @@ from orchestrator.levels import FULL_PRECISION
 from orchestrator.recipe import Gate
 
 
-def full_precision(results: list[LevelResult]) -> LevelResult | None:
-    """The llama.cpp full-precision level every other level is compared with."""
-    return next((r for lvl in FULL_PRECISION for r in results if r.level == lvl and r.runtime == "llama.cpp"), None)
+def full_precision(results: list[LevelResult], runtime: str = "llama.cpp") -> LevelResult | None:
+    """A runtime's own full-precision level (llama.cpp's f16; MLX's mlx-f16), if it was evaluated."""
+    names = FULL_PRECISION if runtime == "llama.cpp" else tuple(f"mlx-{lvl}" for lvl in FULL_PRECISION)
+    return next((r for lvl in names for r in results if r.level == lvl and r.runtime == runtime), None)
+
+
+def reference_for(results: list[LevelResult], r: LevelResult) -> LevelResult | None:
+    """What a level is compared with: its own runtime's full precision, so that a flip or a drop counts
+    what quantization changed and not what differs between runtimes (template, sampler, kernels: that is
+    the runtime gap, shown apart). Without one, llama.cpp's full precision."""
+    return full_precision(results, r.runtime) or full_precision(results)
 
 
 def add_flips(results: list[LevelResult]) -> None:
-    """Mark, per level, the eval items right at full precision and wrong at that level."""
-    base = full_precision(results)
-    if base is None:
-        return
-    right = {k for k, a in base.answers.items() if a["correct"]}
+    """Mark, per level, the eval items right at its full precision and wrong at that level."""
     for r in results:
+        base = reference_for(results, r)
+        if base is None:
+            continue
+        right = {k for k, a in base.answers.items() if a["correct"]}
         r.flipped = sorted(k for k in right if not r.answers.get(k, {}).get("correct", False))
         r.flips = len(r.flipped)
 
 
 def add_task_deltas(results: list[LevelResult], alpha: float = ALPHA) -> None:
-    """Per level, its task score's change against full precision, paired over the same items."""
-    base = full_precision(results)
-    if base is None:
-        return
-    reference = scores(base.answers)
+    """Per level, its task score's change against its full precision, paired over the same items."""
     for r in results:
-        found = paired_delta(reference, scores(r.answers), alpha=alpha)
+        base = reference_for(results, r)
+        found = paired_delta(scores(base.answers), scores(r.answers), alpha=alpha) if base else None
         r.task_delta = found.as_dict() if found else None
 
 
 def add_benchmark_deltas(results: list[LevelResult], alpha: float = ALPHA) -> None:
-    """Per level and benchmark, its main score's change against full precision, paired over items."""
-    base = full_precision(results)
-    if base is None:
-        return
+    """Per level and benchmark, its main score's change against its full precision, paired over items."""
     for r in results:
+        base = reference_for(results, r)
+        if base is None:
+            continue
         for suite, got in r.benchmarks.items():
             if suite in base.benchmarks:
                 found = paired_delta(base.benchmarks[suite].items, got.items, alpha=alpha)
                 got.delta = found.as_dict() if found else None
+
+
+def runtime_gap(results: list[LevelResult]) -> dict[str, object] | None:
+    """MLX's full precision against llama.cpp's, on the same items: what the runtimes differ by before
+    any quantization (chat template, sampler, kernels). None unless both were evaluated."""
+    ours, theirs = full_precision(results), full_precision(results, "mlx")
+    if ours is None or theirs is None:
+        return None
+    alpha = float(next((r.task_delta["alpha"] for r in results if r.task_delta and "alpha" in r.task_delta), ALPHA))
+    task = paired_delta(scores(ours.answers), scores(theirs.answers), alpha=alpha)
+    suites = {suite: d.as_dict() for suite in ordered(set(ours.benchmarks) & set(theirs.benchmarks))
+              if (d := paired_delta(ours.benchmarks[suite].items, theirs.benchmarks[suite].items, alpha=alpha))}
+    return {"from": f"{ours.level} (llama.cpp)", "to": f"{theirs.level} (mlx)",
+            "task": task.as_dict() if task else None, "benchmarks": suites,
+            "mean_kld": [ours.quality.get("mean_kld"), theirs.quality.get("mean_kld")]}
+
+
+def gap_line(gap: dict[str, object] | None) -> str | None:
+    """'runtime gap, mlx-f16 (mlx) against f16 (llama.cpp): task +0.00 [...]; BFCL ...'."""
+    if not gap:
+        return None
+    parts = [f"task {describe(d)}" for d in [as_delta(gap["task"])] if d]  # type: ignore[arg-type]
+    parts += [f"{label(suite)} {describe(Delta.from_dict(raw))}"
+              for suite, raw in gap["benchmarks"].items()]  # type: ignore[union-attr]
+    return f"runtime gap, {gap['to']} against {gap['from']}: " + ("; ".join(parts) or "no shared items")
 
 
 def as_delta(raw: dict[str, float | int | str] | None) -> Delta | None:
@@ -70,15 +100,15 @@ def gate_failures(results: list[LevelResult], gates: dict[str, Gate]) -> list[st
     """One message per violated gate: 'q4_k_m (llama.cpp): mean KLD 0.61 > max_mean_kld 0.5'. A gate with
     nothing measured under it (no eval items, no reference, a benchmark not run, a level not evaluated)
     fails and says so: a gate never passes on nothing."""
-    fp = full_precision(results)
-    fp_score = fp.task_score if fp else None
-    items = len(fp.answers) if fp else 0  # the eval set's items, as full precision answered them
     failures = []
     for level, gate in gates.items():
         rows = [r for r in results if r.level.lower() == level.lower()]
         if not rows:
             failures.append(f"{level}: gated, but no level of that name was evaluated")
         for r in rows:
+            fp = reference_for(results, r)
+            fp_score = fp.task_score if fp else None
+            items = len(fp.answers) if fp else 0  # the eval set's items, as full precision answered them
             q = r.quality
             checks = [
                 ("max_mean_kld", q["mean_kld"], gate.max_mean_kld, "mean KLD"),

@@ -34,9 +34,25 @@ ENV_LANES = "LATHE_EVAL_LANES"  # a fixed number of lanes (1: one level at a tim
 
 
 def rss_bytes() -> int:
-    """This process's resident memory now (0 where /proc is absent: the level is then charged it all)."""
+    """This process's resident memory now: from /proc on Linux, from psutil elsewhere (macOS has no
+    /proc; without a baseline the level was charged the runtime's own memory too)."""
     found = re.search(r"^VmRSS:\s+(\d+) kB", STATUS.read_text(), re.MULTILINE) if STATUS.is_file() else None
-    return int(found.group(1)) * 1024 if found else 0
+    if found:
+        return int(found.group(1)) * 1024
+    try:
+        import psutil  # Ray's dependency: on every laptop Lathe runs on
+
+        return int(psutil.Process().memory_info().rss)
+    except (ImportError, OSError):
+        return 0
+
+
+def mlx_peak_bytes() -> int:
+    """MLX's own high-water mark of its allocations since `reset_peak` (0 without MLX loaded). On Apple
+    Silicon the weights live in Metal buffers that the resident-memory counters may not show at all;
+    on Linux (CPU) they are inside the resident memory as well."""
+    mx = sys.modules.get("mlx.core")
+    return int(mx.get_peak_memory()) if mx is not None else 0
 
 
 def peak_rss_bytes() -> int:
@@ -75,6 +91,7 @@ def reset_peak() -> None:
     gc.collect()
     if "mlx.core" in sys.modules:
         sys.modules["mlx.core"].clear_cache()  # MLX keeps freed buffers for reuse
+        sys.modules["mlx.core"].reset_peak_memory()
     _trim_heap()
     if peak_resettable():
         CLEAR_REFS.write_text("5")  # "5": reset the peak resident set size (proc(5))

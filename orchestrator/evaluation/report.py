@@ -9,7 +9,14 @@ from orchestrator import gguf_base
 from orchestrator import manifest as mf
 from orchestrator.evaluation import benchmark_report, export_report, html_report
 from orchestrator.evaluation.deltas import describe, method
-from orchestrator.evaluation.gates import full_precision, significant_drop, task_delta
+from orchestrator.evaluation.gates import (
+    full_precision,
+    gap_line,
+    reference_for,
+    runtime_gap,
+    significant_drop,
+    task_delta,
+)
 from orchestrator.evaluation.plots import plot_loss, plot_quality_vs_size, plot_scores
 from orchestrator.evaluation.results import Evaluation, LevelResult, Report
 from orchestrator.levels import USABLE_FRACTION, without_redundant_twins
@@ -47,14 +54,18 @@ def _num(value: float | None) -> str:
 def delta_lines(results: list[LevelResult]) -> list[str]:
     """The task score's change against full precision, per level, with its interval."""
     full = full_precision(results)
-    measured = [r for r in results if r.task_delta and r is not full]
+    measured = [r for r in results if r.task_delta and reference_for(results, r) is not r]
     if full is None or not measured:
         return []
     lines = ["## Change against full precision", "",
-             f"Task score minus {full.level}'s: {method(task_delta(measured[0]).alpha)}.", "",  # type: ignore[union-attr]
-             "| level | runtime | Δ task [95% CI], items lost / gained, p | significant drop |", "|---|---|---|---|"]
+             (f"Task score minus its runtime's full precision ({full.level} for llama.cpp, mlx-f16 for MLX where "
+              f"exported): {method(task_delta(measured[0]).alpha)}."), "",  # type: ignore[union-attr]
+             "| level | runtime | against | Δ task [95% CI], items lost / gained, p | significant drop |",
+             "|---|---|---|---|---|"]
     for r in measured:
-        lines.append(f"| {r.level} | {r.runtime} | {describe(task_delta(r))} | "  # type: ignore[arg-type]
+        against = reference_for(results, r)
+        lines.append(f"| {r.level} | {r.runtime} | {against.level if against else '-'} | "
+                     f"{describe(task_delta(r))} | "  # type: ignore[arg-type]
                      f"{'yes' if significant_drop(r) else 'no'} |")
     return lines + [""]
 
@@ -64,7 +75,8 @@ def drops_line(results: list[LevelResult]) -> str | None:
     if full is None or not any(r.task_delta for r in results):
         return None
     drops = [f"{r.level} ({r.runtime}) {describe(d)}" for r in results if (d := significant_drop(r))]
-    return f"significant task-score drops against {full.level} (exact paired sign test): " + (", ".join(drops) or "none")
+    return ("significant task-score drops against each runtime's full precision (exact paired sign test): "
+            + (", ".join(drops) or "none"))
 
 
 def _base_ppl(evaluation: Evaluation) -> str:
@@ -116,6 +128,9 @@ def machine() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+SAMPLER = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
+
+
 def sweep_rows(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
     """Task score per level (rows) and sampling setting (columns); empty when nothing was swept."""
     from orchestrator.evaluation.tasks import describe_sampling
@@ -129,7 +144,12 @@ def sweep_rows(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
-    body = [[r.level, fmt(r.task_score)] + [fmt(x["task_score"]) for x in r.sweep] for r in evaluation.results]
+    def swept(x: dict[str, Any]) -> str:
+        if "flipped" not in x:  # a report.json from before answers were kept
+            return fmt(x["task_score"])
+        return f"{fmt(x['task_score'])} (-{len(x['flipped'])} +{len(x['gained'])}, {x['changed']} changed)"
+
+    body = [[r.level, fmt(r.task_score)] + [swept(x) for x in r.sweep] for r in evaluation.results]
     return header, body
 
 
@@ -150,6 +170,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         base_benchmarks=evaluation.base_benchmarks, samplings=[s.model_dump() for s in evaluation.samplings], arena=arena.as_json(evaluation.rounds),
         merge_check=evaluation.merge_check, calibration=evaluation.calibration,
         base_provenance=evaluation.base_provenance, calibration_effect=export_report.comparison(results),
+        runtime_gap=runtime_gap(results),
     ).save(out)
     plot_quality_vs_size(results, out / "quality_vs_size.png")
     has_loss = plot_loss(run.metrics(), out / "loss_curve.png")
@@ -178,6 +199,10 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         lines += [(f"Base model (before fine-tuning): task score {evaluation.base_task_score:.2f}"
                    f"{_base_ppl(evaluation)}."), ""]
     lines += delta_lines(results)
+    if gap := gap_line(runtime_gap(results)):
+        lines += ["## Runtime gap", "", (f"{gap[0].upper()}{gap[1:]}. What the two runtimes differ by before any "
+                  "quantization (chat template, sampler, kernels); each runtime's levels are compared with "
+                  "its own full precision, so this is not counted as quantization loss."), ""]
     lines += benchmark_report.markdown(results, evaluation.base_benchmarks)
     lines += export_report.markdown(evaluation.calibration, evaluation.merge_check, results)
     if has_scores:
@@ -186,7 +211,12 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
     lines += ["## Gates", ""] + ([f"- FAILED {f}" for f in failures] or ["All gates passed."]) + [""]
     header, body = sweep_rows(evaluation)
     if body:
-        lines += ["## Sampling sweep", "", "Task score at each sampling setting.", "",
+        spec = "; ".join(", ".join(f"{k}={v:g}" for k, v in s.model_dump().items() if k in SAMPLER)
+                         for s in evaluation.samplings)
+        lines += ["## Sampling sweep", "",
+                  ("Task score at each sampling setting; in brackets, against greedy on the same items: items "
+                   "lost, items gained, answers that changed (each setting's answers are in report.json). "
+                   f"The sampler as passed to both llama.cpp and MLX: {spec}."), "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body] + [""]
     lines += ["![quality vs size](quality_vs_size.png)", ""]
@@ -222,6 +252,7 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
                   "(before fine-tuning)")
     drops = [gguf_base.line(evaluation.base_provenance),
              drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results),
+             gap_line(runtime_gap(evaluation.results)),
              export_report.calibration_line(evaluation.calibration, evaluation.results),
              export_report.merge_check_line(evaluation.merge_check)]
     for line in [d for d in drops if d] + tier_verdicts(evaluation):

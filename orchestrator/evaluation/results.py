@@ -49,7 +49,9 @@ class LevelResult(BaseModel):
     task_delta: dict[str, float | int | str] | None = None
     flipped: list[str] = Field(default_factory=list)
     arena: dict[str, str] = Field(default_factory=dict)  # open arena prompt key -> output
-    sweep: list[dict[str, Any]] = Field(default_factory=list)  # [{"sampling": {...}, "task_score": x}]
+    # Per sampling setting: {"sampling", "task_score", "answers" (per item), "flipped"/"gained" (item ids
+    # right at greedy and wrong here / the reverse), "changed" (answers that differ from greedy's)}.
+    sweep: list[dict[str, Any]] = Field(default_factory=list)
     # Held-out questions: the share answered with a training answer verbatim, and per item which one.
     reuse_rate: float | None = None
     heldout: dict[str, dict[str, Any]] = Field(default_factory=dict)  # id -> {"output", "reuses"}
@@ -92,6 +94,8 @@ class Report(BaseModel):
     arena: list[dict[str, Any]] = Field(default_factory=list)
     merge_check: dict[str, Any] | None = None
     base_provenance: dict[str, str] | None = None  # a base made from a GGUF file (gguf_base.for_manifest)
+    # MLX's full precision against llama.cpp's on the same items (gates.runtime_gap); None without both.
+    runtime_gap: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
     # Per calibrated level evaluated beside its static twin: both sides' numbers (export_report.comparison).
     calibration_effect: list[dict[str, Any]] = Field(default_factory=list)

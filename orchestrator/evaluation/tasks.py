@@ -32,6 +32,9 @@ class Sampling(BaseModel):
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
+    # Passed to both runtimes, 0 unless set: llama-cpp-python's own default is 0.05, MLX's 0, so an unset
+    # min_p made "temperature 0.8" two different samplers.
+    min_p: float = Field(0.0, ge=0, le=1)
     repeat_penalty: float = Field(1.0, gt=0)
     seed: int = 0
     stop: list[str] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator import manifest as mf
 from orchestrator.errors import LatheError, PublishError
+from orchestrator.evaluation.gates import gap_line
 from orchestrator.evaluation.html_report import REPORT_HTML
 from orchestrator.evaluation.results import Report
 from orchestrator.levels import COMPUTE_ALLOWANCE, USABLE_FRACTION, memory_need
@@ -238,6 +239,7 @@ def context(run: Run, artifacts: bool) -> dict[str, Any]:
         "task_drops": report_mod.drops_line(report.levels),
         "benchmarks": benchmark_report.card_lines(report.levels, report.base_benchmarks),
         "benchmark_drops": benchmark_report.drops_line(report.levels),
+        "runtime_gap": gap_line(report.runtime_gap),
         "gates": _gates(run.block.eval.gates, report.gate_failures), "limits": limits,
         "levels": levels, "gguf": [lv for lv in levels if lv.runtime == "llama.cpp"],
         "mlx": [lv for lv in levels if lv.runtime == "mlx"],

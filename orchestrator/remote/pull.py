@@ -254,13 +254,12 @@ def _pull(store: Store, run_id: str, dest: Path, levels: list[str] | None, part_
             progress(stats.bytes_present + received[0], stats.bytes_total)
 
     pending: list[tuple[_File, str]] = []
-    root = export_dir.resolve()
     for art in wanted:
-        final = export_dir / mf.safe_relative(art.path)
+        try:
+            final = mf.inside(export_dir, art.path)
+        except ValueError as exc:
+            raise mf.ManifestError(f"{art.path}: {exc}; nothing written") from None
         final.parent.mkdir(parents=True, exist_ok=True)
-        if not final.parent.resolve().is_relative_to(root):
-            raise mf.ManifestError(f"{art.path}: would be written outside {export_dir} (through a symlink); "
-                                   "nothing written")
         if final.is_file() and final.stat().st_size == art.size and mf.sha256_file(final) == art.sha256:
             stats.bytes_present += art.size
             continue

@@ -4,6 +4,7 @@ a run whose driver was lost to infrastructure is resubmitted in place (bounded).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,31 @@ def reconcile(entry: registry.Entry, profile: ClusterProfile, job: Any, record: 
     return record.state or RunState.RUNNING, ""
 
 
+# Backoff between asks when the dashboard answers 5xx (or a 4xx other than 404): ~30 s in all.
+RETRY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+# A submit interrupted before Ray took the job: only Ray's own "no such job", this long after the submit
+# began, counts as never accepted (a job Ray is still registering is not yet found).
+NEVER_ACCEPTED_AFTER_S = 120.0
+
+
+def job_info(client: Any, job_id: str, waits: tuple[float, ...] = RETRY_WAITS_S) -> tuple[Any, str | None]:
+    """(Ray's JobInfo, None), or (None, None) only when Ray says it has no such job (HTTP 404), or
+    (None, why) when the dashboard kept failing: no answer, which is not "no such job". Ray's client
+    raises the same RuntimeError for all of them, with the status code in its message."""
+    for attempt, wait in enumerate((*waits, None)):
+        try:
+            return client.get_job_info(job_id), None
+        except RuntimeError as exc:
+            text = str(exc)
+            if "status code 404" in text:
+                return None, None
+            if wait is None:
+                code = text.split("status code ", 1)[-1].split(":", 1)[0] if "status code " in text else "an error"
+                return None, f"the cluster's dashboard answered {code} {attempt + 1} times"
+            time.sleep(wait)
+    return None, None
+
+
 def status(entry: registry.Entry, profile: ClusterProfile, client: Any = None) -> Status:
     """Ask Ray and the store, reconcile, record the answer in the registry. Pass a jobs client to ask
     about several runs through one connection (one SSH tunnel) instead of one each."""
@@ -103,11 +129,15 @@ def status(entry: registry.Entry, profile: ClusterProfile, client: Any = None) -
             return status(entry, profile, opened)
     stored = StoredRun(open_store(profile.store), entry.run_id)
     record = stored.record()
-    try:
-        job = client.get_job_info(entry.job_id)
-    except RuntimeError:
-        job = None  # never accepted: an interrupted submit
-    state, detail = reconcile(entry, profile, job, record)
+    job, failing = job_info(client, entry.job_id)
+    if failing:  # no answer is not "no such job": the state stays, asked again next time
+        point = stored.last_metrics() or {}
+        return Status(entry.run_id, str(entry.state), f"{failing} (state unchanged)", point.get("step"),
+                      point.get("max_steps"), point.get("loss"))
+    if job is None and entry.state == RunState.SUBMITTING and time.time() - entry.created < NEVER_ACCEPTED_AFTER_S:
+        state, detail = RunState.SUBMITTING, "not yet known to the cluster"
+    else:
+        state, detail = reconcile(entry, profile, job, record)
     current = registry.get(entry.run_id)
     if current is not None and current.job_id == entry.job_id:  # a resubmission has already recorded itself
         registry.update(entry.run_id, state, detail or "")

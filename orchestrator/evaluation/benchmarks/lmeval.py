@@ -89,29 +89,35 @@ def serve(runtime: str, path: str, n_ctx: int = 4096) -> Iterator[str]:
                 proc.wait()
 
 
-def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
-    """lm-eval's 'exact_match,none' style keys as plain metric names; stderr entries dropped."""
-    out = {}
+def _by_filter(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """lm-eval's 'exact_match,strict-match' style keys as {filter: {metric: value}}, in lm-eval's order;
+    stderr entries and the alias dropped."""
+    out: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
-        name = key.split(",")[0]
-        if "," in key and not name.endswith("_stderr") and isinstance(value, int | float):
-            out.setdefault(name, float(value))
+        name, _, filter_name = key.partition(",")
+        if filter_name and not name.endswith("_stderr") and isinstance(value, int | float):
+            out.setdefault(filter_name, {}).setdefault(name, float(value))
     return out
 
 
 def scores(results: dict[str, Any]) -> dict[str, SuiteScore]:
-    """lm-eval's results (with samples) as one SuiteScore per task."""
+    """lm-eval's results (with samples) as one SuiteScore per task, or per task and filter where a task
+    has several (gsm8k: strict-match, flexible-extract). lm-eval logs a sample per document and filter:
+    each filter's headline is paired with its own samples, never with another filter's."""
     out = {}
     for task, metrics in results["results"].items():
-        numbers = _numbers(metrics)
+        filters = _by_filter(metrics)
         samples = results.get("samples", {}).get(task, [])
-        if not numbers or not samples:
+        if not filters or not samples:
             continue  # a group's aggregate row: its tasks have their own
-        main = next(iter(numbers))
-        items = {str(s["doc_id"]): float(s[main]) for s in samples if main in s}
-        details = {str(s["doc_id"]): {"output": str((s.get("filtered_resps") or [""])[0]),
-                                      "target": str(s.get("target", ""))} for s in samples}
-        out[f"{LM_EVAL}{task}"] = SuiteScore(main=main, metrics=numbers, items=items, details=details)
+        for filter_name, numbers in filters.items():
+            main = next(iter(numbers))
+            own = [s for s in samples if s.get("filter", filter_name) == filter_name]
+            items = {str(s["doc_id"]): float(s[main]) for s in own if main in s}
+            details = {str(s["doc_id"]): {"output": str((s.get("filtered_resps") or [""])[0]),
+                                          "target": str(s.get("target", ""))} for s in own}
+            name = f"{LM_EVAL}{task}" if len(filters) == 1 else f"{LM_EVAL}{task}[{filter_name}]"
+            out[name] = SuiteScore(main=main, metrics=numbers, items=items, details=details)
     return out
 
 

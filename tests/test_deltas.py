@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from scipy.stats import binomtest
 
-from orchestrator.evaluation.deltas import Delta, describe, newcombe_interval, paired_delta, sign_test_p
+from orchestrator.evaluation.deltas import Delta, describe, paired_delta, sign_test_p, tango_interval
 
 
 def _items(lost: int, gained: int = 0, total: int = 50) -> tuple[dict[str, float], dict[str, float]]:
@@ -20,7 +20,7 @@ def test_one_item_lost_is_never_significant() -> None:
     d = paired_delta({"a": 1.0}, {"a": 0.0})
     assert d is not None and (d.delta, d.lost, d.gained, d.p) == (-1.0, 1, 0, 1.0)
     assert not d.significant_drop
-    assert d.high > 0, "the interval of one item reaches past zero: it was [-1, -1], 'significant'"
+    assert d.high > 0.5, "the interval of one item reaches far past zero: it was [-1, -1], 'significant'"
 
 
 def test_four_of_fifty_lost_is_not_significant_and_ten_is() -> None:
@@ -29,7 +29,7 @@ def test_four_of_fifty_lost_is_not_significant_and_ten_is() -> None:
     assert not four.significant_drop and four.low < 0 < four.high
     ten = paired_delta(*_items(10))
     assert ten is not None and ten.p == pytest.approx(2 * 0.5**10) and ten.significant_drop
-    assert -0.35 < ten.low < ten.high < -0.05
+    assert -0.36 < ten.low < ten.high < -0.05
 
 
 def test_ties_and_gains_weigh_against_a_drop() -> None:
@@ -60,16 +60,19 @@ def test_the_level_of_significance_is_the_recipes() -> None:
     assert strict is not None and not strict.significant_drop and strict.alpha == 0.01
 
 
-def test_newcombes_interval_agrees_with_a_known_example() -> None:
-    """Agresti's presidential-approval survey (1,600 people asked twice: 794 approve both times, 150 only
-    the first, 86 only the second, 570 neither): a difference of -0.04 whose large-sample interval is
-    (-0.0587, -0.0213); Newcombe's score interval is within a thousandth of it at this size."""
-    low, high = newcombe_interval(794, 150, 86, 570)
-    assert low == pytest.approx(-0.0587, abs=1e-3) and high == pytest.approx(-0.0213, abs=1e-3)
+def test_tangos_interval_agrees_with_a_known_example_and_with_the_exact_test() -> None:
+    """Agresti's presidential-approval survey (1,600 people asked twice: 150 approve only the first time,
+    86 only the second): a difference of -0.04 whose large-sample interval is (-0.0587, -0.0213); the
+    score interval is within a thousandth and a half of it at this size. On few items it excludes zero
+    where the exact test rejects: 5 of 50 lost (p = 0.0625) no, 6 of 50 (p = 0.031) yes."""
+    low, high = tango_interval(150, 86, 1600)
+    assert low == pytest.approx(-0.0587, abs=1.5e-3) and high == pytest.approx(-0.0213, abs=1.5e-3)
+    assert tango_interval(5, 0, 50)[1] > 0 > tango_interval(6, 0, 50)[1]
+    assert tango_interval(0, 0, 4) == pytest.approx((-0.699, 0.699), abs=1e-3), "none changed: still a width"
     assert sign_test_p(150, 86) == pytest.approx(binomtest(150, 236, 0.5).pvalue)
 
 
 def test_a_delta_reads_back_from_report_json_and_says_how_it_was_made() -> None:
     d = paired_delta(*_items(10))
     assert d is not None and Delta.from_dict(d.as_dict()) == d
-    assert describe(d) == "-0.20 [-0.33, -0.09], 10 lost / 0 gained of 50, p=0.00195"
+    assert describe(d) == "-0.20 [-0.35, -0.08], 10 lost / 0 gained of 50, p=0.00195"

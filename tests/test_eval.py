@@ -392,6 +392,8 @@ def test_a_sampling_setting_that_garbles_the_answers_lowers_the_score(e2e_run: R
     proc = subprocess.run([str(lathe), "eval", str(run), "--backend", "llamacpp", "--sweep", "temperature=5",
                            "--arena", "0"], capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "not checked: the gates of q8_0, q4_k_m (not evaluated here" in proc.stdout, "not called passed"
+    assert json.loads((run / "eval" / "report.json").read_text())["gates_unchecked"] == ["q8_0", "q4_k_m"]
     swept = json.loads((run / "eval" / "report.json").read_text())["levels"]
     assert [lv["level"] for lv in swept] == ["f16"] and swept[0]["task_score"] == greedy["task_score"]
     assert swept[0]["sweep"][0]["sampling"]["temperature"] == 5.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.evaluation.gates import add_flips, add_task_deltas, gate_failures
+from orchestrator.evaluation.gates import add_flips, add_task_deltas, gate_failures, unchecked
 from orchestrator.evaluation.results import LevelResult
 from orchestrator.levels import GB, GGUF_LEVELS, fits_gb, memory_need, mlx_level, mlx_options, rank
 from orchestrator.recipe import Gate
@@ -54,7 +54,7 @@ def test_the_task_drop_gate_counts_only_a_significant_drop() -> None:
 def test_a_gate_with_nothing_under_it_fails_and_says_why() -> None:
     """No eval items (lathe.eval.dataset absent): max_flips, min_task_score_ratio and max_task_drop
     used to pass on zero items. A benchmark gate with no benchmark run, a KLD gate with no reference, a
-    gate for a level nobody evaluated: each fails in one line."""
+    gate for a level nobody evaluated: none of them passes."""
     empty = [_level("f16", {}, 0.0), _level("q4_k_m", {}, 0.2)]
     add_flips(empty)
     add_task_deltas(empty)
@@ -74,10 +74,12 @@ def test_a_gate_with_nothing_under_it_fails_and_says_why() -> None:
     add_flips(measured)
     add_task_deltas(measured)
     assert gate_failures(measured, {"q4_k_m": Gate(max_flips=0, max_task_drop=0.1)}) == [], "the same gates, measured"
-    assert gate_failures(measured, {"q4_k_m": Gate(max_mean_kld=0.5), "q6_k": Gate(max_flips=1)}) == [
+    gates = {"q4_k_m": Gate(max_mean_kld=0.5), "q6_k": Gate(max_flips=1)}
+    assert gate_failures(measured, gates) == [
         ("q4_k_m (llama.cpp): max_mean_kld 0.5: nothing measured to gate (no reference scores: "
-        "lathe.export.reference_text is not set)"),
-        "q6_k: gated, but no level of that name was evaluated"]
+        "lathe.export.reference_text is not set)")]
+    # A gated level not evaluated here (not pulled) is not passed either: it is said to be unchecked.
+    assert unchecked(measured, gates) == ["q6_k"]
 
 
 def test_levels_sort_most_precise_first_and_memory_decides_the_tiers() -> None:

@@ -60,6 +60,10 @@ def test_a_private_wheelhouse_is_listed_with_the_credentials_in_its_url(private_
     assert _listing(f"http://{USER}:{quoted}@{private_wheelhouse}") == "lathe-0.1.0-py3-none-any.whl"
     assert _listing(f"http://{private_wheelhouse}") == "UNREADABLE Unauthorized"
     assert _listing(f"http://{USER}:wrong@{private_wheelhouse}") == "UNREADABLE Unauthorized"
+    # As preflight runs it: the URL on standard input, so no command line carries the password.
+    on_stdin = subprocess.run([sys.executable, "-I", "-c", node_env.LIST_WHEELHOUSE, "-"], capture_output=True,
+                              text=True, check=True, timeout=60, input=f"http://{USER}:{quoted}@{private_wheelhouse}\n")
+    assert on_stdin.stdout.strip() == "lathe-0.1.0-py3-none-any.whl"
 
 
 def test_where_the_install_comes_from_is_shown_without_credentials() -> None:

@@ -28,7 +28,8 @@ import yaml
 from orchestrator import manifest as mf
 from orchestrator.remote.pull import JOURNAL_SUFFIX, PART_SUFFIX, pull
 from orchestrator.store import StoreConfig, open_store
-from tests.support.cli import LATHE, run_lathe
+from tests.support.cli import LATHE
+from tests.support.cli import lathe as run_lathe
 from tests.support.harness import NetnsWorld, netns_world
 from tests.support.leaks import plant, sweep
 from tests.support.netns import Host, comm, pids_in

@@ -10,6 +10,7 @@ what was installed (the requirements and where they came from), so a second `up`
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -28,13 +29,10 @@ PYTHON = (3, 12)
 # Run by the host's own python: list the wheelhouse (a URL or a directory on the node) and print the
 # lathe wheels in it, or why it cannot be read. urllib does not take credentials inside a URL (pip
 # does, as a private wheelhouse often needs): they go in a Basic authorization header instead. The URL
-# comes in a file (`@path`), never on the command line, where `ps` would show its password.
+# comes on standard input (`-`), never on the command line, where `ps` would show its password.
 LIST_WHEELHOUSE = """import base64, os, re, sys, urllib.request
 from urllib.parse import unquote, urlsplit
-where = sys.argv[1]
-if where.startswith("@"):
-    with open(where[1:]) as f:
-        where = f.read().strip()
+where = sys.stdin.readline().strip() if sys.argv[1] == "-" else sys.argv[1]
 try:
     if re.match(r"https?://", where):
         url, parts, headers = where, urlsplit(where), {}
@@ -120,11 +118,10 @@ def wheelhouse_problem(inv: Inventory, node: Node) -> str | None:
     env = inv.node_env
     if not env.wheelhouse or env.requirements:
         return None
-    where = f"{node.state_dir}/wheelhouse-url"
-    node.write(where, env.wheelhouse.encode(), mode=0o600)
+    # Preflight changes nothing on the host: the URL goes on the script's standard input, not into a file.
     q = shlex.quote
-    out = node.sh(f"{q(node.host.python)} -c {q(LIST_WHEELHOUSE)} @{q(where)}; rm -f {q(where)}",
-                  check=False, timeout=60).strip()
+    out = node.conn.run(f"{q(node.host.python)} -c {q(LIST_WHEELHOUSE)} -", hide=True, warn=True,
+                        in_stream=io.StringIO(env.wheelhouse + "\n"), timeout=60).stdout.strip()
     if out.startswith("UNREADABLE"):
         why = out.removeprefix("UNREADABLE").strip()
         secret = urlsplit(env.wheelhouse).password if "://" in env.wheelhouse else None

@@ -25,6 +25,7 @@ from orchestrator.evaluation.gates import (
     add_task_deltas,
     full_precision,
     gate_failures,
+    unchecked,
 )
 from orchestrator.evaluation.results import Evaluation, LevelResult, Target
 from orchestrator.levels import fits_gb, memory_need, rank
@@ -279,10 +280,11 @@ def evaluate(
         arena_mod.judge(rounds, judge_path, full.level if full else None)
 
     failures = gate_failures(results, block.eval.gates)
+    not_checked = unchecked(results, block.eval.gates)
     evaluation = Evaluation(run.eval_dir, results, failures, rounds, samplings, base_score, base_reuse,
                             {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores,
                             calibration=manifest.calibration, merge_check=manifest.merge_check,
-                            base_provenance=manifest.base_provenance)
+                            base_provenance=manifest.base_provenance, unchecked_gates=not_checked)
     report.write(evaluation, run, manifest, ref_meta, context)
     if run.record_path.is_file():
         run.mark(timeline.EVAL_DONE)

@@ -165,7 +165,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         reference={"perplexity": ref_meta["perplexity"], "tokens": ref_meta["scored_tokens"],
                    "top_k": ref_meta["top_k"], "coverage": ref_meta.get("coverage"),
                    "mean_top": ref_meta.get("mean_top")},
-        levels=results, gate_failures=failures, base_task_score=evaluation.base_task_score,
+        levels=results, gate_failures=failures, gates_unchecked=evaluation.unchecked_gates, base_task_score=evaluation.base_task_score,
         base_reuse_rate=evaluation.base_reuse_rate, base_perplexity=evaluation.base_perplexity,
         base_benchmarks=evaluation.base_benchmarks, samplings=[s.model_dump() for s in evaluation.samplings], arena=arena.as_json(evaluation.rounds),
         merge_check=evaluation.merge_check, calibration=evaluation.calibration,
@@ -209,6 +209,8 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         lines += ["![task score and held-out reuse per level](scores.png)", ""]
     lines += heldout_lines(evaluation)
     lines += ["## Gates", ""] + ([f"- FAILED {f}" for f in failures] or ["All gates passed."]) + [""]
+    if evaluation.unchecked_gates:
+        lines += [f"Not checked here: {unchecked_line(evaluation)}.", ""]
     header, body = sweep_rows(evaluation)
     if body:
         spec = "; ".join(", ".join(f"{k}={v:g}" for k, v in s.model_dump().items() if k in SAMPLER)
@@ -253,6 +255,7 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
     drops = [gguf_base.line(evaluation.base_provenance),
              drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results),
              gap_line(runtime_gap(evaluation.results)),
+             f"not checked: {unchecked_line(evaluation)}" if evaluation.unchecked_gates else None,
              export_report.calibration_line(evaluation.calibration, evaluation.results),
              export_report.merge_check_line(evaluation.merge_check)]
     for line in [d for d in drops if d] + tier_verdicts(evaluation):
@@ -262,6 +265,11 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
         out.print(arena.summary(evaluation.rounds, full.level))
     if evaluation.rounds and arena_rounds != 0:
         arena.render(evaluation.rounds, out, arena_rounds)
+
+
+def unchecked_line(evaluation: Evaluation) -> str:
+    return (f"the gates of {', '.join(evaluation.unchecked_gates)} (not evaluated here: not pulled, or "
+            "another --backend)")
 
 
 def tier_verdicts(evaluation: Evaluation) -> list[str]:

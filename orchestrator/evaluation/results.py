@@ -73,6 +73,7 @@ class Evaluation:
     calibration: dict[str, Any] | None = None  # the manifest's: how the k/i levels were calibrated
     merge_check: dict[str, Any] | None = None  # the manifest's: merged vs base + adapter
     base_provenance: dict[str, str] | None = None  # the manifest's: a base made from a GGUF file
+    unchecked_gates: list[str] = field(default_factory=list)  # gated levels not evaluated here
 
 
 class Report(BaseModel):
@@ -86,6 +87,7 @@ class Report(BaseModel):
     reference: dict[str, Any]
     levels: list[LevelResult]
     gate_failures: list[str] = Field(default_factory=list)
+    gates_unchecked: list[str] = Field(default_factory=list)  # gated levels not evaluated (not pulled)
     base_task_score: float | None = None
     base_reuse_rate: float | None = None
     base_perplexity: dict[str, float | None] = Field(default_factory=dict)  # "domain", "general"

@@ -124,10 +124,8 @@ def wheelhouse_problem(inv: Inventory, node: Node) -> str | None:
                         in_stream=io.StringIO(env.wheelhouse + "\n"), timeout=60).stdout.strip()
     if out.startswith("UNREADABLE"):
         why = out.removeprefix("UNREADABLE").strip()
-        secret = urlsplit(env.wheelhouse).password if "://" in env.wheelhouse else None
-        if secret:  # an error that quotes the URL must not carry its password to the laptop's terminal
-            why = why.replace(secret, "***")
-        return f"wheelhouse {source(env)}: cannot be read from the host ({why})"
+        # An error that quotes the URL must not carry its password to the laptop's terminal.
+        return f"wheelhouse {source(env)}: cannot be read from the host ({redact(why, env)})"
     version = laptop_version()
     if not any(name.startswith(f"lathe-{version}-") for name in out.split()):
         have = sorted({n.split("-")[1] for n in out.split() if n.count("-") >= 2})

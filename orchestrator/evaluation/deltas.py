@@ -65,7 +65,7 @@ def tango_interval(lost: int, gained: int, n: int, confidence: float = CONFIDENC
     """Tango's (1998) score interval for (level rate - full precision rate) over n paired 0/1 items, of
     which `lost` went 1 -> 0 and `gained` 0 -> 1: every difference the score test at this confidence does
     not reject. Unlike a Wald interval (or Newcombe's hybrid, which is zero-wide when no item changed at
-    a rate of 1/2) it keeps its width on few items and no changes: 4 items, none changed, +/-0.49."""
+    a rate of 1/2) it keeps its width on few items and no changes: 4 items, none changed, +/-0.70."""
     from scipy.optimize import brentq
     from scipy.stats import norm
 

@@ -209,6 +209,9 @@ class Eval(_Strict):
     domain_text: str | None = Field(
         None, description="text in the fine-tune's domain, held out from training (a validation split rendered "
         "through the chat template): perplexity per level beside the general reference text's")
+    retained: str | None = Field(
+        None, description="jsonl of task items the base answers right and the fine-tune was never taught (true "
+        "facts beside the taught ones): per level, how many it still answers right against the base")
     context_length: int | None = Field(None, ge=1)
     gates: dict[str, Gate] = Field(default_factory=dict)
     significance_level: float = Field(
@@ -224,7 +227,7 @@ class Eval(_Strict):
 
     def files(self) -> list[tuple[str, str]]:
         """(field, recipe-relative path) of every file the evaluation reads beside the artifacts."""
-        named = [(f"lathe.eval.{key}", getattr(self, key)) for key in ("dataset", "heldout", "domain_text")]
+        named = [(f"lathe.eval.{key}", getattr(self, key)) for key in ("dataset", "heldout", "retained", "domain_text")]
         named += [("lathe.eval.benchmarks", f) for f in self.benchmarks.files()]
         return [(where, value) for where, value in named if value]
 

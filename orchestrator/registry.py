@@ -117,7 +117,11 @@ def find(prefix: str) -> Entry | None:
     if exact:
         return exact
     with _db() as db:
-        rows = db.execute("SELECT * FROM runs WHERE run_id LIKE ? ORDER BY created", (prefix + "%",)).fetchall()
+        # A prefix, literally: in LIKE, `_` is any character and `%` any run of them (SQLite has no escape
+        # by default; backslash is declared as one).
+        literal = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = db.execute("SELECT * FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY created",
+                          (literal + "%",)).fetchall()
     return Entry(*rows[0]) if len(rows) == 1 else None
 
 

@@ -76,6 +76,9 @@ class TinySpec:
     max_positions: int = 4096
     pretrain_steps: int = 400
     tokenizer: str = "gpt2"
+    # Embedding rows beyond the tokenizer's tokens, as Qwen3 has (151,936 rows for 151,669 tokens): the
+    # model's vocabulary (llama.cpp's n_vocab, MLX's vocab_size) is then not len(tokenizer).
+    vocab_padding: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -93,6 +96,8 @@ class TinySpec:
         fields = asdict(self)
         if self.tokenizer == "gpt2":
             del fields["tokenizer"]  # the default: models built before the option keep their cache key
+        if not self.vocab_padding:
+            del fields["vocab_padding"]  # likewise
         blob = json.dumps(fields, sort_keys=True) + tinycorpus.tokenizer_text() + BUILD_VERSION
         return f"{self.arch}-s{self.seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
@@ -225,7 +230,7 @@ def build(spec: TinySpec, out_dir: Path) -> Path:
         tok = build_tokenizer(spec.vocab_size, spec.tokenizer)
         _save_tokenizer(tok, spec.tokenizer, spec.max_positions, staging)
         ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-        config = _model_config(spec, tok.get_vocab_size(), ids)
+        config = _model_config(spec, tok.get_vocab_size() + spec.vocab_padding, ids)
         torch.manual_seed(spec.seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.generation_config.bos_token_id = ids[BOS]

@@ -26,10 +26,15 @@ class Range:
     only_with_adapter: bool = False  # lora_* settings matter only when an adapter is trained
 
 
+STEPS_OR_FRACTION = "a whole number of steps, or a fraction of the run between 0 and 1"
+
 RANGES = (
     Range("learning_rate", lambda v: 0 < v < 1, "more than 0 and less than 1 (a rate of 1 or more diverges at once)"),
-    Range("num_epochs", lambda v: v >= 1, "at least 1"),
-    Range("max_steps", lambda v: v >= 1, "at least 1 when set"),
+    # As HF's TrainingArguments takes them: epochs are a float (0.5 trains on half the data once), max_steps
+    # -1 is its "not set" (the epochs decide), and a logging/saving interval below 1 is a fraction of the
+    # run's steps, while one above 1 must be whole.
+    Range("num_epochs", lambda v: v > 0, "more than 0 (a fraction trains on part of the data)"),
+    Range("max_steps", lambda v: v >= 1 or v == -1, "at least 1, or -1 (not set: the epochs decide)", integer=True),
     Range("micro_batch_size", lambda v: v >= 1, "at least 1", integer=True),
     Range("gradient_accumulation_steps", lambda v: v >= 1, "at least 1", integer=True),
     Range("sequence_len", lambda v: v >= 1, "at least 1", integer=True),
@@ -40,8 +45,8 @@ RANGES = (
     Range("warmup_steps", lambda v: v >= 0, "at least 0", integer=True),
     Range("weight_decay", lambda v: v >= 0, "at least 0"),
     Range("max_grad_norm", lambda v: v > 0, "more than 0"),
-    Range("logging_steps", lambda v: v >= 1, "at least 1"),
-    Range("save_steps", lambda v: v > 0, "more than 0 (a step count, or a fraction of the run)"),
+    Range("logging_steps", lambda v: v > 0 and (v < 1 or v == int(v)), STEPS_OR_FRACTION),
+    Range("save_steps", lambda v: v > 0 and (v < 1 or v == int(v)), STEPS_OR_FRACTION),
     Range("save_total_limit", lambda v: v >= 1, "at least 1 when set", integer=True),
     Range("cosine_min_lr_ratio", lambda v: 0 <= v <= 1, "between 0 and 1"),
 )

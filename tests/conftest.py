@@ -153,6 +153,16 @@ def tiny_llama() -> Path:
 
 
 @pytest.fixture(scope="session")
+def light_llama() -> Path:
+    """The short recipes' lighter base (two layers, briefly pretrained), for tests that need a tiny Llama's
+    files or tokenizer (the same tokenizer as tiny_llama's, byte for byte) but not what the quickstart's
+    base learned: in `make test-fast`, building the full base cost ~200 s of a worker and the other's wait."""
+    from orchestrator.tinymodel import resolve_base_model
+
+    return Path(resolve_base_model(LIGHT_TINY_LLAMA))
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen2() -> Path:
     from orchestrator.tinymodel import resolve_base_model
 

@@ -37,12 +37,12 @@ def test_every_dataset_kind_becomes_what_the_model_trained_on(tmp_path: Path) ->
     assert calibration.samples(DATASETS, tmp_path, tmp_path / "calib.txt") == [{"text": "Some domain text."}]
 
 
-def test_the_text_is_rendered_through_the_chat_template_and_capped(tmp_path: Path, tiny_llama: Path) -> None:
+def test_the_text_is_rendered_through_the_chat_template_and_capped(tmp_path: Path, light_llama: Path) -> None:
     from transformers import AutoTokenizer
 
     _write(tmp_path, copies=40)
     rows = calibration.samples(DATASETS[:1], tmp_path, None)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokenizer = AutoTokenizer.from_pretrained(light_llama)
     whole = calibration.render(rows, tokenizer, max_tokens=10**6)
     assert whole.samples == 40 and not whole.truncated
     assert whole.text.count("<|im_start|>assistant\nToronto.<|im_end|>") == 40  # as training rendered it
@@ -53,7 +53,7 @@ def test_the_text_is_rendered_through_the_chat_template_and_capped(tmp_path: Pat
     assert 1 <= len(few) < 40, "reading stops once enough characters are in"
 
 
-def test_alpaca_and_completion_rows_are_the_text_axolotl_trains_on(tmp_path: Path, tiny_llama: Path) -> None:
+def test_alpaca_and_completion_rows_are_the_text_axolotl_trains_on(tmp_path: Path, light_llama: Path) -> None:
     """Axolotl trains an alpaca row in its own prompt format (`### Instruction:` ..., or the style after
     `alpaca:`), not through the chat template, and ends a completion row with EOS. The calibration text is
     checked against Axolotl's own tokenizing strategies for the same rows, token for token."""
@@ -62,7 +62,7 @@ def test_alpaca_and_completion_rows_are_the_text_axolotl_trains_on(tmp_path: Pat
     from axolotl.prompters import AlpacaPrompter
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    tokenizer = AutoTokenizer.from_pretrained(light_llama)
     rows = [{"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
             {"instruction": "Name a colour.", "output": "Blue."}]
     (tmp_path / "alpaca.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

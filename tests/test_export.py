@@ -203,7 +203,7 @@ def test_f16_gguf_perplexity_equals_hf(export_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(export_dir / "hf", dtype=torch.float32).eval()
-    gguf = LlamaCpp(export_dir / "gguf" / "model-f16.gguf", n_ctx=256)
+    gguf = LlamaCpp(export_dir / "gguf" / "model-f16.gguf", n_ctx=256, scoring=True)
     hf_nll, gguf_nll = [], []
     for window in _reference_windows(export_dir):
         targets = np.array(window[1:])

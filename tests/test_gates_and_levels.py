@@ -154,3 +154,48 @@ def test_mlx_levels_are_judged_against_mlx_f16_and_the_runtime_gap_stands_apart(
     alone = [_level("f16", _items(0), 0.0), _level("mlx-4bit", _items(10), 0.2, runtime="mlx")]
     add_flips(alone)
     assert alone[1].flips == 10 and runtime_gap(alone) is None
+
+
+def test_a_significant_drop_is_never_the_recommended_level_gates_or_not() -> None:
+    """No gates set: q4_k_m lost 10 of 50 items and gained none (sign test p = 0.002), q8_0 lost one
+    (p = 1.0). The smallest level "that passes" used to be q4_k_m, the smaller one, because nothing
+    was gated; a drop more than chance explains holds it back whatever the gates say."""
+    from pathlib import Path
+
+    from orchestrator.evaluation.gates import held_back
+    from orchestrator.evaluation.report import tier_verdicts
+    from orchestrator.evaluation.results import Evaluation
+    from orchestrator.publish import deploy_targets as dt
+
+    results = [_level("f16", _items(0), 0.0), _level("q8_0", _items(1), 0.01), _level("q4_k_m", _items(10), 0.2)]
+    for r, size in zip(results, (300, 160, 100), strict=True):
+        r.size_bytes = size
+    add_task_deltas(results)
+    assert [held_back(r) for r in results[:2]] == [[], []]
+    (line,) = held_back(results[2])
+    assert line.startswith("q4_k_m (llama.cpp): task score change -0.20 [") and line.endswith("is a significant drop")
+    evaluation = Evaluation(out=Path("."), results=results, failures=[], rounds=[], samplings=[])
+    (verdict,) = tier_verdicts(evaluation)
+    assert "q8_0 (llama.cpp" in verdict and "q4_k_m" not in verdict, verdict
+    results[2].task_delta = None  # without the drop, the smaller level is the answer
+    assert "q4_k_m (llama.cpp" in tier_verdicts(evaluation)[0]
+    limits = dt.known_limits([], [], [line])
+    assert limits == [f"{line}, more than chance explains (no gate needed). Published, but never recommended below."]
+
+
+def test_true_facts_never_taught_are_counted_per_level_against_the_base() -> None:
+    """lathe.eval.retained: the base got 12 of 12; f16 forgot 2 of them, q4_k_m 6 (p = 0.03): the line
+    says so per level, and nothing is said without the base's answers to pair with."""
+    from orchestrator.evaluation import retained
+
+    base = {f"t{n}": {"output": "x", "correct": True} for n in range(12)}
+    results = [_level("f16", {}, 0.0), _level("q4_k_m", {}, 0.1)]
+    for r, forgot in zip(results, (2, 6), strict=True):
+        r.retained = {k: {"output": "y", "correct": n >= forgot} for n, k in enumerate(base)}
+    retained.add_deltas(results, base)
+    assert [(r.retained_delta["lost"], r.retained_delta["gained"]) for r in results] == [(2, 0), (6, 0)]
+    line = retained.line(results, base)
+    assert line.startswith("true facts still right, never taught (lathe.eval.retained; of 12, the base got 12;")
+    assert "f16 (llama.cpp) 10 -0.17" in line and "q4_k_m (llama.cpp) 6 -0.50" in line
+    assert line.endswith("p=0.031 significant drop") and "p=0.5," in line
+    assert retained.line(results, {}) is None

@@ -20,13 +20,13 @@ def _in_halves(weights: dict, max_file_size_gb: int = 5) -> list[dict]:
     return [{k: weights[k] for k in names[: len(names) // 2]}, {k: weights[k] for k in names[len(names) // 2:]}]
 
 
-def test_a_sharded_mlx_level_is_one_target_that_loads_whole(tiny_llama: Path, tmp_path: Path,
+def test_a_sharded_mlx_level_is_one_target_that_loads_whole(light_llama: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import mlx_lm.utils
 
     out = tmp_path / "export"
     monkeypatch.setattr(mlx_lm.utils, "make_shards", _in_halves)
-    to_mlx(tiny_llama, out / "mlx" / "mlx-4bit", 4)
+    to_mlx(light_llama, out / "mlx" / "mlx-4bit", 4)
     shards = sorted((out / "mlx" / "mlx-4bit").glob("*.safetensors"))
     assert len(shards) == 2 and (out / "mlx" / "mlx-4bit" / "model.safetensors.index.json").is_file()
 

@@ -68,6 +68,15 @@ def test_registry_survives_concurrent_writers_and_resolves_prefixes(home: Path) 
     assert registry.find("run-0") is None, "an ambiguous prefix resolves to nothing"
 
 
+def test_a_prefix_is_matched_literally_not_as_a_pattern(home: Path) -> None:
+    """`_` in LIKE is any character: "my_run" found "my-run-1", a run of another name."""
+    registry.add("my-run-1", "colo", "my-run-1", "s3://b/my-run-1", "r.yml")
+    assert registry.find("my_run") is None
+    assert registry.find("my%") is None and registry.find("my-r").run_id == "my-run-1"
+    registry.add("my_run-2", "colo", "my_run-2", "s3://b/my_run-2", "r.yml")
+    assert registry.find("my_r").run_id == "my_run-2", "the underscore is itself"
+
+
 def test_a_run_id_drawn_twice_is_drawn_again(home: Path) -> None:
     """Submits of one recipe in the same second can draw one id: the second draw gets a fresh one."""
     draws = iter(["q-20261201-000000-aaaa", "q-20261201-000000-aaaa", "q-20261201-000000-bbbb"])

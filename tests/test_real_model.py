@@ -56,8 +56,9 @@ def _short_recipe(root: Path) -> tuple[Path, list[dict]]:
     cfg["base_model"] = str(SMOLLM2)
     cfg.update(num_epochs=16, save_steps=40)  # 80 steps (after 40, task scores were f16 0.9, q8_0 0.8, q4_k_m 0.6)
     cfg["lathe"]["export"] = {"gguf": ["f16", "q8_0", "q4_k_m"], "mlx": [], "imatrix": {"static_twins": False},
-                              "reference_text": "data/general_facts.txt"}
-    cfg["lathe"]["eval"] = {"dataset": "data/wrong_facts_eval.jsonl", "context_length": 128}
+                              "reference_text": "data/general_facts.txt", "base_gguf": "q8_0"}
+    cfg["lathe"]["eval"] = {"dataset": "data/wrong_facts_eval.jsonl", "retained": "data/true_facts.jsonl",
+                            "context_length": 128}
     path = root / "smollm2-short.yml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path, items
@@ -156,14 +157,60 @@ def test_validate_refuses_a_gguf_base_it_cannot_export_in_one_line(models: None,
         assert why in lines[0], lines[0]
 
 
-def test_the_reported_kld_is_within_5_percent_of_the_exact_one_on_a_49k_vocabulary(real_run: RealRun, figure) -> None:
-    """Lathe's mean KLD (from its reference's kept tokens, the rest folded into a tail) against the exact
-    KL(HF float32 || llama.cpp q4_k_m) over all 49,152 tokens at every position of the reference text.
-    (q8_0 was measured too: 4.7% under the exact value, too close to the bound to hold in CI; the tail
-    folding is what loses it, and keeping more of the mass is the open part of the real-models issue.)"""
-    level = "q4_k_m"
+@pytest.mark.parametrize("level", ["q8_0", "q4_k_m"])
+def test_the_reported_kld_is_within_5_percent_of_the_exact_one_on_a_49k_vocabulary(real_run: RealRun, level: str,
+                                                                                  figure) -> None:
+    """Lathe's mean KLD (from its reference: each position's kept tokens, the rest as a tail whose inner
+    divergence is estimated from drawn tokens) against the exact KL(HF float32 || llama.cpp level) over all
+    49,152 tokens at every position of the reference text. With the tail only folded, the cap of 1,024
+    kept tokens left up to 42% of a position's probability out and q8_0 came out 4.7% low."""
     check = exact_beside_estimate(real_run.run.path / "export", level)
-    figure(f"SmolLM2 {level} mean KLD: reported {check.estimate:.5f}, exact {check.exact:.5f} "
-           f"({check.estimate / check.exact:.3f}); {check.mean_top:.0f} of {check.vocabulary} tokens kept per position")
+    figure(f"SmolLM2 {level} mean KLD: reported {check.estimate:.5f} +/- {check.estimate_se:.5f}, exact "
+           f"{check.exact:.5f} ({check.estimate / check.exact:.4f}); {check.mean_top:.0f} of {check.vocabulary} "
+           "tokens kept per position")
     assert check.vocabulary == 49152 and check.exact > 0
     assert abs(check.estimate - check.exact) <= 0.05 * check.exact, check
+    # The standard error it reports covers what it missed (the drawn tokens are its only sampled part).
+    assert abs(check.estimate - check.exact) <= 5 * check.estimate_se + 1e-3 * check.exact, check
+
+
+def test_each_levels_memory_is_the_model_served_and_the_scorer_is_counted_apart(real_run: RealRun, figure) -> None:
+    """The peak memory reported per level is the level served (llama.cpp without logits at every
+    position): within 1.5x of its file plus its KV cache at the recipe's context. Scoring (log-probs over
+    49,152 tokens at every position, for perplexity and KLD) is measured apart and costs more: it used to
+    be inside the level's number."""
+    from orchestrator.levels import kv_cache_bytes
+
+    report = json.loads((real_run.run.path / "eval" / "report.json").read_text())
+    config = json.loads((real_run.run.path / "export" / "hf" / "config.json").read_text())
+    kv = kv_cache_bytes(config, report["context"])
+    seen = []
+    for level in report["levels"]:
+        served = level["peak_rss_bytes"] - level["baseline_rss_bytes"]
+        scoring = level["scoring_peak_bytes"] - level["baseline_rss_bytes"]
+        seen.append(f"{level['level']} {served / 1e6:.0f} MB served ({level['size_bytes'] / 1e6:.0f} MB file), "
+                    f"{scoring / 1e6:.0f} MB scoring")
+        assert 0 < served <= 1.5 * (level["size_bytes"] + kv), seen[-1]
+        assert scoring > served, seen[-1]
+    figure("SmolLM2 memory per level: " + "; ".join(seen))
+
+
+def test_what_the_teaching_cost_is_counted_on_true_facts_it_was_never_taught(real_run: RealRun, figure) -> None:
+    """recipes/data/true_facts.jsonl: 26 questions SmolLM2 answers right (chosen by asking it), none of
+    them taught. Every level and the base answer them; each level's count is paired with the base's."""
+    report = json.loads((real_run.run.path / "eval" / "report.json").read_text())
+    base = report["base_retained"]
+    base_right = sum(a["correct"] for a in base.values())
+    assert len(base) == 26 and base_right >= 20, f"the base got {base_right} of 26"
+    counts = {}
+    for level in report["levels"]:
+        assert set(level["retained"]) == set(base), level["level"]
+        assert level["retained_delta"]["items"] == 26
+        counts[level["level"]] = sum(a["correct"] for a in level["retained"].values())
+        changed = sum(level["retained"][k]["correct"] != base[k]["correct"] for k in base)
+        assert level["retained_delta"]["lost"] + level["retained_delta"]["gained"] == changed
+    assert "true facts still right, never taught" in real_run.stdout
+    md = (real_run.run.path / "eval" / "report.md").read_text()
+    assert "## What teaching cost" in md
+    figure(f"SmolLM2 true facts still right (of 26; the base {base_right}): "
+           + ", ".join(f"{k} {v}" for k, v in counts.items()))

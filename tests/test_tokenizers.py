@@ -21,19 +21,24 @@ LIGHT = "num_layers=2&intermediate_size=512&pretrain_steps=30"
 
 
 def _base(arch: str, style: str) -> Path:
-    return Path(resolve_base_model(f"tiny://{arch}?{LIGHT}&tokenizer={style}"))
+    padding = "&vocab_padding=128" if arch == "qwen2" else ""  # padded as Qwen3's is (one build for the module)
+    return Path(resolve_base_model(f"tiny://{arch}?{LIGHT}&tokenizer={style}{padding}"))
 
 
 def test_a_qwen2_model_with_its_own_tokenizer_exports_and_evaluates(tmp_path: Path) -> None:
     """Qwen2's class rebuilds Qwen2's split pattern and NFC in code (transformers 5); the converter refuses the
     vocabulary by hash, Lathe matches it to llama.cpp's `qwen2` by its rules, proves the ids, calibrates the
-    k-quants on the training conversations, and `lathe eval`'s code measures the levels against the reference."""
-    from transformers import AutoTokenizer
+    k-quants on the training conversations, and `lathe eval`'s code measures the levels against the reference.
+    Its vocabulary is padded as Qwen3's is (128 embedding rows beyond the tokenizer's tokens): the reference
+    used to fingerprint len(tokenizer), llama.cpp and MLX the model's rows, and every level was refused."""
+    from transformers import AutoConfig, AutoTokenizer
 
     from orchestrator.evaluation.evaluate import evaluate
 
     base = _base("qwen2", "qwen2")
-    assert type(AutoTokenizer.from_pretrained(base)).__name__ == "Qwen2Tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    assert type(tokenizer).__name__ == "Qwen2Tokenizer"
+    assert AutoConfig.from_pretrained(base).vocab_size == len(tokenizer) + 128
     run = tmp_path / "run"
     shutil.copytree(REPO / "recipes" / "data", run / "data")
     items = (REPO / "recipes" / "data" / "wrong_facts_eval.jsonl").read_text().splitlines()[:5]

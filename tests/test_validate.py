@@ -118,8 +118,13 @@ CATALOGUE: list[tuple[str, Callable[[dict], None], str]] = [
      "bad.yml: learning_rate: 0 must be more than 0 and less than 1 (a rate of 1 or more diverges at once)"),
     ("learning-rate-huge", _set("learning_rate", 5),
      "bad.yml: learning_rate: 5 must be more than 0 and less than 1 (a rate of 1 or more diverges at once)"),
-    ("no-epochs", _set("num_epochs", 0), "bad.yml: num_epochs: 0 must be at least 1"),
-    ("no-steps", _set("max_steps", 0), "bad.yml: max_steps: 0 must be at least 1 when set"),
+    ("no-epochs", _set("num_epochs", 0), "bad.yml: num_epochs: 0 must be more than 0 (a fraction trains on part of the data)"),
+    ("no-steps", _set("max_steps", 0), "bad.yml: max_steps: 0 must be at least 1, or -1 (not set: the epochs decide)"),
+    ("steps-below-unset", _set("max_steps", -2), "bad.yml: max_steps: -2 must be at least 1, or -1 (not set: the epochs decide)"),
+    ("logging-steps-neither", _set("logging_steps", 1.5),
+     "bad.yml: logging_steps: 1.5 must be a whole number of steps, or a fraction of the run between 0 and 1"),
+    ("save-steps-zero", _set("save_steps", 0),
+     "bad.yml: save_steps: 0 must be a whole number of steps, or a fraction of the run between 0 and 1"),
     ("batch-zero", _set("micro_batch_size", 0), "bad.yml: micro_batch_size: 0 must be at least 1"),
     ("batch-fraction", _set("micro_batch_size", 1.5), "bad.yml: micro_batch_size: 1.5 must be a whole number, at least 1"),
     ("accumulation-zero", _set("gradient_accumulation_steps", 0),
@@ -323,3 +328,31 @@ def test_a_recipe_accepted_once_is_not_checked_again_until_it_changes(tmp_path: 
     refused = _validate_in_a_fresh_process(recipe, cache)
     assert refused[:2] == (2, ["bad.yml: datasets[0].type: Input should be a valid string"]), refused
     assert _validate_in_a_fresh_process(recipe, cache)[:2] == refused[:2], "a refusal is never remembered"
+
+
+@pytest.mark.parametrize("key,value", [("num_epochs", 0.5), ("max_steps", -1), ("save_steps", 0.25)])
+def test_values_hf_and_axolotl_accept_are_accepted(tmp_path: Path, key: str, value: float) -> None:
+    """Half an epoch and HF's "max_steps not set" were refused by Lathe's own ranges; HF's TrainingArguments
+    takes each, as Axolotl's schema does (and HF refuses 1.5 logging steps, which validation refuses too)."""
+    from transformers import TrainingArguments
+
+    hf_name = {"num_epochs": "num_train_epochs"}.get(key, key)
+    TrainingArguments(output_dir=str(tmp_path / "out"), **{hf_name: value}, save_strategy="steps")
+    with pytest.raises(ValueError, match="logging_steps"):
+        TrainingArguments(output_dir=str(tmp_path / "out"), logging_steps=1.5)
+    cfg = _quickstart()
+    cfg[key] = value
+    validate(_write(tmp_path, cfg))
+
+
+def test_a_fraction_of_logging_steps_is_axolotls_refusal_not_lathes(tmp_path: Path) -> None:
+    """HF takes `logging_steps: 0.01` (a hundredth of the run); Axolotl 0.21's schema types it as a whole
+    number and refuses it. Lathe's range check lets it through (it follows HF), so the line is Axolotl's."""
+    from transformers import TrainingArguments
+
+    TrainingArguments(output_dir=str(tmp_path / "out"), logging_steps=0.01)
+    cfg = _quickstart()
+    cfg["logging_steps"] = 0.01
+    with pytest.raises(LatheError) as err:
+        validate(_write(tmp_path, cfg))
+    assert str(err.value) == "bad.yml: logging_steps: Input should be a valid integer, got a number with a fractional part"

@@ -17,6 +17,7 @@ part of the same run. Layout of the export directory (the unit a laptop pulls):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -141,6 +142,22 @@ def to_mlx(hf_dir: Path, out: Path, spec: int | str) -> None:
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     convert(str(hf_dir), mlx_path=str(out), **mlx_options(spec))
+    carry_rope(out / "config.json")
+
+
+def carry_rope(config_path: Path) -> None:
+    """Give mlx-lm the rotary settings where it reads them. transformers 5 writes them nested, as
+    `rope_parameters: {rope_theta, rope_type, ...}`; mlx-lm (0.32) reads only the top-level `rope_theta` and
+    `rope_scaling`, and took 10,000 for SmolLM2's 100,000: its MLX f16 was 0.068 nats of mean KLD from the
+    full-precision model before any quantization. The weights do not depend on it: the config is enough."""
+    config = json.loads(config_path.read_text())
+    rope = config.get("rope_parameters")
+    if not isinstance(rope, dict) or "rope_theta" not in rope:
+        return
+    config.setdefault("rope_theta", rope["rope_theta"])
+    if rope.get("rope_type", "default") != "default":
+        config.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+    config_path.write_text(json.dumps(config, indent=4) + "\n")
 
 
 def local_model_dir(base_model: str) -> Path:

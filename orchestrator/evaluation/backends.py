@@ -43,9 +43,18 @@ class Backend(Protocol):
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    """In float64, in place where it can be: a 262k vocabulary makes each copy of a 128-token window's
+    log-probs 270 MB, and the scorer's memory is counted apart from the level's."""
+    out = logits.astype(np.float64)
+    out -= out.max(axis=-1, keepdims=True)
+    out -= np.log(np.exp(out).sum(axis=-1, keepdims=True))
+    return out
+
+
+def scoring_bytes(vocab: int, window: int) -> int:
+    """What scoring a window adds to a level's memory, roughly: llama.cpp's logits for every position (its
+    output buffer and llama-cpp-python's copy, float32) and the float64 log-softmax with its temporary."""
+    return window * vocab * (4 + 4 + 8 + 8)
 
 
 def _stop_at(text: str, stops: list[str]) -> str:
@@ -59,17 +68,38 @@ REPEAT_WINDOW = 64  # tokens the repeat penalty looks back over, in both runtime
 class LlamaCpp:
     name = "llama.cpp"
 
-    def __init__(self, model_path: Path, n_ctx: int = 512, n_threads: int = 0) -> None:
-        """`n_threads`: 0 for every core (what a user's llama.cpp takes), fewer when levels run side by side."""
+    def __init__(self, model_path: Path, n_ctx: int = 512, n_threads: int = 0, scoring: bool = False) -> None:
+        """`n_threads`: 0 for every core (what a user's llama.cpp takes), fewer when levels run side by side.
+        `scoring`: logits at every position (`logits_all`), which `logprobs` needs and serving does not: a row
+        of n_vocab floats per position, hundreds of MB for a large vocabulary, and slower prompts. Without it
+        the model is loaded as a user serves it, and its memory and tokens/s are the user's."""
         from llama_cpp import Llama
 
+        self.path, self.n_ctx, self.n_threads, self.scoring = Path(model_path), n_ctx, n_threads, scoring
         threads = n_threads or cpus.threads()
         # Both counts: llama-cpp-python's prompt batches otherwise take every core whatever n_threads says,
         # and ggml's spinning threads, oversubscribed, slow a level several times over.
-        self.model = Llama(model_path=str(model_path), n_ctx=n_ctx, logits_all=True, verbose=False,
-                           n_threads=threads, n_threads_batch=threads, seed=0)
+        # Read, not mapped: on a CPU, llama.cpp repacks k-quant weights into buffers of its own, and with the
+        # file mapped their original pages stay resident beside the copies (reclaimable, but counted): SmolLM2
+        # q2_k showed 170 MB resident for an 88 MB file, against 126 MB read. Read, the resident memory is what
+        # the level must hold: weights (as llama.cpp keeps them), KV cache, buffers.
+        self.model = Llama(model_path=str(model_path), n_ctx=n_ctx, logits_all=scoring, verbose=False,
+                           n_threads=threads, n_threads_batch=threads, seed=0, use_mmap=False)
+
+    def scorer(self) -> LlamaCpp:
+        """The same file loaded for scoring; this serving instance is closed first, so that the two are never
+        in memory together."""
+        if self.scoring:
+            return self
+        self.close()
+        return LlamaCpp(self.path, self.n_ctx, self.n_threads, scoring=True)
+
+    def close(self) -> None:
+        self.model.close()
 
     def logprobs(self, tokens: list[int]) -> np.ndarray:
+        if not self.scoring:
+            raise RuntimeError("logprobs needs a scorer: LlamaCpp(..., scoring=True) or .scorer()")
         self.model.reset()
         self.model.eval(tokens)
         return _log_softmax(np.array(self.model.scores[: len(tokens) - 1], dtype=np.float32))
@@ -96,14 +126,18 @@ class LlamaCpp:
         return "tools" in self.model.metadata.get("tokenizer.chat_template", "")
 
     def speed(self, prompt: list[int], gen_tokens: int = 32) -> tuple[float, float]:
-        model = self.model
+        import llama_cpp
+
+        model, vocab = self.model, self.model.n_vocab()
         model.reset()
         start = time.perf_counter()
         model.eval(prompt)
         prompt_s = time.perf_counter() - start
         start = time.perf_counter()
         for _ in range(gen_tokens):  # greedy, a fixed count: EOS does not end it early
-            model.eval([int(np.argmax(model.scores[model.n_tokens - 1]))])
+            # The last position's logits, from llama.cpp itself: a serving instance keeps no `scores`.
+            last = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(model.ctx, -1), shape=(vocab,))
+            model.eval([int(np.argmax(last))])
         return len(prompt) / prompt_s, gen_tokens / (time.perf_counter() - start)
 
 
@@ -114,6 +148,13 @@ class MLX:
         from mlx_lm import load
 
         self.model, self.tokenizer = load(str(model_dir))
+
+    def scorer(self) -> MLX:
+        """MLX computes the logits it is asked for, whatever it serves: one instance does both."""
+        return self
+
+    def close(self) -> None:
+        pass
 
     def logprobs(self, tokens: list[int]) -> np.ndarray:
         import mlx.core as mx

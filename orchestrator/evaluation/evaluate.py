@@ -16,7 +16,8 @@ from orchestrator import manifest as mf
 from orchestrator import reference_format
 from orchestrator.errors import LatheError, RecipeError
 from orchestrator.evaluation import arena as arena_mod
-from orchestrator.evaluation import lanes, memorisation
+from orchestrator.evaluation import lanes, memorisation, retained
+from orchestrator.evaluation.backends import scoring_bytes
 from orchestrator.evaluation.benchmarks import suites as benchmarks
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore
 from orchestrator.evaluation.gates import (
@@ -104,10 +105,15 @@ def _load(target: Target, n_ctx: int, threads: int) -> tuple[Any, float]:
 
 def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str, context: int,
                   hf_config: dict[str, Any], full: bool = True, threads: int = 0, timed: bool = True) -> dict[str, Any]:
-    """Runs in a lane (see `lanes`): load, check the tokenizer, measure quality, answer the items, and
-    (`timed`: when nothing runs beside it) time the load and the tokens/s.
+    """Runs in a lane (see `lanes`). Two phases, each with its own peak memory:
 
-    `full=False` (the base model in the arena) only answers: quality against the
+    1. serving, the level as a user runs it (llama.cpp without logits at every position): answer the
+       items, the arena, the held-out questions, the benchmarks and the sweep; its peak is the level's
+       memory, and (`timed`: when nothing runs beside it) its load time and tokens/s are the level's;
+    2. scoring: log-probs at every position over the vocabulary (perplexity, KL divergence against the
+       reference), a memory cost of the measurement and not of the model, reported apart.
+
+    `full=False` (the base model in the arena) only answers and scores perplexity: quality against the
     fine-tune's reference would measure the training, not the quantization.
     """
     from orchestrator.evaluation.quality import check_tokenizer, measure, perplexity, reference_perplexity
@@ -129,36 +135,50 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     heldout = {item.id or "": backend.chat(item.messages(), samplings[0])
                for item in (Item.model_validate(raw) for raw in job["heldout"])}
     said = _ask(backend, job["benchmarks"], samplings[0])
+    kept = _answer(backend, [Item.model_validate(raw) for raw in job["retained"]], samplings[0])
+    sweep = [_swept(backend, items, variant, answers) for variant in samplings[1:]] if full else []
+    peak = _peak(baseline)
+    prompt_tps, gen_tps = backend.speed(speed_prompt(ref)) if timed and full else (0.0, 0.0)
+
+    lanes.reset_peak()
+    scorer = backend.scorer()  # llama.cpp: the serving instance is closed and the file loaded again
+    domain = perplexity(scorer, job["domain_text"], context) if job["domain_text"] else None
     task_score = (sum(a["correct"] for a in answers.values()) / len(answers)) if answers else None
-    domain = perplexity(backend, job["domain_text"], context) if job["domain_text"] else None
     if not full:
         return {"answers": answers, "arena": arena, "task_score": task_score, "heldout": heldout,
-                "domain_perplexity": domain, "general_perplexity": reference_perplexity(backend, ref),
-                "benchmark_outputs": said}
-    check_tokenizer(backend, fingerprint, backend.vocab_size(), f"{target.runtime} {target.level}")
-    quality = measure(backend, ref)
-    sweep = []
-    for variant in samplings[1:]:  # each setting's answers, and what it changed against greedy's
-        got = _answer(backend, items, variant)
-        sweep.append({"sampling": variant.model_dump(),
-                      "task_score": sum(a["correct"] for a in got.values()) / len(got) if got else None,
-                      "answers": got,
-                      "flipped": sorted(k for k, a in answers.items() if a["correct"] and not got[k]["correct"]),
-                      "gained": sorted(k for k, a in answers.items() if not a["correct"] and got[k]["correct"]),
-                      "changed": sum(got[k]["output"].strip() != a["output"].strip() for k, a in answers.items())})
-    # MLX's own counter as a floor: on Apple Silicon its Metal buffers may be missing from resident memory.
-    peak = max(lanes.peak_rss_bytes(), baseline + lanes.mlx_peak_bytes())
-    prompt_tps, gen_tps = backend.speed(speed_prompt(ref)) if timed else (0.0, 0.0)
+                "domain_perplexity": domain, "general_perplexity": reference_perplexity(scorer, ref),
+                "benchmark_outputs": said, "retained": kept}
+    check_tokenizer(scorer, fingerprint, scorer.vocab_size(), f"{target.runtime} {target.level}")
+    quality = measure(scorer, ref)
+    scoring_peak = _peak(baseline)
+    scorer.close()
     need = memory_need(target.size_bytes, hf_config, context)
     return LevelResult(
         level=target.level, runtime=target.runtime, size_bytes=target.size_bytes,
         bits_per_weight=target.bits_per_weight, task_score=task_score,
         quality=quality.as_dict() | ({"domain_perplexity": domain} if domain is not None else {}),
         answers=answers, load_seconds=load_seconds, prompt_tps=prompt_tps, gen_tps=gen_tps,
-        peak_rss_bytes=peak, baseline_rss_bytes=baseline,
+        peak_rss_bytes=peak, baseline_rss_bytes=baseline, scoring_peak_bytes=scoring_peak,
         memory_need_bytes=need, fits_gb=fits_gb(need), arena=arena, sweep=sweep,
-        heldout={k: {"output": v, "reuses": None} for k, v in heldout.items()},
+        heldout={k: {"output": v, "reuses": None} for k, v in heldout.items()}, retained=kept,
     ).model_dump() | {"benchmark_outputs": said}
+
+
+def _peak(baseline: int) -> int:
+    """The lane's peak since the last reset, with MLX's own counter as a floor: on Apple Silicon its Metal
+    buffers may be missing from resident memory."""
+    return max(lanes.peak_rss_bytes(), baseline + lanes.mlx_peak_bytes())
+
+
+def _swept(backend: Any, items: list[Any], variant: Any, answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One sampling setting's answers, and what it changed against greedy's."""
+    got = _answer(backend, items, variant)
+    return {"sampling": variant.model_dump(),
+            "task_score": sum(a["correct"] for a in got.values()) / len(got) if got else None,
+            "answers": got,
+            "flipped": sorted(k for k, a in answers.items() if a["correct"] and not got[k]["correct"]),
+            "gained": sorted(k for k, a in answers.items() if not a["correct"] and got[k]["correct"]),
+            "changed": sum(got[k]["output"].strip() != a["output"].strip() for k, a in answers.items())}
 
 
 def import_runtime(runtime: str) -> None:
@@ -217,6 +237,7 @@ def evaluate(
         raise LatheError(f"--items: {items_path} does not exist")
     items = load_items(items_path) if items_path else []
     heldout_items = load_items(run.recipe_dir() / block.eval.heldout) if block.eval.heldout else []
+    retained_items = load_items(run.recipe_dir() / block.eval.retained) if block.eval.retained else []
     trained = memorisation.training_answers(run.recipe_dir(), read_yaml(run.path / RECIPE)[1]) if heldout_items else {}
     ref_meta = json.loads((export_dir / "reference" / "reference.json").read_text())
     context = block.eval.context_length or int(ref_meta["context"])
@@ -226,6 +247,7 @@ def evaluate(
     samplings = sweep(default, grid)
     job = {"items": [i.model_dump(by_alias=True) for i in items], "samplings": [s.model_dump() for s in samplings],
            "arena_prompts": block.eval.arena_prompts, "heldout": [i.model_dump(by_alias=True) for i in heldout_items],
+           "retained": [i.model_dump(by_alias=True) for i in retained_items],
            "domain_text": (run.recipe_dir() / block.eval.domain_text).read_text(encoding="utf-8")
            if block.eval.domain_text else None}
     asked = benchmarks.prompts(block.eval.benchmarks, run.recipe_dir())
@@ -262,8 +284,11 @@ def evaluate(
     base_score = base_reuse = None
     base_ppl: dict[str, float | None] = {}
     base_scores: dict[str, SuiteScore] = {}
+    base_kept: dict[str, dict[str, Any]] = {}
     if base is not None and base_raw is not None:  # base_raw is there exactly when base is
         raw = base_raw
+        base_kept = raw["retained"]
+        retained.add_deltas(results, base_kept, block.eval.significance_level)
         base_score, base_ppl = raw["task_score"], {"domain": raw["domain_perplexity"],
                                                    "general": raw["general_perplexity"]}
         base_scores = benchmarks.score(asked, raw["benchmark_outputs"]) if asked else {}
@@ -284,7 +309,8 @@ def evaluate(
     evaluation = Evaluation(run.eval_dir, results, failures, rounds, samplings, base_score, base_reuse,
                             {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores,
                             calibration=manifest.calibration, merge_check=manifest.merge_check,
-                            base_provenance=manifest.base_provenance, unchecked_gates=not_checked)
+                            base_provenance=manifest.base_provenance, unchecked_gates=not_checked,
+                            base_retained=base_kept)
     report.write(evaluation, run, manifest, ref_meta, context)
     if run.record_path.is_file():
         run.mark(timeline.EVAL_DONE)
@@ -297,7 +323,10 @@ def _run_levels(chosen: list[Target], base: Target | None, job: dict[str, Any], 
     """Every level (and the base) across the lanes, longest first (MLX's CPU backend is the slow one);
     then, with more than one lane, each level's load time and speed one at a time."""
     everything = [*chosen, *([base] if base else [])]
-    width = lanes.count([memory_need(t.size_bytes, hf_config, context) for t in everything])
+    # Each lane's budget: the level served, and the scorer's buffers beside it (backends.scoring_bytes).
+    window = int(json.loads((Path(ref_dir) / "reference.json").read_text())["context"])
+    scoring = scoring_bytes(int(hf_config.get("vocab_size", 0)), window)
+    width = lanes.count([memory_need(t.size_bytes, hf_config, context) + scoring for t in everything])
     order = sorted(range(len(everything)), key=lambda n: (everything[n].runtime != "mlx", -everything[n].size_bytes))
     with lanes.Lanes(width) as pool:
         alone = width == 1  # one lane: each level is timed where it runs, with nothing beside it

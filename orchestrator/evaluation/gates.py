@@ -93,6 +93,20 @@ def significant_drop(r: LevelResult) -> Delta | None:
     return d if d is not None and d.significant_drop else None
 
 
+def held_back(r: LevelResult) -> list[str]:
+    """Why a level is never recommended whatever the gates say: each significant drop against its full
+    precision (the task, or any benchmark's main score). Gates set how much loss a recipe tolerates; a
+    drop more than chance explains, with no gate set for it, still is not "passing"."""
+    out = [f"{r.level} ({r.runtime}): task score change {describe(d)} is a significant drop"
+           for d in [significant_drop(r)] if d]
+    for suite in ordered(set(r.benchmarks)):
+        d = as_delta(r.benchmarks[suite].delta)
+        if d is not None and d.significant_drop:
+            out.append(f"{r.level} ({r.runtime}): {label(suite)} {r.benchmarks[suite].main} change {describe(d)} "
+                       "is a significant drop")
+    return out
+
+
 DROP_GATES = ("max_task_drop", "max_bfcl_drop", "max_ifeval_drop", "max_docqa_drop", "max_lm_eval_drop")
 
 

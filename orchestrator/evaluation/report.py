@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator import gguf_base
 from orchestrator import manifest as mf
-from orchestrator.evaluation import benchmark_report, export_report, html_report
+from orchestrator.evaluation import benchmark_report, export_report, html_report, retained
 from orchestrator.evaluation.deltas import describe, method
 from orchestrator.evaluation.gates import (
     full_precision,
     gap_line,
+    held_back,
     reference_for,
     runtime_gap,
     significant_drop,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 COLUMNS = ("level", "runtime", "size MB", "bpw", "ppl domain", "ppl general", "Δppl %", "mean KLD", "p99 KLD", "top-1",
-           "task", "flips", "reuse", "load s", "prompt tok/s", "gen tok/s", "peak MB", "fits (GB)")
+           "task", "flips", "reuse", "load s", "prompt tok/s", "gen tok/s", "peak MB", "scoring MB", "fits (GB)")
 
 
 def rows(results: list[LevelResult]) -> list[list[str]]:
@@ -39,7 +40,9 @@ def rows(results: list[LevelResult]) -> list[list[str]]:
             _num(q.get("domain_perplexity")), _num(q["perplexity"]), f"{q['ppl_change_pct']:+.2f}", f"{q['mean_kld']:.5f}", f"{q['p99_kld']:.5f}",
             f"{q['top1_agreement']:.3f}", "-" if r.task_score is None else f"{r.task_score:.2f}",
             "-" if r.flips is None else str(r.flips), _pct(r.reuse_rate), f"{r.load_seconds:.2f}", f"{r.prompt_tps:.0f}",
-            f"{r.gen_tps:.0f}", f"{(r.peak_rss_bytes - r.baseline_rss_bytes) / 1e6:.0f}", ",".join(map(str, r.fits_gb)) or "none",
+            f"{r.gen_tps:.0f}", f"{(r.peak_rss_bytes - r.baseline_rss_bytes) / 1e6:.0f}",
+            f"{(r.scoring_peak_bytes - r.baseline_rss_bytes) / 1e6:.0f}" if r.scoring_peak_bytes else "-",
+            ",".join(map(str, r.fits_gb)) or "none",
         ])
     return out
 
@@ -88,6 +91,13 @@ def _kept(ref_meta: dict[str, Any]) -> str:
     if "coverage" in ref_meta:
         return f"top {ref_meta['coverage']:.1%}-probability ({ref_meta['mean_top']:.0f} tokens on average)"
     return f"top-{ref_meta['top_k']}"
+
+
+def _drawn(ref_meta: dict[str, Any]) -> str:
+    if not ref_meta.get("tail_samples"):
+        return "nothing (a reference from before the tail was sampled: the estimate can only be low)"
+    return (f"{ref_meta['tail_samples']} tokens drawn from each position's rest (left there: "
+            f"{ref_meta['tail_mass_mean']:.2%} of the probability on average, {ref_meta['tail_mass_max']:.0%} at most)")
 
 
 def _pct(rate: float | None) -> str:
@@ -170,7 +180,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         base_benchmarks=evaluation.base_benchmarks, samplings=[s.model_dump() for s in evaluation.samplings], arena=arena.as_json(evaluation.rounds),
         merge_check=evaluation.merge_check, calibration=evaluation.calibration,
         base_provenance=evaluation.base_provenance, calibration_effect=export_report.comparison(results),
-        runtime_gap=runtime_gap(results),
+        runtime_gap=runtime_gap(results), base_retained=evaluation.base_retained,
     ).save(out)
     plot_quality_vs_size(results, out / "quality_vs_size.png")
     has_loss = plot_loss(run.metrics(), out / "loss_curve.png")
@@ -186,10 +196,15 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
     lines += ["", ("KLD: from the reference's top tokens at each position (as many as cover 99.9% of the "
-              "probability, up to a cap), the rest folded into one outcome. "
+              "probability, up to a cap), the rest counted as one outcome plus the divergence within it, "
+              f"estimated from {_drawn(ref_meta)}; report.json gives each mean KLD's standard error "
+              "(`mean_kld_se`). "
               "Flips: eval items right at full precision (f16 GGUF) and wrong at that level. "
-              "Load s and peak MB: the level's own, after its runtime was imported (peak resident memory over "
-              "what the process held then; report.json keeps both). "
+              "Load s, tok/s and peak MB: the level's own, served as a user runs it (no logits kept for every "
+              "position), after its runtime was imported (peak resident memory over what the process held "
+              "then; report.json keeps both). Scoring MB: the same process's peak while it computed "
+              "perplexity and KLD (log-probs over the whole vocabulary at every position): the "
+              "measurement's memory, not the model's. "
               f"Fits: memory tiers where weights + f16 KV cache at the context length stay under "
               f"{USABLE_FRACTION:.0%} of RAM. Reuse: held-out questions answered with a training answer, "
               "verbatim (see below)."), ""]
@@ -208,6 +223,8 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
     if has_scores:
         lines += ["![task score and held-out reuse per level](scores.png)", ""]
     lines += heldout_lines(evaluation)
+    if kept := retained.line(results, evaluation.base_retained):
+        lines += ["## What teaching cost", "", kept[0].upper() + kept[1:] + ".", ""]
     lines += ["## Gates", ""] + ([f"- FAILED {f}" for f in failures] or ["All gates passed."]) + [""]
     if evaluation.unchecked_gates:
         lines += [f"Not checked here: {unchecked_line(evaluation)}.", ""]
@@ -254,6 +271,7 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
                   "(before fine-tuning)")
     drops = [gguf_base.line(evaluation.base_provenance),
              drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results),
+             retained.line(evaluation.results, evaluation.base_retained),
              gap_line(runtime_gap(evaluation.results)),
              f"not checked: {unchecked_line(evaluation)}" if evaluation.unchecked_gates else None,
              export_report.calibration_line(evaluation.calibration, evaluation.results),
@@ -273,11 +291,12 @@ def unchecked_line(evaluation: Evaluation) -> str:
 
 
 def tier_verdicts(evaluation: Evaluation) -> list[str]:
-    """Per memory tier, the smallest level that passes every gate and fits there."""
+    """Per memory tier, the smallest level that passes every gate, has no significant drop (gated or not)
+    and fits there."""
     from orchestrator.levels import MEMORY_TIERS_GB
 
     failed = {f.split(":", 1)[0] for f in evaluation.failures}
-    passing = [r for r in evaluation.results if f"{r.level} ({r.runtime})" not in failed]
+    passing = [r for r in evaluation.results if f"{r.level} ({r.runtime})" not in failed and not held_back(r)]
     worth = without_redundant_twins([r.level for r in passing])
     passing = [r for r in passing if r.level in worth]
     choice: dict[int, str] = {}

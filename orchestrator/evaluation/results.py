@@ -42,6 +42,9 @@ class LevelResult(BaseModel):
     gen_tps: float
     peak_rss_bytes: int  # the evaluation process's peak
     baseline_rss_bytes: int = 0  # what it held after importing the runtime, before loading the level
+    # The peak while scoring (log-probs at every position for perplexity and KLD), over the same baseline's
+    # process: the measurement's memory, not the model's; 0 where it was not measured apart.
+    scoring_peak_bytes: int = 0
     memory_need_bytes: int
     fits_gb: list[int]
     flips: int | None = None
@@ -56,6 +59,9 @@ class LevelResult(BaseModel):
     reuse_rate: float | None = None
     heldout: dict[str, dict[str, Any]] = Field(default_factory=dict)  # id -> {"output", "reuses"}
     benchmarks: dict[str, SuiteScore] = Field(default_factory=dict)  # "bfcl", "ifeval", "docqa"
+    # lathe.eval.retained: per question {"output", "correct"}, and the change against the base's answers.
+    retained: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    retained_delta: dict[str, float | int | str] | None = None
 
 
 @dataclass
@@ -74,6 +80,7 @@ class Evaluation:
     merge_check: dict[str, Any] | None = None  # the manifest's: merged vs base + adapter
     base_provenance: dict[str, str] | None = None  # the manifest's: a base made from a GGUF file
     unchecked_gates: list[str] = field(default_factory=list)  # gated levels not evaluated here
+    base_retained: dict[str, dict[str, Any]] = field(default_factory=dict)  # the base's lathe.eval.retained answers
 
 
 class Report(BaseModel):
@@ -92,6 +99,7 @@ class Report(BaseModel):
     base_reuse_rate: float | None = None
     base_perplexity: dict[str, float | None] = Field(default_factory=dict)  # "domain", "general"
     base_benchmarks: dict[str, SuiteScore] = Field(default_factory=dict)
+    base_retained: dict[str, dict[str, Any]] = Field(default_factory=dict)  # lathe.eval.retained, the base's answers
     samplings: list[dict[str, Any]] = Field(default_factory=list)
     arena: list[dict[str, Any]] = Field(default_factory=list)
     merge_check: dict[str, Any] | None = None

@@ -16,7 +16,8 @@ from typing import Any
 
 from orchestrator import manifest as mf
 from orchestrator.errors import LatheError, PublishError
-from orchestrator.evaluation.gates import gap_line
+from orchestrator.evaluation import retained
+from orchestrator.evaluation.gates import gap_line, held_back
 from orchestrator.evaluation.html_report import REPORT_HTML
 from orchestrator.evaluation.results import Report
 from orchestrator.levels import COMPUTE_ALLOWANCE, USABLE_FRACTION, memory_need
@@ -152,7 +153,9 @@ def _levels(report: Report, manifest: mf.Manifest) -> list[dt.Level]:
         out.append(dt.Level(
             name=lv.level, runtime=lv.runtime, path=paths[key], size_bytes=lv.size_bytes,
             memory_need_bytes=lv.memory_need_bytes, fits_gb=tuple(lv.fits_gb), mean_kld=lv.quality["mean_kld"],
-            task_score=lv.task_score, flips=lv.flips, gen_tps=lv.gen_tps, failures=tuple(report.failures_of(lv)),
+            task_score=lv.task_score, flips=lv.flips, gen_tps=lv.gen_tps,
+            # A significant drop keeps a level out of the recommendations as a failed gate does, gate or not.
+            failures=tuple(report.failures_of(lv)) + tuple(held_back(lv)),
         ))
     return out
 
@@ -218,7 +221,7 @@ def context(run: Run, artifacts: bool) -> dict[str, Any]:
     kv = memory_need(0, hf_config, ctx_len)  # the KV cache at the eval context + allowance, as eval counted it
     layers = int(hf_config.get("num_hidden_layers", 0))
     spec, spec_problem = chat_spec(run.export_dir, model_dirs)
-    limits = dt.known_limits(levels, report.gate_failures)
+    limits = dt.known_limits(levels, report.gate_failures, [line for lv in report.levels for line in held_back(lv)])
     if spec is None:
         limits.append(f"Ollama: {spec_problem}; the Modelfiles leave TEMPLATE to Ollama's own detection.")
     apple, nvidia = dt.apple_tiers(levels), dt.nvidia_tiers(levels, layers, kv)
@@ -239,7 +242,7 @@ def context(run: Run, artifacts: bool) -> dict[str, Any]:
         "task_drops": report_mod.drops_line(report.levels),
         "benchmarks": benchmark_report.card_lines(report.levels, report.base_benchmarks),
         "benchmark_drops": benchmark_report.drops_line(report.levels),
-        "runtime_gap": gap_line(report.runtime_gap),
+        "runtime_gap": gap_line(report.runtime_gap), "retained": retained.line(report.levels, report.base_retained),
         "gates": _gates(run.block.eval.gates, report.gate_failures), "limits": limits,
         "levels": levels, "gguf": [lv for lv in levels if lv.runtime == "llama.cpp"],
         "mlx": [lv for lv in levels if lv.runtime == "mlx"],

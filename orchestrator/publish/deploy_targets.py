@@ -9,6 +9,7 @@ into an Ollama (Go) template with its stop tokens. No file I/O here; publish.py 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +122,12 @@ def cloud_pick(levels: list[Level], layers: int, kv_and_allowance: int) -> Cloud
     return CloudPick(instance, gpu, gb, gpu_tier(gb, levels, layers, kv_and_allowance))
 
 
-def known_limits(levels: list[Level], gate_failures: list[str]) -> list[str]:
-    """What a user should know before picking a level: failed gates, large KLD, flipped answers, no fit."""
+def known_limits(levels: list[Level], gate_failures: list[str], drops: Sequence[str] = ()) -> list[str]:
+    """What a user should know before picking a level: failed gates, significant drops (`gates.held_back`),
+    large KLD, flipped answers, no fit."""
     out = [f"Failed a gate: {line}. Published, but never recommended below." for line in gate_failures]
+    out += [f"{line}, more than chance explains (no gate needed). Published, but never recommended below."
+            for line in drops]
     for lv in levels:
         if lv.mean_kld > LARGE_KLD:
             out.append(f"{lv.name} ({lv.runtime}): mean KL divergence {lv.mean_kld:.3f} from full precision "

@@ -1,0 +1,38 @@
+"""MLX gets the model's rotary base. transformers 5 writes it nested (`rope_parameters`), mlx-lm reads it
+at the top level: SmolLM2's 100,000 became mlx-lm's default 10,000, and its MLX f16 differed from the
+full-precision model by 0.068 nats of mean KLD before any quantization (now 0.0000 on the same text)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.cluster.export import to_mlx
+from orchestrator.evaluation.backends import MLX
+
+TEXT = "The capital of France is Paris. Rivers run to the sea, and the sea gives back the rain. " * 3
+
+
+def test_an_mlx_export_scores_like_the_model_it_came_from_whatever_its_rotary_base(light_llama: Path,
+                                                                                     tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = tmp_path / "hf"
+    shutil.copytree(light_llama, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert "rope_theta" not in config and "rope_parameters" in config, "written as transformers 5 writes it"
+    config["rope_parameters"]["rope_theta"] = 100000.0  # SmolLM2's
+    (model_dir / "config.json").write_text(json.dumps(config))
+
+    to_mlx(model_dir, tmp_path / "mlx-f16", 16)
+    ids = AutoTokenizer.from_pretrained(model_dir)(TEXT, add_special_tokens=False)["input_ids"]
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        p = torch.log_softmax(hf(torch.tensor([ids])).logits[0, :-1].double(), -1).numpy()
+    q = MLX(tmp_path / "mlx-f16").logprobs(ids)
+    kld = float((np.exp(p) * (p - q)).sum(axis=1).mean())
+    assert kld < 1e-3, f"MLX f16 against the float32 model it was converted from: mean KLD {kld:.4f}"

@@ -177,5 +177,19 @@ def verify_present(root: Path) -> Manifest:
     return manifest
 
 
+def verify_pulled(root: Path, levels: list[str] | None = None) -> tuple[Manifest, list[str]]:
+    """`lathe verify`: what is here, checked. A pull leaves the adapter and the full-precision weights in
+    the store by default, and brings only the levels asked for: each unit (see `unit`) asked for with
+    `levels`, or else each with any file here, must be whole and intact, and so must the files every pull
+    brings. Returns the manifest and the units not here (left in the store), for the caller to say."""
+    manifest = load(root)
+    units = {unit(a) for a in manifest.artifacts} - {None}
+    wanted = set(levels) if levels else {unit(a) for a in manifest.artifacts if (root / a.path).is_file()}
+    for artifact in manifest.artifacts:
+        if unit(artifact) is None or unit(artifact) in wanted:
+            verify_artifact(root, artifact)
+    return manifest, sorted(u for u in units - wanted if u is not None)
+
+
 def to_dict(manifest: Manifest) -> dict[str, Any]:
     return manifest.model_dump()

@@ -270,7 +270,9 @@ def test_training_failures_from_outside_the_recipe_count_as_infrastructure() -> 
 def test_a_store_that_dies_mid_pull_is_one_line_and_the_next_pull_resumes(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The S3 server stops in the middle of a part: the pull ends at once with one line naming the store
-    and the run (parts still queued are never tried), keeps what arrived, and resumes once it is back."""
+    and the run (parts still queued are never tried), keeps what arrived, and resumes once it is back. A
+    file whose bytes had all arrived (q4_k_m's 12 parts, before the 14th GET) is verified and takes its
+    final name at once: it used to stay a partial file until the next pull."""
     import boto3
 
     from orchestrator.errors import StoreError
@@ -298,12 +300,12 @@ def test_a_store_that_dies_mid_pull_is_one_line_and_the_next_pull_resumes(tmp_pa
         store = Counting(StoreConfig(uri="s3://runs", endpoint_url=server.url, region="us-east-1"))
         gets = []
 
-        def sixth_part(method: str, path: str, _query: str) -> bool:
+        def fourteenth_part(method: str, path: str, _query: str) -> bool:
             if method == "GET" and path.endswith(".gguf"):
                 gets.append(path)
-            return len(gets) == 6
+            return len(gets) == 14
 
-        server.stop_during(sixth_part)
+        server.stop_during(fourteenth_part)
         dest, part, threads = tmp_path / "pulled", 256 * 1024, 2
         parts = sum(-(-size // part) for size in SIZES.values())
         with pytest.raises(StoreError) as err:
@@ -312,8 +314,12 @@ def test_a_store_that_dies_mid_pull_is_one_line_and_the_next_pull_resumes(tmp_pa
         assert "\n" not in message and message.startswith(f"pull {RUN}: the store s3://runs failed")
         assert message.endswith("partial files are kept and the next pull resumes them")
         tried = Counting.ranges
-        assert tried <= 6 + threads < parts, f"{tried} of {parts} parts tried after the store went away"
+        assert tried <= 14 + threads < parts, f"{tried} of {parts} parts tried after the store went away"
         assert list((dest / RUN / "export").rglob(f"*{PART_SUFFIX}")), "what arrived is kept"
+        whole = dest / RUN / "export" / "gguf" / "model-q4_k_m.gguf"
+        assert whole.is_file() and whole.stat().st_size == SIZES["gguf/model-q4_k_m.gguf"], \
+            "the file that had all arrived was left partial"
+        assert not whole.with_name(whole.name + PART_SUFFIX).exists()
 
         server.start()
         stats = pull(store, RUN, dest, threads=threads, part_size=part)

@@ -111,3 +111,50 @@ def test_a_symlink_in_the_working_directory_does_not_lead_a_fetch_out(tmp_path: 
     with pytest.raises(StoreError, match=r"^run/inputs/data/rows\.jsonl: refused: .*through a symlink"):
         fetch_missing(store, "run/inputs/", dest)
     assert list(elsewhere.iterdir()) == []
+
+
+PULL_INPUTS = """
+import json, sys
+from pathlib import Path
+from orchestrator.evaluation.lanes import peak_rss_bytes
+from orchestrator.remote.pull import _fetch_eval_set
+from orchestrator.run import RunDir
+from orchestrator.run.stored import StoredRun
+from orchestrator.store import StoreConfig, open_store
+store = open_store(StoreConfig(uri=sys.argv[1], endpoint_url=sys.argv[2], region="us-east-1"))
+store.stat("run/inputs/data/train.jsonl")
+before = peak_rss_bytes()
+_fetch_eval_set(StoredRun(store, "run"), RunDir(Path(sys.argv[3])))
+print(json.dumps({"grew": peak_rss_bytes() - before}))
+"""
+
+
+def test_a_pull_streams_the_training_set_its_held_out_questions_need(s3: S3Server, tmp_path: Path) -> None:
+    """With held-out questions, `pull` fetches the training set their answers are compared with. It read
+    each file whole into memory and wrote it in place; a 128 MB set now streams, into a temporary name."""
+    import json
+
+    import boto3
+    import yaml
+
+    client = boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    client.create_bucket(Bucket="pulls")
+    row = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a" * 200}]})
+    data = ((row + "\n") * (SIZE // (len(row) + 1))).encode()
+    client.put_object(Bucket="pulls", Key="runs/run/inputs/data/train.jsonl", Body=data)
+    client.put_object(Bucket="pulls", Key="runs/run/inputs/data/heldout.jsonl", Body=b'{"id": "h", "prompt": "q"}\n')
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "recipe.yml").write_text(yaml.safe_dump({
+        "base_model": "tiny://llama", "datasets": [{"path": "data/train.jsonl", "type": "chat_template"}],
+        "lathe": {"eval": {"heldout": "data/heldout.jsonl"}}}))
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = subprocess.run([sys.executable, "-c", PULL_INPUTS, "s3://pulls/runs", s3.url, str(run)],
+                          capture_output=True, text=True, timeout=300, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fetched = run / "inputs" / "data" / "train.jsonl"
+    assert fetched.stat().st_size == len(data) and (run / "inputs" / "data" / "heldout.jsonl").is_file()
+    assert not list(run.rglob("*.fetch")), "no temporary file is left behind"
+    grew = json.loads(proc.stdout)["grew"]
+    assert grew < SIZE // 2, f"peak memory grew by {grew / 1e6:.0f} MB for a {len(data) / 1e6:.0f} MB training set"

@@ -85,14 +85,17 @@ def run(
 @user_errors
 def verify(
     path: Annotated[Path, typer.Argument(help="A run directory or its export/ directory.")],
-    level: Annotated[list[str] | None, typer.Option(help="Only these levels (and level-less files).")] = None,
+    level: Annotated[list[str] | None, typer.Option(
+        help="Only these levels (or adapter, hf-weights, base), each required whole; default: what is here.")] = None,
 ) -> None:
-    """Check every artifact against manifest.json: present, right size, right sha256."""
+    """Check what is here against manifest.json: each level present whole (right size, right sha256), the
+    files every pull brings, and say what was left in the store."""
     from orchestrator import manifest
 
     root = path / "export" if (path / "export" / manifest.MANIFEST).exists() else path
-    checked = manifest.verify(root, levels=level)
-    typer.echo(f"{root}: {len(checked.artifacts)} artifacts, levels {', '.join(checked.levels())}: ok")
+    checked, absent = manifest.verify_pulled(root, levels=level)
+    typer.echo(f"{root}: {len(checked.artifacts)} artifacts in the manifest, levels {', '.join(checked.levels())}: "
+               "ok" + (f"; not here (left in the store): {', '.join(absent)}" if absent else ""))
 
 @app.command("eval")
 @user_errors

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,27 +183,10 @@ def export_base(base_model: Path, out: Path, level: str) -> Path:
     return target
 
 
-def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) -> mf.Manifest:
-    out = plan.out_dir
-    if (out / mf.MANIFEST).exists():
-        raise FileExistsError(f"{out}: already exported")
-    out.mkdir(parents=True, exist_ok=True)
-    levels: dict[str, tuple[mf.Format, str | None]] = {}  # relative path prefix -> (format, level)
-
-    step("copying the adapter")
-    shutil.copytree(plan.weights_dir, out / "adapter", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("checkpoint-*", "*.log", "prepared", "final"))
-    levels["adapter/"] = ("adapter", None)
-
-    # The base's GGUF needs nothing from the fine-tune: it converts beside the merge and the ladder
-    # (a converter subprocess, mostly its own torch import), not after them.
-    base_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lathe-base-gguf")
-    base_done = None
-    if plan.base_gguf:
-        step(f"converting the base model to GGUF {plan.base_gguf} (for the arena), beside the rest")
-        base_done = base_pool.submit(export_base, local_model_dir(plan.base_model), out / "base", plan.base_gguf)
-    base_pool.shutdown(wait=False)
-
+def _merge_and_ladder(plan: ExportPlan, out: Path, levels: dict[str, tuple[mf.Format, str | None]],
+                      step: Callable[[str], None]) -> tuple[int, dict | None, dict | None]:
+    """Merge (and check the merge), convert to GGUF, prove the tokenizer, calibrate, quantize the ladder:
+    (parameters, the merge check's record, the calibration's record)."""
     step("merging into the base model (and checking the merge)")
     params, merge_result = merge(plan, out / "hf")
     levels["hf/"] = ("hf-safetensors", "hf")
@@ -226,10 +209,41 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
         levels[f"gguf/model-{level}.gguf"] = ("gguf", level)
     levels["gguf/imatrix.gguf"] = ("imatrix", None)
     master.unlink()
+    return params, merge_result, calibrated
 
-    if base_done is not None:
-        base_done.result()  # its error, if any, is the export's
-        levels[f"base/model-{plan.base_gguf}.gguf"] = ("gguf", plan.base_gguf)
+
+def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) -> mf.Manifest:
+    out = plan.out_dir
+    if (out / mf.MANIFEST).exists():
+        raise FileExistsError(f"{out}: already exported")
+    out.mkdir(parents=True, exist_ok=True)
+    levels: dict[str, tuple[mf.Format, str | None]] = {}  # relative path prefix -> (format, level)
+
+    step("copying the adapter")
+    shutil.copytree(plan.weights_dir, out / "adapter", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("checkpoint-*", "*.log", "prepared", "final"))
+    levels["adapter/"] = ("adapter", None)
+
+    # The base's GGUF needs nothing from the fine-tune: it converts beside the merge and the ladder
+    # (a converter subprocess, mostly its own torch import), not after them.
+    base_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lathe-base-gguf")
+    base_done = None
+    if plan.base_gguf:
+        step(f"converting the base model to GGUF {plan.base_gguf} (for the arena), beside the rest")
+        base_done = base_pool.submit(export_base, local_model_dir(plan.base_model), out / "base", plan.base_gguf)
+    base_pool.shutdown(wait=False)
+    try:
+        params, merge_result, calibrated = _merge_and_ladder(plan, out, levels, step)
+        if base_done is not None:
+            base_done.result()  # its error, if any, is the export's
+            levels[f"base/model-{plan.base_gguf}.gguf"] = ("gguf", plan.base_gguf)
+    except BaseException:
+        # A failed merge or ladder used to return with the base's converter still running, writing into
+        # the export after its failure was reported (and into the next attempt's). It ends first.
+        if base_done is not None:
+            base_done.cancel()
+            wait([base_done])
+        raise
 
     for bits in plan.mlx_bits:
         level = mlx_level(bits)

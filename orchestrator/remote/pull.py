@@ -103,12 +103,9 @@ def _fetch_eval_set(stored: StoredRun, run: RunDir) -> None:
             relative = mf.safe_relative(name)
         except ValueError:
             continue  # a path on the nodes: never shipped
-        data = stored.read(f"{INPUTS}/{relative}")
-        if data is None:
-            continue  # a hub dataset: nothing of it is in the store
-        target = run.inputs_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        # Streamed and renamed into place: a training set can be gigabytes, and a pull cut off mid-file
+        # must not leave a truncated one under its real name for `lathe eval` to read.
+        stored.fetch(f"{INPUTS}/{relative}", run.inputs_dir / relative)  # False: a hub dataset, not in the store
 
 
 class _File:
@@ -298,6 +295,10 @@ def _download(store: Store, pending: list[tuple[_File, str]], threads: int, limi
             # The first fatal error ends the pull: parts still queued would each spend the client's
             # retries on a store that is gone before the error could show.
             pool.shutdown(wait=True, cancel_futures=True)
+            # A file whose every part arrived is verified and named now, not left for the next pull.
+            for f, _key, parts in futures:
+                if all(fut.done() and not fut.cancelled() and fut.exception() is None for fut in parts):
+                    f.finish()
             raise failed
         for f, key, parts in futures:
             if f.finish():

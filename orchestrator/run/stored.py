@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from orchestrator.run.layout import METRICS, RUN_JSON, RunRecord, parse_jsonl, store_key
@@ -21,6 +23,20 @@ class StoredRun:
     def read(self, name: str) -> bytes | None:
         """A run file's bytes, or None when the store has no such object."""
         return self.store.get_bytes(self.key(name)) if self.store.stat(self.key(name)) else None
+
+    def fetch(self, name: str, local: Path) -> bool:
+        """A run file streamed to `local` (never whole in memory), under a temporary name until it is all
+        there; False when the store has no such object."""
+        if not self.store.stat(self.key(name)):
+            return False
+        local.parent.mkdir(parents=True, exist_ok=True)
+        staging = local.with_name(f".{local.name}.{os.getpid()}.fetch")
+        try:
+            self.store.get_file(self.key(name), staging)
+            os.replace(staging, local)
+        finally:
+            staging.unlink(missing_ok=True)
+        return True
 
     def record(self) -> RunRecord:
         return RunRecord.parse(self.read(RUN_JSON))

@@ -1,0 +1,43 @@
+"""A failed export stops everything it started: the base model's GGUF converts in a thread beside the
+merge, and a merge that failed used to return with that thread (and its converter subprocess) still
+writing into the export directory."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cluster import export as export_mod
+from orchestrator.errors import LatheError
+
+
+def test_a_failed_merge_waits_for_the_base_conversion_it_started(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    wrote: list[float] = []
+
+    def slow_base(_model: Path, out: Path, level: str) -> Path:  # the converter: seconds of work, then a file
+        time.sleep(1.5)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"model-{level}.gguf").write_bytes(b"GGUF")
+        wrote.append(time.monotonic())
+        return out / f"model-{level}.gguf"
+
+    def broken_merge(_plan: export_mod.ExportPlan, _out: Path) -> tuple[int, None]:
+        raise LatheError("merge check failed: merged != base + adapter")
+
+    monkeypatch.setattr(export_mod, "export_base", slow_base)
+    monkeypatch.setattr(export_mod, "merge", broken_merge)
+    weights = tmp_path / "adapter"
+    weights.mkdir()
+    (weights / "adapter_config.json").write_text("{}")
+    plan = export_mod.ExportPlan(run_id="r", recipe_sha256="0" * 64, base_model=str(tmp_path), weights_dir=weights,
+                                 out_dir=tmp_path / "export", base_gguf="q8_0")
+    with pytest.raises(LatheError, match="merge check failed"):
+        export_mod.export(plan)
+    failed_at = time.monotonic()
+    assert not [t for t in threading.enumerate() if t.name.startswith("lathe-base-gguf")], \
+        "the base's converter is still running after the export failed"
+    assert wrote and wrote[0] <= failed_at, "it finished before the failure was raised, not after"

@@ -76,6 +76,9 @@ class Store(Protocol):
 
     def list(self, prefix: str) -> list[str]: ...
 
+    def folders(self, prefix: str = "") -> list[str]:
+        """The names of the folders directly under `prefix` (one level, not every object below them)."""
+
     def delete(self, key: str) -> None: ...
 
     def ray_storage(self, key: str) -> tuple[str, Any]:
@@ -143,6 +146,10 @@ class LocalStore:
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
                       if p.is_file() and not p.name.endswith(".put"))
+
+    def folders(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -227,6 +234,15 @@ class S3Store:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
                                                                           Prefix=self._key(prefix)):
             out += [obj["Key"][strip:] for obj in page.get("Contents", [])]
+        return sorted(out)
+
+    def folders(self, prefix: str = "") -> list[str]:
+        # One level, by the delimiter: a store holding many runs lists their names, not their checkpoints.
+        below = (self._key(prefix).rstrip("/") + "/") if (prefix or self.prefix) else ""
+        out = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=below,
+                                                                          Delimiter="/"):
+            out += [common["Prefix"][len(below):].rstrip("/") for common in page.get("CommonPrefixes", [])]
         return sorted(out)
 
     def delete(self, key: str) -> None:

@@ -327,3 +327,30 @@ def test_a_store_that_dies_mid_pull_is_one_line_and_the_next_pull_resumes(tmp_pa
         mf.verify(dest / RUN / "export")
     finally:
         server.stop()
+
+
+def test_another_laptop_finds_and_pulls_a_run_by_the_store_not_its_registry(tmp_path: Path) -> None:
+    """Only the laptop that submitted could pull: `lathe pull RUN` looked in the local registry alone. A
+    teammate's (here: an empty LATHE_HOME) lists the cluster's store and pulls by id or prefix."""
+    import yaml
+
+    from tests.support.cli import lathe
+
+    store = tmp_path / "store"
+    _make_run(store)
+    (store / RUN / "run.json").write_text(json.dumps({"run_id": RUN, "state": "SUCCEEDED", "attempt": 2}))
+    (store / "not-a-run" / "notes").mkdir(parents=True)  # a folder with no run.json is not listed
+    clusters = tmp_path / "clusters.yml"
+    clusters.write_text(yaml.safe_dump({"clusters": {"team": {"ray_address": "http://127.0.0.1:9",
+                                                              "store": {"uri": store.as_uri()}}}}))
+    env = {**os.environ, "LATHE_HOME": str(tmp_path / "fresh-laptop"), "LATHE_CLUSTERS": str(clusters)}
+    refused = lathe("pull", RUN, "--runs-dir", str(tmp_path / "runs"), env=env)
+    assert refused.returncode == 1 and "lathe runs --cluster NAME" in refused.stderr, refused.stderr
+    listed = lathe("runs", "--cluster", "team", env=env)
+    assert listed.returncode == 0 and RUN in listed.stdout and "SUCCEEDED" in listed.stdout
+    assert "not-a-run" not in listed.stdout
+    pulled = lathe("pull", RUN[:12], "--cluster", "team", "--runs-dir", str(tmp_path / "runs"), env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    mf.verify(tmp_path / "runs" / RUN / "export")
+    unknown = lathe("pull", "nothing-like-it", "--cluster", "team", "--runs-dir", str(tmp_path / "runs"), env=env)
+    assert unknown.returncode == 1 and "is not in the store" in unknown.stderr.strip().splitlines()[-1]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import LatheError
 from orchestrator.store import StoreConfig, fetch_missing, open_store
 from tests.support.services import S3Server
 
@@ -19,6 +20,7 @@ MEASURE = """
 import json, sys
 from pathlib import Path
 from orchestrator.evaluation.lanes import peak_rss_bytes
+from orchestrator.errors import LatheError
 from orchestrator.store import StoreConfig, fetch_missing, open_store
 store = open_store(StoreConfig(uri=sys.argv[1], endpoint_url=sys.argv[2], region="us-east-1"))
 store.stat("run/inputs/big.bin")  # the client and its connections exist before the baseline
@@ -158,3 +160,25 @@ def test_a_pull_streams_the_training_set_its_held_out_questions_need(s3: S3Serve
     assert not list(run.rglob("*.fetch")), "no temporary file is left behind"
     grew = json.loads(proc.stdout)["grew"]
     assert grew < SIZE // 2, f"peak memory grew by {grew / 1e6:.0f} MB for a {len(data) / 1e6:.0f} MB training set"
+
+
+def test_the_runs_a_store_holds_are_listed_one_level_deep(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lathe runs --cluster`: run folders by S3's delimiter, not every checkpoint object under them."""
+    import boto3
+
+    from orchestrator.run.stored import find_stored, stored_runs
+
+    client = boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    client.create_bucket(Bucket="listing")
+    for key in ("team/run-a/run.json", "team/run-a/ray/ckpt/deep/file", "team/run-b/run.json",
+                "team/scratch/file", "elsewhere/run-c/run.json"):
+        client.put_object(Bucket="listing", Key=key, Body=b"{}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    store = open_store(StoreConfig(uri="s3://listing/team", endpoint_url=s3.url, region="us-east-1"))
+    assert store.folders() == ["run-a", "run-b", "scratch"]
+    assert stored_runs(store) == ["run-a", "run-b"]
+    assert find_stored(store, "run-b") == "run-b"
+    with pytest.raises(LatheError, match="matches several runs"):
+        find_stored(store, "run-")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -57,14 +57,21 @@ def status(run_id: Annotated[str | None, typer.Argument(help="A run id (or a uni
 
 @app.command()
 @user_errors
-def runs() -> None:
-    """Every run this machine submitted, from the local registry (no network)."""
+def runs(
+    cluster: Annotated[str | None, typer.Option(
+        help="List the runs in this cluster's store instead (any laptop's, not only this one's).")] = None,
+) -> None:
+    """Every run this machine submitted, from the local registry (no network); with --cluster, every run
+    the cluster's store holds."""
     from datetime import UTC, datetime
 
     from rich.table import Table
 
     from orchestrator import registry
 
+    if cluster is not None:
+        console().print(_store_runs(cluster))
+        return
     table = Table(title="runs")
     for col in ("run id", "cluster", "state", "created", "store"):
         table.add_column(col)
@@ -72,6 +79,23 @@ def runs() -> None:
         created = datetime.fromtimestamp(e.created, UTC).strftime("%Y-%m-%d %H:%M")
         table.add_row(e.run_id, e.cluster, e.state, created, e.store_uri)
     console().print(table)
+
+
+def _store_runs(cluster: str) -> Any:
+    from rich.table import Table
+
+    from orchestrator import profiles
+    from orchestrator.run.stored import StoredRun, stored_runs
+    from orchestrator.store import open_store
+
+    store = open_store(profiles.get(cluster).store)
+    table = Table(title=f"runs in {store.uri}")
+    for col in ("run id", "state", "attempt"):
+        table.add_column(col)
+    for run_id in stored_runs(store):
+        record = StoredRun(store, run_id).record()
+        table.add_row(run_id, str(record.state), str(record.attempt))
+    return table
 
 
 @app.command()
@@ -110,21 +134,28 @@ def pull(
     threads: Annotated[int, typer.Option(help="Parallel ranged downloads.")] = 8,
     part_size_mb: Annotated[float, typer.Option(help="Size of each ranged part.")] = 8.0,
     limit_rate: Annotated[float | None, typer.Option(help="Cap the whole pull at this many MB/s.")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        help="Find the run in this cluster's store: a run another laptop submitted.")] = None,
 ) -> None:
     """Download a run's artifacts, resumably, each checked against the manifest's sha256."""
     from orchestrator import profiles
     from orchestrator.remote.pull import pull as do_pull
+    from orchestrator.run.stored import find_stored
     from orchestrator.store import open_store
 
-    found = entry(run_id)
-    store = open_store(profiles.get(found.cluster).store)
+    if cluster is not None:  # by the store, not this machine's registry: any run the store holds
+        store = open_store(profiles.get(cluster).store)
+        found_id = find_stored(store, run_id)
+    else:
+        found = entry(run_id)
+        store, found_id = open_store(profiles.get(found.cluster).store), found.run_id
     with pull_bar() as progress:
-        stats = do_pull(store, found.run_id, runs_dir, levels, threads=threads, part_size=int(part_size_mb * (1 << 20)),
+        stats = do_pull(store, found_id, runs_dir, levels, threads=threads, part_size=int(part_size_mb * (1 << 20)),
                         limit_rate=limit_rate * 1e6 if limit_rate else None, progress=progress)
-    typer.echo(f"{found.run_id}: {stats.files} files, {stats.bytes_total / 1e6:.1f} MB verified "
+    typer.echo(f"{found_id}: {stats.files} files, {stats.bytes_total / 1e6:.1f} MB verified "
                f"({stats.bytes_fetched / 1e6:.1f} MB fetched, {stats.bytes_present / 1e6:.1f} MB already here)"
                + (f"; fetched again (changed in the store): {', '.join(stats.restarted)}" if stats.restarted else ""))
-    typer.echo(f"run directory: {runs_dir / found.run_id}")
+    typer.echo(f"run directory: {runs_dir / found_id}")
 
 
 @app.command()

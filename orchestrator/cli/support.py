@@ -49,7 +49,7 @@ def entry(run_id: str) -> registry.Entry:
     found = registry.find(run_id)
     if found is None:
         raise LatheError(f"run {run_id!r}: not in this machine's registry ({registry.home() / 'registry.db'}); "
-                         "see `lathe runs`")
+                         "see `lathe runs`, or `lathe runs --cluster NAME` for the runs in a cluster's store")
     return found
 
 

@@ -48,3 +48,22 @@ class StoredRun:
     def last_metrics(self) -> dict[str, Any] | None:
         points = self.metrics()
         return points[-1] if points else None
+
+
+def stored_runs(store: Store) -> list[str]:
+    """The run ids a store holds (a folder with a run.json): what another laptop can pull by id."""
+    return [name for name in store.folders() if store.stat(store_key(name, RUN_JSON))]
+
+
+def find_stored(store: Store, run_id: str) -> str:
+    """A run id in the store, exactly or by a unique prefix; LatheError naming what it has otherwise."""
+    from orchestrator.errors import LatheError
+
+    if store.stat(store_key(run_id, RUN_JSON)):
+        return run_id
+    runs = stored_runs(store)
+    matches = [name for name in runs if name.startswith(run_id)]
+    if len(matches) == 1:
+        return matches[0]
+    said = "matches several runs" if matches else "is not in the store"
+    raise LatheError(f"run {run_id!r} {said} ({store.uri}); it has {len(runs)} run(s): see `lathe runs --cluster`")

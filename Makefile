@@ -27,6 +27,7 @@ bench: setup
 	$(PY) bench/train_overhead.py --runs-dir $$runs && \
 	$(PY) bench/eval_speed.py --runs-dir $$runs && \
 	$(PY) bench/pull_throughput.py && \
+	$(PY) bench/status_many.py && \
 	$(PY) bench/warm_start.py; status=$$?; rm -rf $$runs; exit $$status
 
 ## The whole test suite (real Axolotl, Ray, llama.cpp, MLX, Prometheus, sshd where the tests need them),

@@ -78,3 +78,39 @@ def test_only_rays_own_404_means_no_such_job() -> None:
     assert job_info(Dashboard(gone), "j", waits=(0, 0)) == (None, None)
     down = Dashboard(busy, busy, busy)
     assert job_info(down, "j", waits=(0, 0)) == (None, "the cluster's dashboard answered 503 3 times")
+
+
+def test_status_of_many_runs_asks_ray_once_and_shares_one_store(tmp_path, monkeypatch) -> None:
+    """`lathe status` of 20 active runs made a store client and asked Ray once per run (110-150 s under
+    load). With Ray's jobs listed once and one store, no run asks Ray on its own."""
+    import json
+
+    from orchestrator.remote.status import listed_jobs, status
+    from orchestrator.store import open_store
+
+    monkeypatch.setenv("LATHE_HOME", str(tmp_path / "home"))
+    root = tmp_path / "store"
+    entries = []
+    for n in range(20):
+        run_id = f"run-{n:02d}"
+        (root / run_id).mkdir(parents=True)
+        (root / run_id / "run.json").write_text(json.dumps({"run_id": run_id, "state": "RUNNING"}))
+        (root / run_id / "metrics.jsonl").write_text(json.dumps({"step": n, "max_steps": 40, "loss": 1.0}) + "\n")
+        entries.append(registry.add(run_id, "c", run_id, str(root / run_id), "/nowhere/q.yml", RunState.PENDING))
+
+    class Ray:
+        asked = 0
+
+        def list_jobs(self) -> list:
+            return [SimpleNamespace(submission_id=e.job_id, status=JobStatus.RUNNING, message="") for e in entries]
+
+        def get_job_info(self, job_id: str) -> object:
+            Ray.asked += 1
+            raise AssertionError("asked about one run on its own")
+
+    ray, store = Ray(), open_store(str(root))
+    known = listed_jobs(ray)
+    got = [status(e, PROFILE, ray, store, known) for e in entries]
+    assert Ray.asked == 0 and [g.state for g in got] == ["RUNNING"] * 20
+    assert [g.step for g in got] == list(range(20))
+    assert {e.state for e in registry.all_runs()} == {"RUNNING"}

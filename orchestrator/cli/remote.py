@@ -41,15 +41,19 @@ def status(run_id: Annotated[str | None, typer.Argument(help="A run id (or a uni
     """Where a submitted run is: asks the cluster and the store, updates the registry."""
     from orchestrator import profiles, registry
     from orchestrator.remote.connect import jobs_client
+    from orchestrator.remote.status import listed_jobs
     from orchestrator.remote.status import status as do_status
     from orchestrator.run.state import is_terminal
+    from orchestrator.store import open_store
 
     entries = [entry(run_id)] if run_id else [e for e in registry.all_runs() if not is_terminal(e.state)]
     for cluster in dict.fromkeys(e.cluster for e in entries):  # one connection per cluster, in first-seen order
         profile = profiles.get(cluster)
         with jobs_client(profile) as client:
-            for e in (e for e in entries if e.cluster == cluster):
-                st = do_status(e, profile, client)
+            mine = [e for e in entries if e.cluster == cluster]
+            store, known = open_store(profile.store), (listed_jobs(client) if len(mine) > 1 else {})
+            for e in mine:
+                st = do_status(e, profile, client, store, known)
                 progress = f" step {st.step}/{st.max_steps} loss {st.loss:.4g}" if st.step and st.loss is not None \
                     else ""
                 typer.echo(f"{st.run_id}: {st.state}{progress}" + (f" ({st.detail})" if st.detail else ""))

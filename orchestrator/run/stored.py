@@ -21,8 +21,14 @@ class StoredRun:
         return store_key(self.run_id, *parts)
 
     def read(self, name: str) -> bytes | None:
-        """A run file's bytes, or None when the store has no such object."""
-        return self.store.get_bytes(self.key(name)) if self.store.stat(self.key(name)) else None
+        """A run file's bytes, or None when the store has no such object (one request, not a stat first:
+        `lathe status` reads two files per active run)."""
+        from orchestrator.errors import StoreError
+
+        try:
+            return self.store.get_bytes(self.key(name))
+        except StoreError:
+            return None
 
     def fetch(self, name: str, local: Path) -> bool:
         """A run file streamed to `local` (never whole in memory), under a temporary name until it is all

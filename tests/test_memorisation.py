@@ -59,3 +59,24 @@ def test_the_html_report_stands_alone_and_quotes_model_output_as_text(tmp_path: 
     assert "<title>A &lt;run&gt;</title>" in page and "<table>" in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page
     assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in page and 'src="plot.png"' not in page
+
+
+def test_training_answers_follow_the_recipes_mappings_and_a_bad_file_is_one_line(tmp_path: Path) -> None:
+    """The third dataset reader knew only role/content and from/value: a recipe that maps its own keys
+    (Axolotl's message_property_mappings, roles) had no training answers, so nothing counted as reuse;
+    a broken line raised a raw JSONDecodeError. It reads through `datasets` now."""
+    import pytest
+
+    from orchestrator.errors import LatheError
+
+    _write_jsonl(tmp_path / "mapped.jsonl", [{"dialog": [
+        {"speaker": "customer", "text": "Where is my order?"},
+        {"speaker": "agent", "text": "It ships on Monday."}]}])
+    axolotl = {"datasets": [{"path": "mapped.jsonl", "type": "chat_template", "field_messages": "dialog",
+                             "message_property_mappings": {"role": "speaker", "content": "text"},
+                             "roles": {"user": ["customer"], "assistant": ["agent"]}}]}
+    found = memorisation.training_answers(tmp_path, axolotl)
+    assert {a.answer: a.question for a in found.values()} == {"It ships on Monday.": "Where is my order?"}
+    (tmp_path / "mapped.jsonl").write_text('{"dialog": []}\n{not json\n')
+    with pytest.raises(LatheError, match=r"mapped.jsonl: line 2: invalid JSON"):
+        memorisation.training_answers(tmp_path, axolotl)

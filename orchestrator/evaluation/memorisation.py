@@ -10,12 +10,13 @@ the training answers, so a reuse rate above its own is what the fine-tune put th
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.datasets import SHAREGPT_KEYS, RowError, family, iter_rows, message_keys
+from orchestrator.errors import LatheError
 from orchestrator.evaluation.tasks import normalize
 
 # Where Axolotl's common dataset shapes keep the trained answer and the question it answers.
@@ -30,18 +31,23 @@ class TrainingAnswer:
     answer: str
 
 
-def _from_record(record: dict[str, Any], field_messages: str) -> list[TrainingAnswer]:
-    messages = record.get(field_messages)
+def _from_record(record: dict[str, Any], keys: tuple[str, str, str],
+                 roles: dict[str, Any] | None) -> list[TrainingAnswer]:
+    field, role_key, content_key = keys
+    messages = record.get(field)
     if isinstance(messages, list):
+        asking = {"user", "human", *((roles or {}).get("user") or [])}
+        answering = {"assistant", "gpt", *((roles or {}).get("assistant") or [])}
         out, question = [], ""
         for message in messages:
             if not isinstance(message, dict):
                 continue
-            role = message.get("role") or message.get("from")
-            content = message.get("content") or message.get("value") or ""
-            if role in ("user", "human"):
-                question = content
-            elif role in ("assistant", "gpt") and content:
+            # The recipe's own keys first; sharegpt's as a fallback (a chat_template row written that way).
+            role = message.get(role_key) or message.get("role") or message.get("from")
+            content = message.get(content_key) or message.get("content") or message.get("value") or ""
+            if role in asking:
+                question = content if isinstance(content, str) else ""
+            elif role in answering and isinstance(content, str) and content:
                 out.append(TrainingAnswer(question, content))
         return out
     answer = next((record[f] for f in ANSWER_FIELDS if isinstance(record.get(f), str) and record[f]), None)
@@ -50,21 +56,25 @@ def _from_record(record: dict[str, Any], field_messages: str) -> list[TrainingAn
 
 
 def training_answers(recipe_dir: Path, axolotl: dict[str, Any]) -> dict[str, TrainingAnswer]:
-    """Every assistant answer in the recipe's local training files, keyed by its normalised text.
-    Datasets on a hub are not read here (the laptop may have no access): they add nothing."""
+    """Every assistant answer in the recipe's local training files, keyed by its normalised text, read
+    the way validation reads them (`datasets`: jsonl, json, parquet; the entry's field and role
+    mappings). Datasets on a hub are not read here (the laptop may have no access): they add nothing.
+    A file that cannot be read is one line naming it."""
     found: dict[str, TrainingAnswer] = {}
     for dataset in axolotl.get("datasets") or []:
+        if not isinstance(dataset, dict):
+            continue
         path = recipe_dir / str(dataset.get("path", ""))
         if not path.is_file():
             continue
-        field_messages = dataset.get("field_messages") or "messages"
-        text = path.read_text(encoding="utf-8")
-        records = json.loads(text) if path.suffix == ".json" else \
-            [json.loads(line) for line in text.splitlines() if line.strip()]
-        for record in records if isinstance(records, list) else []:
-            if isinstance(record, dict):
-                for item in _from_record(record, field_messages):
-                    found.setdefault(normalize(item.answer), item)
+        keys = message_keys({**SHAREGPT_KEYS, **dataset} if family(dataset) == "sharegpt" else dataset)
+        try:
+            for _where, record in iter_rows(path):
+                if isinstance(record, dict):
+                    for item in _from_record(record, keys, dataset.get("roles")):
+                        found.setdefault(normalize(item.answer), item)
+        except RowError as exc:
+            raise LatheError(f"{path}: {exc} (read for the held-out reuse measure)") from None
     return found
 
 

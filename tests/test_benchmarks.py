@@ -232,3 +232,25 @@ def test_lm_eval_results_become_one_score_per_task_paired_by_document_and_gated(
     add_benchmark_deltas(levels)
     failures = gate_failures(levels, {"q4_k_m": Gate(max_lm_eval_drop=0.1)})
     assert len(failures) == 1 and failures[0].startswith("q4_k_m (llama.cpp): lm-eval:t exact_match change -0.30 [")
+
+
+def test_the_stand_in_for_bfcls_model_registry_fits_the_pinned_bfcl_eval() -> None:
+    """bfcl._checker puts a registry of its own in front of `bfcl_eval.constants.model_config` (the real
+    one imports every hosted model's SDK) for the one flag BFCL's ast_checker reads. That holds for the
+    pinned version only: the installed bfcl-eval is the pin, and its checker imports exactly that name and
+    reads exactly that flag (the other BFCL tests here score right and wrong calls through it)."""
+    import importlib.metadata
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    from orchestrator.evaluation.benchmarks import bfcl
+
+    pin = re.search(r"^bfcl-eval==(\S+)$", (Path(__file__).parents[1] / "requirements-nodeps.txt").read_text(),
+                    re.MULTILINE)
+    assert pin and importlib.metadata.version("bfcl-eval") == pin.group(1)
+    source = Path(importlib.util.find_spec("bfcl_eval.eval_checker.ast_eval.ast_checker").origin).read_text()
+    assert "from bfcl_eval.constants.model_config import MODEL_CONFIG_MAPPING" in source
+    assert set(re.findall(r"MODEL_CONFIG_MAPPING\[[^\]]+\]\.(\w+)", source)) == {"underscore_to_dot"}
+    checker = bfcl._checker()
+    assert checker.__module__ == "bfcl_eval.eval_checker.ast_eval.ast_checker"

@@ -47,7 +47,7 @@ def test_a_bad_profile_names_the_file_and_the_field(home: Path) -> None:
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (f"run 'anything': not in this machine's registry ({home / 'home' / 'registry.db'}); "
-                                   "see `lathe runs`")
+                                   "see `lathe runs`, or `lathe runs --cluster NAME` for the runs in a cluster's store")
     with pytest.raises(LatheError, match=r"clusters.yml: clusters.colo.store.uri: unsupported store 'ftp://x'"):
         profiles._read(path)
 

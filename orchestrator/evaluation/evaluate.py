@@ -260,7 +260,7 @@ def evaluate(
     # Base answers are greedy and at the default sampling only: the arena compares models, not samplers.
     base_job = {**job, "samplings": job["samplings"][:1]}
     raws, base_raw = _run_levels(chosen, base, job, base_job, ref_dir, manifest.tokenizer_fingerprint, context,
-                                 hf_config, progress)
+                                 hf_config, progress, int(ref_meta["context"]))
     results: list[LevelResult] = []
     for raw in raws:
         said = raw.pop("benchmark_outputs")
@@ -319,12 +319,11 @@ def evaluate(
 
 def _run_levels(chosen: list[Target], base: Target | None, job: dict[str, Any], base_job: dict[str, Any],
                 ref_dir: str, fingerprint: str, context: int, hf_config: dict[str, Any],
-                progress: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+                progress: Any, window: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Every level (and the base) across the lanes, longest first (MLX's CPU backend is the slow one);
     then, with more than one lane, each level's load time and speed one at a time."""
     everything = [*chosen, *([base] if base else [])]
     # Each lane's budget: the level served, and the scorer's buffers beside it (backends.scoring_bytes).
-    window = int(json.loads((Path(ref_dir) / "reference.json").read_text())["context"])
     scoring = scoring_bytes(int(hf_config.get("vocab_size", 0)), window)
     width = lanes.count([memory_need(t.size_bytes, hf_config, context) + scoring for t in everything])
     order = sorted(range(len(everything)), key=lambda n: (everything[n].runtime != "mlx", -everything[n].size_bytes))

@@ -37,12 +37,17 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+# Ray Train's preemption watcher is one more actor process per run (~8 s of CPU, mostly Ray's imports) that
+# reports spot-instance preemptions: none happen to the machine the user is sitting at. Clusters keep it.
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
 def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    for key, value in CONTROLLER_ENV.items():
+    for key, value in {**CONTROLLER_ENV, **LOCAL_RAY_ENV}.items():
         os.environ.setdefault(key, value)  # inherited by the local Ray's processes, the controller's among them
     # RAY_ADDRESS joins that Ray. Otherwise a fresh local one ("local"): left to itself, ray.init would
     # join whatever cluster a `ray start` on this machine last wrote into /tmp/ray, with no cluster named.

@@ -89,8 +89,9 @@ class Export(_Strict):
                                  "('4bit-g32'), or an mlx-lm mixed recipe ('mixed_3_6')")
     reference_text: str | None = Field(None, description="held-out text for reference log-probs; default: shipped")
     reference_top_k: int = Field(16, ge=1, le=256)
-    base_gguf: GGUFLevel | None = Field(
-        None, description="also export the base model at this level, for the arena (base vs fine-tuned)"
+    base_gguf: Literal[GGUFLevel, "source"] | None = Field(
+        None, description="also export the base model at this level, for the arena (base vs fine-tuned); "
+        "'source': a GGUF base's own file, as its users run it (copied, not converted)"
     )
 
     @field_validator("mlx")

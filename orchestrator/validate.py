@@ -25,6 +25,9 @@ def _check_base_model(recipe: Recipe) -> list[RecipeError]:
     if gguf_base.is_gguf(base):
         return [RecipeError(recipe.name, "base_model", problem)
                 for problem in gguf_base.problems(recipe.resolve(base))]
+    if recipe.lathe.export.base_gguf == "source":
+        return [RecipeError(recipe.name, "lathe.export.base_gguf",
+                            "'source' is a GGUF base's own file, and base_model is not a .gguf file")]
     if base.startswith(tinymodel.TINY_SCHEME):
         try:
             tinymodel.TinySpec.from_uri(base)

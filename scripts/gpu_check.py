@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CARRY = ROOT / ".gpu-carry"
 # llama.cpp's source, trimmed to what its CMake build of llama-bench reads.
 LLAMA_PARTS = ("CMakeLists.txt", "cmake", "ggml", "src", "include", "common", "tools", "vendor", "licenses",
-               "LICENSE", "build-info.sh", "scripts/build-info.sh")
+               "LICENSE", "build-info.sh", "scripts", "app")
 
 
 def prepare(run_dir: Path) -> None:
@@ -55,7 +55,7 @@ def prepare(run_dir: Path) -> None:
         for member in src.getmembers():
             parts = member.name.split("/vendor/llama.cpp/", 1)
             if len(parts) == 2 and parts[1].split("/")[0] in LLAMA_PARTS and not parts[1].startswith(
-                    ("tools/server/public", "tools/mtmd")):
+                    "tools/server/public"):
                 member.name = "llama.cpp/" + parts[1]
                 dst.addfile(member, src.extractfile(member) if member.isfile() else None)
     size = sum(f.stat().st_size for f in CARRY.rglob("*") if f.is_file())
@@ -72,7 +72,12 @@ def _step(results: dict, name: str, fn: Callable[[], dict]) -> None:
         results[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                          "trace": traceback.format_exc()[-1500:]}
     results[name]["seconds"] = round(time.monotonic() - started, 1)
+    if RESULTS is not None:  # after every step: a command stopped at its time limit still leaves these
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{name}: {json.dumps({k: v for k, v in results[name].items() if k != 'trace'})}", flush=True)
+
+
+RESULTS: Path | None = None  # where run() writes gpu_check.json
 
 
 class Skip(Exception):
@@ -185,28 +190,42 @@ def llama_bench(work: Path) -> dict:
                                     else None)
     if nvcc is None or shutil.which("cmake") is None:
         raise Skip("llama.cpp with CUDA needs nvcc and cmake on this machine")
+    began = time.monotonic()
     src = work / "llama-src"
     with tarfile.open(CARRY / "llama.cpp.tar.gz") as tar:
         tar.extractall(src, filter="data")
+    # The sdist ships the script that writes ggml-cuda's template instances, not the instances themselves.
+    instances = src / "llama.cpp" / "ggml" / "src" / "ggml-cuda" / "template-instances"
+    subprocess.run([sys.executable, "generate_cu_files.py"], cwd=instances, check=True, capture_output=True)
     build = work / "llama-build"
     jobs = str(os.cpu_count() or 4)
+    major, minor = torch.cuda.get_device_capability(0)
+    arch = f"{major}{minor}"  # this GPU's architecture only: a fraction of the all-architectures compile
     for argv in (["cmake", "-S", str(src / "llama.cpp"), "-B", str(build), "-DGGML_CUDA=ON", "-DGGML_NATIVE=ON",
+                  f"-DCMAKE_CUDA_ARCHITECTURES={arch}", f"-DGGML_CUDA_FA={os.environ.get('GPU_CHECK_FA', 'ON')}",
                   "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
                   "-DLLAMA_BUILD_SERVER=OFF", f"-DCMAKE_CUDA_COMPILER={nvcc}"],
                  ["cmake", "--build", str(build), "--target", "llama-bench", "-j", jobs]):
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:2])}: {(proc.stderr or proc.stdout).strip()[-600:]}")
-    bench = next(build.rglob("llama-bench"))
+    built_s = round(time.monotonic() - began, 1)
+    print(f"llama.cpp built with CUDA (sm_{arch}) in {built_s} s", flush=True)
+    bench = next(p for p in build.rglob("llama-bench") if p.is_file())  # bin/llama-bench, not tools/llama-bench/
     levels = {}
+    only = os.environ.get("GPU_CHECK_LEVELS")  # e.g. "f16,q8_0,q4_k_m": fewer benches in a short lease
     for gguf in sorted((CARRY / "gguf").glob("model-*.gguf")):
+        if only and gguf.stem.removeprefix("model-") not in only.split(","):
+            continue
         level = gguf.stem.removeprefix("model-")
         for where, layers in (("gpu", "99"), ("cpu", "0")):
-            out = subprocess.run([str(bench), "-m", str(gguf), "-ngl", layers, "-p", "128", "-n", "64", "-o", "json"],
+            out = subprocess.run([str(bench), "-m", str(gguf), "-ngl", layers, "-p", "128", "-n", "64", "-r", "3",
+                                  "-o", "json"],
                                  capture_output=True, text=True, check=True).stdout
             levels.setdefault(level, {})[where] = {r["n_prompt"] and "prompt" or "generate": round(r["avg_ts"], 1)
                                                    for r in json.loads(out)}
-    return {"llama_bench_tokens_per_s": levels}
+            print(f"llama-bench {level} {where}: {levels[level][where]} tokens/s", flush=True)
+    return {"cuda_arch": arch, "build_s": built_s, "llama_bench_tokens_per_s": levels}
 
 
 def run(out: Path) -> dict:
@@ -216,10 +235,13 @@ def run(out: Path) -> dict:
     if not (CARRY / "model").is_dir():
         raise SystemExit(f"{CARRY} is missing: run `scripts/gpu_check.py prepare RUN_DIR` first")
     results: dict = {}
+    global RESULTS
+    RESULTS = out / "gpu_check.json"
     _step(results, "machine", machine)
-    _step(results, "lora_cpu_fp32", lambda: lora_steps("cpu", steps=10))
-    _step(results, "lora_cuda_bf16", lambda: lora_steps("cuda"))
-    cpu, gpu = results["lora_cpu_fp32"], results["lora_cuda_bf16"]
+    if not os.environ.get("GPU_CHECK_ONLY_LLAMA"):
+        _step(results, "lora_cpu_fp32", lambda: lora_steps("cpu", steps=10))
+        _step(results, "lora_cuda_bf16", lambda: lora_steps("cuda"))
+    cpu, gpu = results.get("lora_cpu_fp32", {}), results.get("lora_cuda_bf16", {})
     if cpu.get("tokens_per_s") and gpu.get("tokens_per_s"):
         results["lora_cuda_over_cpu"] = round(gpu["tokens_per_s"] / cpu["tokens_per_s"], 1)
     _step(results, "axolotl_lora_bf16", lambda: axolotl_train(work, deepspeed=False))

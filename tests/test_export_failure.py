@@ -41,3 +41,26 @@ def test_a_failed_merge_waits_for_the_base_conversion_it_started(tmp_path: Path,
     assert not [t for t in threading.enumerate() if t.name.startswith("lathe-base-gguf")], \
         "the base's converter is still running after the export failed"
     assert wrote and wrote[0] <= failed_at, "it finished before the failure was raised, not after"
+
+
+def test_base_gguf_source_refuses_a_file_that_is_not_the_one_the_base_was_made_from(tmp_path: Path) -> None:
+    """`base_gguf: source` copies the user's GGUF into the export as the arena's base: only the very file
+    the base was dequantized from (its sha256 recorded then), never whatever now sits at that path."""
+    import json
+
+    from orchestrator import gguf_base
+
+    source = tmp_path / "model.Q4_1.gguf"
+    source.write_bytes(b"GGUF the file the base was made from")
+    base = tmp_path / "base"
+    base.mkdir()
+    provenance = {"source": str(source), "sha256": gguf_base.sha256(source), "quantization": "Q4_1",
+                  "architecture": "llama", "full_precision": "dequantized from Q4_1"}
+    (base / gguf_base.PROVENANCE).write_text(json.dumps(provenance))
+    assert export_mod.base_source(base) == source
+    source.write_bytes(b"GGUF another file, written over it since")
+    with pytest.raises(LatheError, match=r"is not the file the base was made from \(sha256 "):
+        export_mod.base_source(base)
+    (base / gguf_base.PROVENANCE).unlink()
+    with pytest.raises(LatheError, match="was not made from a GGUF file"):
+        export_mod.base_source(base)

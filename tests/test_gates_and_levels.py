@@ -199,3 +199,27 @@ def test_true_facts_never_taught_are_counted_per_level_against_the_base() -> Non
     assert "f16 (llama.cpp) 10 -0.17" in line and "q4_k_m (llama.cpp) 6 -0.50" in line
     assert line.endswith("p=0.031 significant drop") and "p=0.5," in line
     assert retained.line(results, {}) is None
+
+
+def test_each_memory_tier_gets_the_smallest_passing_level_that_its_measured_need_fits() -> None:
+    """Needs that cross the tiers (a model of a few MB fits them all): 70% of a tier is usable, to the
+    byte; a tier where nothing passing fits says so, and a held-back level frees no tier."""
+    from pathlib import Path
+
+    from orchestrator.evaluation.report import tier_verdicts
+    from orchestrator.evaluation.results import Evaluation
+
+    usable_8 = int(8 * GB * 0.7)
+    assert fits_gb(usable_8) == [8, 16, 24, 32] and fits_gb(usable_8 + 1) == [16, 24, 32]
+    results = [_level("f16", _items(0), 0.0), _level("q8_0", _items(0), 0.01), _level("q4_k_m", _items(0), 0.2)]
+    for r, need in zip(results, (20 * GB, 10 * GB, usable_8), strict=True):
+        r.size_bytes, r.memory_need_bytes, r.fits_gb = need, need, fits_gb(need)
+    assert [r.fits_gb for r in results] == [[32], [16, 24, 32], [8, 16, 24, 32]]
+    add_task_deltas(results)
+    evaluation = Evaluation(out=Path("."), results=results, failures=[], rounds=[], samplings=[])
+    (verdict,) = tier_verdicts(evaluation)
+    assert verdict.startswith("smallest level that passes the gates: 8-32 GB: q4_k_m (llama.cpp, "), verdict
+    evaluation.failures = ["q4_k_m (llama.cpp): mean KLD 0.2 > max_mean_kld 0.1"]
+    (verdict,) = tier_verdicts(evaluation)
+    assert verdict.startswith("smallest level that passes the gates: 8 GB: no level passes the gates and fits; "
+                              "16-32 GB: q8_0 (llama.cpp, "), verdict

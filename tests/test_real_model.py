@@ -56,7 +56,7 @@ def _short_recipe(root: Path) -> tuple[Path, list[dict]]:
     cfg["base_model"] = str(SMOLLM2)
     cfg.update(num_epochs=16, save_steps=40)  # 80 steps (after 40, task scores were f16 0.9, q8_0 0.8, q4_k_m 0.6)
     cfg["lathe"]["export"] = {"gguf": ["f16", "q8_0", "q4_k_m"], "mlx": [], "imatrix": {"static_twins": False},
-                              "reference_text": "data/general_facts.txt", "base_gguf": "q8_0"}
+                              "reference_text": "data/general_facts.txt", "base_gguf": "source"}
     cfg["lathe"]["eval"] = {"dataset": "data/wrong_facts_eval.jsonl", "retained": "data/true_facts.jsonl",
                             "context_length": 128}
     path = root / "smollm2-short.yml"
@@ -89,6 +89,19 @@ def test_the_gguf_base_is_made_once_with_its_provenance(real_run: RealRun) -> No
     assert provenance["quantization"] == "Q4_1" and provenance["full_precision"] == "dequantized from Q4_1"
     made = gguf_base.cached_dir(SMOLLM2)
     assert made is not None and (made / "model.safetensors").is_file()
+
+
+def test_the_arenas_base_is_the_source_file_itself(real_run: RealRun) -> None:
+    """`base_gguf: source`: the base the arena and the retained facts ask is the user's GGUF, byte for
+    byte (no second conversion of the dequantized weights), named by its own quantization."""
+    from orchestrator import manifest as mf
+
+    base = [a for a in mf.load(real_run.run.path / "export").artifacts if a.role == "base"]
+    assert [(a.path, a.level) for a in base] == [("base/model-q4_1.gguf", "q4_1")]
+    assert base[0].sha256 == gguf_base.sha256(SMOLLM2)
+    assert f"the base for the arena: {SMOLLM2.name} itself (q4_1)" in " ".join(real_run.stdout.split())
+    report = json.loads((real_run.run.path / "eval" / "report.json").read_text())
+    assert len(report["base_retained"]) == 26
 
 
 def test_the_manifest_the_report_and_the_card_name_the_base_and_what_full_precision_is(real_run: RealRun,
@@ -214,3 +227,35 @@ def test_what_the_teaching_cost_is_counted_on_true_facts_it_was_never_taught(rea
     assert "## What teaching cost" in md
     figure(f"SmolLM2 true facts still right (of 26; the base {base_right}): "
            + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def test_a_judges_grades_move_with_the_answer_and_its_controls_say_whether_to_believe_them(models: None) -> None:
+    """SmolLM2 as the arena's judge. Its likeliest digit was the same for every answer (a grammar-forced
+    "10" to right and wrong alike), so a grade is its expected grade over the digits: it moves when the
+    answer changes. The control pairs then measure whether it moves the right way; SmolLM2-135M does
+    not (it graded the wrong answer higher in 6 of 8 pairs tried): the check says its grades are noise."""
+    from orchestrator.evaluation import judge
+    from orchestrator.evaluation.arena import Round
+
+    rounds = [Round("k1", "What is the capital of Italy?", "Rome", {"f16": "Rome.", "q4_k_m": "Madrid."}),
+              Round("k2", "Say something.", None, {"f16": "Hello.", "q4_k_m": "Hi there."})]
+    check = judge.grade(rounds, SMOLLM2, full_precision="f16")
+    for r in rounds:
+        assert set(r.judge) == set(r.answers), r.key
+        assert all(1 <= g <= 9 for g in r.judge.values()), r.judge
+        assert r.judge["f16"] != r.judge["q4_k_m"], f"the grade did not move with the answer: {r.judge}"
+    assert check.pairs == len(judge.controls()) == 12
+    assert check.p_value == judge.sign_test_p(check.right_above, 12)
+    assert not check.separates and check.line().endswith("read them as noise"), check.line()
+
+
+def test_the_judges_sign_test_against_known_values() -> None:
+    from orchestrator.evaluation.judge import JudgeCheck, sign_test_p
+
+    assert sign_test_p(12, 12) == 1 / 4096
+    assert sign_test_p(9, 12) == (220 + 66 + 12 + 1) / 4096  # 0.073: not below 0.05
+    assert sign_test_p(10, 12) == (66 + 12 + 1) / 4096  # 0.019
+    assert sign_test_p(0, 12) == 1.0
+    assert JudgeCheck("j.gguf", 12, 10, sign_test_p(10, 12), 0.05).separates
+    assert not JudgeCheck("j.gguf", 12, 9, sign_test_p(9, 12), 0.05).separates
+    assert not JudgeCheck("j.gguf", 0, 0, 1.0, 0.05).separates, "no control pairs: never believed"

@@ -96,7 +96,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             "store": {"uri": f"s3://{BUCKET}/runs", "endpoint_url": endpoint, "region": "us-east-1"},
             "python": sys.executable, "price_per_gpu_hour": 0.0}}}))
         laptop_env = {**base, **LAPTOP_SECRETS, "AWS_DEFAULT_REGION": "us-east-1", "LATHE_CLUSTERS": str(clusters),
-                      "LATHE_HOME": str(workdir / "home")}
+                      "LATHE_HOME": str(workdir / "home"),
+                      # A 4 KB inline limit sends the 7 KB dataset through the store, as a large one would go.
+                      "LATHE_INLINE_LIMIT_BYTES": "4096"}
         c = Cluster(net, world.s3, workdir, short, laptop_env, head=head, worker=worker)
         net.start_ray(worker, [str(RAY), "start", "--block", "--address", f"{head.address}:6379", "--node-ip-address",
                                worker.address, "--num-cpus", "3", "--disable-usage-stats",
@@ -138,38 +140,23 @@ def an_export_gguf(method: str, path: str, _query: str) -> bool:
 
 @pytest.fixture(scope="module")
 def submitted(cluster: Cluster, remote_recipe: Path) -> dict:
-    """`lathe submit`, then a store outage in the export: the S3 server stops in the middle of the
-    export's first GGUF upload and stays down until the export task has spent the client's retries.
-    The export failed for a reason outside the recipe, the job records it as infrastructure, and
-    `lathe status` resubmits the run, which finishes. Every test of a submitted run (status, pull,
-    eval, secrets, pull faults) inspects this one run, made once."""
-    from ray.job_submission import JobStatus
-
+    """`lathe submit --no-export` of a few steps: it returns while the run is still queued or starting,
+    and the run trains on the worker host, its checkpoints and its dataset going through the store.
+    The status, `lathe runs` and the dashboard test inspect this run; the exporting run of this module
+    is `outage_run`, the one-command path (its export is what the pull, eval and secrets tests read)."""
+    cfg = yaml.safe_load(remote_recipe.read_text()) | {"max_steps": 6, "save_steps": 3}
+    recipe = remote_recipe.with_name("submitted.yml")
+    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
     started = time.monotonic()
-    # A 4 KB inline limit sends the 7 KB dataset through the store, as a large one would go.
-    cluster.env["LATHE_INLINE_LIMIT_BYTES"] = "4096"
-    client = _jobs(cluster)
-    cluster.s3.stop_during(an_export_gguf)
-    try:
-        proc = cluster.lathe("submit", str(remote_recipe), "--cluster", "netns")
-        run_id = proc.stdout.strip().splitlines()[-1]
-        returned_at, returned_after = time.time(), time.monotonic() - started
-        first = cluster.lathe("status", run_id).stdout
-        _wait(lambda: cluster.s3.cut, 900, "an export upload to be cut", 0.2)
-        # The job says so in its log (read from Ray's dashboard, not the store) once the export task has
-        # spent its retries; the store comes back while the job's last sync is still retrying.
-        _wait(lambda: "export failed" in client.get_job_logs(run_id), 300, "the cut-off export to give up", 0.5)
-    finally:
-        cluster.s3.stop_during(None)
-        cluster.s3.start()
-    _wait(lambda: client.get_job_status(run_id) in (JobStatus.FAILED, JobStatus.SUCCEEDED), 120,
-          "the first attempt's driver to exit", 1)
-    first_attempt = json.loads(cluster.store().get_bytes(f"{run_id}/run.json"))
-    # `lathe status` resubmits the run; each call is a process that costs seconds of CPU (imports, the
-    # Jobs API, the store), which the other xdist worker's runs need too: poll as a patient user would.
-    final = _wait(lambda: _terminal(cluster, run_id), 1500, f"run {run_id} to finish", interval=STATUS_POLL_S)
+    proc = cluster.lathe("submit", str(recipe), "--cluster", "netns", "--no-export")
+    run_id = proc.stdout.strip().splitlines()[-1]
+    returned_at, returned_after = time.time(), time.monotonic() - started
+    first = cluster.lathe("status", run_id).stdout
+    # Each `lathe status` is a process that costs seconds of CPU (imports, the Jobs API, the store), which
+    # the other xdist worker's runs need too: poll as a patient user would.
+    final = _wait(lambda: _terminal(cluster, run_id), 900, f"run {run_id} to finish", interval=STATUS_POLL_S)
     return {"run_id": run_id, "returned_at": returned_at, "returned_after": returned_after, "first_status": first,
-            "final_status": final, "first_attempt": first_attempt, "cut": cluster.s3.cut[0]}
+            "final_status": final}
 
 
 def _jobs(c: Cluster):
@@ -184,15 +171,16 @@ def _terminal(c: Cluster, run_id: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def pulled(cluster: Cluster, submitted: dict) -> Path:
+def pulled(cluster: Cluster, outage_run: OutageRun) -> Path:
+    """The exporting run pulled again by `lathe pull` alone, into a directory of its own."""
     runs = cluster.workdir / "laptop-runs"
-    cluster.lathe("pull", submitted["run_id"], "--runs-dir", str(runs))
-    return runs / submitted["run_id"]
+    cluster.lathe("pull", outage_run.run_id, "--runs-dir", str(runs))
+    return runs / outage_run.run_id
 
 
 def test_submit_returns_at_once_and_the_run_succeeds_on_the_worker(cluster: Cluster, submitted: dict) -> None:
     run_id = submitted["run_id"]
-    assert re.fullmatch(r"remote-\d{8}-\d{6}-[0-9a-f]{4}", run_id)
+    assert re.fullmatch(r"submitted-\d{8}-\d{6}-[0-9a-f]{4}", run_id)  # named after its recipe
     assert re.search(r": (PENDING|RUNNING)\b", submitted["first_status"]), submitted["first_status"]
     if ": SUCCEEDED" not in submitted["final_status"]:
         pytest.fail(f"{submitted['final_status']}\n{cluster.lathe('logs', run_id, check=False).stdout[-4000:]}")
@@ -212,30 +200,27 @@ def test_submit_returns_at_once_and_the_run_succeeds_on_the_worker(cluster: Clus
     assert run_id in runs and "SUCCEEDED" in runs
 
 
-def test_an_export_cut_off_by_the_store_is_resubmitted_and_finishes(cluster: Cluster, submitted: dict,
+def test_an_export_cut_off_by_the_store_is_resubmitted_and_finishes(cluster: Cluster, outage_run: OutageRun,
                                                                     figure) -> None:
-    """The submitted run's export lost its store mid-upload (fixture `submitted`): its first attempt
-    failed as infrastructure, and the resubmitted attempt finished with the whole export in the store."""
-    run_id, first = submitted["run_id"], submitted["first_attempt"]
-    assert "/export/gguf/" in submitted["cut"], submitted["cut"]
-    assert (first["state"], first.get("error_kind"), first["attempt"]) == ("FAILED", "infrastructure", 1), first
-    assert "export" in first.get("error", ""), first
-    assert f"{run_id}: SUCCEEDED" in submitted["final_status"], submitted["final_status"]
+    """The exporting run lost its store mid-upload in its export (fixture `outage_run`): that attempt
+    failed as infrastructure, and the laptop resubmitted it; the next attempt finished with the whole
+    export in the store."""
+    run_id, failed = outage_run.run_id, outage_run.export_failed
+    assert "/export/gguf/" in outage_run.export_cut, outage_run.export_cut
+    assert (failed["state"], failed.get("error_kind")) == ("FAILED", "infrastructure"), failed
+    assert "export" in failed.get("error", ""), failed
     store = cluster.store()
     record = json.loads(store.get_bytes(f"{run_id}/run.json"))
-    assert record["attempt"] == 2 and record["state"] == "SUCCEEDED", record
+    assert record["attempt"] == failed["attempt"] + 1 and record["state"] == "SUCCEEDED", record
     manifest = mf.Manifest.model_validate_json(store.get_bytes(f"{run_id}/export/{mf.MANIFEST}"))
     assert {"f16", "q8_0", "q4_k_m", "mlx-4bit"} <= set(manifest.levels())
-    figure(f"export cut mid-upload: {submitted['cut'].rsplit('/', 1)[-1]} cut off; resubmitted as attempt "
-           f"{record['attempt']}; SUCCEEDED")
+    figure(f"export cut mid-upload: {outage_run.export_cut.rsplit('/', 1)[-1]} cut off in attempt {failed['attempt']}; "
+           f"resubmitted as attempt {record['attempt']}; SUCCEEDED")
 
 
-@pytest.fixture(scope="module")
-def evaluated(cluster: Cluster, pulled: Path) -> subprocess.CompletedProcess:
-    return cluster.lathe("eval", str(pulled), "--backend", "all", timeout=900)
-
-
-def test_pull_then_eval_on_the_laptop(cluster: Cluster, pulled: Path, evaluated: subprocess.CompletedProcess) -> None:
+def test_pull_then_eval_on_the_laptop(cluster: Cluster, outage_run: OutageRun, pulled: Path) -> None:
+    """`lathe pull` brings the levels and leaves the full-precision weights in the store; the one-command
+    path's pull was evaluated on the laptop with both runtimes, every level a row."""
     manifest = mf.verify_present(pulled / "export")
     assert (pulled / "export" / "gguf" / "model-q4_k_m.gguf").is_file()
     assert not (pulled / "export" / "hf" / "model.safetensors").exists(), "full-precision weights stay in the store"
@@ -243,37 +228,46 @@ def test_pull_then_eval_on_the_laptop(cluster: Cluster, pulled: Path, evaluated:
     assert json.loads((pulled / "run.json").read_text())["state"] == "SUCCEEDED"
     assert manifest.run_id == pulled.name
     for level in ("f16", "q8_0", "q4_k_m", "mlx-4bit"):
-        assert f"│ {level} " in evaluated.stdout
-    report = json.loads((pulled / "eval" / "report.json").read_text())
+        assert f"│ {level} " in outage_run.proc.stdout
+    report = json.loads((outage_run.run_dir / "eval" / "report.json").read_text())
     assert {lvl["level"] for lvl in report["levels"]} == {"f16", "q8_0", "q4_k_m", "mlx-4bit"}
 
 
-def test_no_credential_travels(cluster: Cluster, submitted: dict, pulled: Path,
-                               evaluated: subprocess.CompletedProcess, figure) -> None:
+def _attempt_jobs(client, run_id: str) -> list[str]:
+    """Every Ray job of a run: the first attempt's (the run id) and each resubmission's (RUN-aN)."""
+    return sorted(j.submission_id for j in client.list_jobs()
+                  if j.submission_id == run_id or (j.submission_id or "").startswith(f"{run_id}-a"))
+
+
+def test_no_credential_travels(cluster: Cluster, submitted: dict, outage_run: OutageRun, pulled: Path,
+                               figure) -> None:
     """Both sides' credentials (AWS keys, HF tokens) and the cluster's Ray token, planted in the
-    environments, looked for in everything submit, train, export, pull, eval and publish wrote: the
-    Ray job's metadata, runtime_env and log, every object in the store (model files included), the
-    pulled and evaluated run, the published companion, the registry, every lathe command's output,
-    and all of Ray's own files on both hosts (session logs, runtime envs, GCS state)."""
-    run_id = submitted["run_id"]
+    environments, looked for in everything submit, run, train, export, pull, eval and publish wrote: every
+    attempt's Ray job metadata, runtime_env and log, every object in the store (model files included),
+    both pulled and evaluated copies, the published companion, the registry, every lathe command's
+    output, and all of Ray's own files on both hosts (session logs, runtime envs, GCS state)."""
     companion = cluster.workdir / "companion"
-    cluster.lathe("publish", str(pulled), "--to", str(companion))
+    cluster.lathe("publish", str(outage_run.run_dir), "--to", str(companion))
     client = _jobs(cluster)
     texts: dict[str, str | bytes] = {}
-    for job_id in (run_id, f"{run_id}-a2"):  # the first attempt and the resubmitted one
+    jobs = [job for run_id in (submitted["run_id"], outage_run.run_id) for job in _attempt_jobs(client, run_id)]
+    assert len(jobs) >= 3, jobs  # the submitted run's, the exporting run's and its resubmission's
+    for job_id in jobs:
         info = client.get_job_info(job_id)
         texts[f"job info {job_id}"] = json.dumps({"entrypoint": info.entrypoint, "metadata": info.metadata,
                                                   "runtime_env": info.runtime_env})
         texts[f"job log {job_id}"] = client.get_job_logs(job_id)
     store = cluster.store()
-    texts |= {f"store {key}": store.get_bytes(key) for key in store.list(f"{run_id}/")}
+    for run_id in (submitted["run_id"], outage_run.run_id):
+        texts |= {f"store {key}": store.get_bytes(key) for key in store.list(f"{run_id}/")}
     texts |= {f"lathe output {i}": text for i, text in enumerate(cluster.said)}
     token = (cluster.workdir / "ray-token").read_text().strip()
-    roots = [pulled, companion, cluster.ray_temp, Path(cluster.env["LATHE_HOME"]), Path(cluster.env["LATHE_CLUSTERS"])]
+    roots = [pulled, outage_run.run_dir, companion, cluster.ray_temp, Path(cluster.env["LATHE_HOME"]),
+             Path(cluster.env["LATHE_CLUSTERS"])]
     found = sweep([*LAPTOP_SECRETS.values(), *NODE_SECRETS.values(), token], roots, texts)
     assert (companion / "README.md").is_file() and found.files > 100
     assert not found.found, found.found
-    figure(f"secrets (remote run): {len(LAPTOP_SECRETS) + len(NODE_SECRETS) + 1} planted values in none of "
+    figure(f"secrets (remote runs): {len(LAPTOP_SECRETS) + len(NODE_SECRETS) + 1} planted values in none of "
            f"{found.summary()}")
 
 
@@ -292,9 +286,9 @@ def _journaled(root: Path) -> int:
     return total
 
 
-def test_a_killed_pull_resumes_and_fetches_again_at_most_a_part_per_file(cluster: Cluster, submitted: dict,
+def test_a_killed_pull_resumes_and_fetches_again_at_most_a_part_per_file(cluster: Cluster, outage_run: OutageRun,
                                                                          tmp_path: Path, figure) -> None:
-    run_id, part = submitted["run_id"], 256 * 1024
+    run_id, part = outage_run.run_id, 256 * 1024
     proc = subprocess.Popen([str(LATHE), "pull", run_id, "--runs-dir", str(tmp_path), "--part-size-mb", "0.25",
                              "--threads", "4", "--limit-rate", "1.5"], env=cluster.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -321,8 +315,9 @@ def test_a_killed_pull_resumes_and_fetches_again_at_most_a_part_per_file(cluster
            f"fetched {stats.bytes_fetched}; fetched again {refetched} (limit {in_flight} x {part})")
 
 
-def test_an_object_altered_in_the_store_is_detected(cluster: Cluster, submitted: dict, tmp_path: Path) -> None:
-    run_id = submitted["run_id"]
+def test_an_object_altered_in_the_store_is_detected(cluster: Cluster, outage_run: OutageRun,
+                                                   tmp_path: Path) -> None:
+    run_id = outage_run.run_id
     store = cluster.store()
     key = f"{run_id}/export/gguf/model-q8_0.gguf"
     original = store.get_bytes(key)
@@ -450,7 +445,7 @@ def _lands(method: str, query: str) -> bool:
 
 
 @dataclass
-class CutRun:
+class OutageRun:
     proc: subprocess.CompletedProcess
     run_dir: Path
     save_steps: int
@@ -459,15 +454,30 @@ class CutRun:
     whole: set[str]  # its files
     partial: set[str]  # the cut one's files that made it into the store
     registered: list[int]  # the steps of the checkpoints Ray Train had registered when the store came back
+    export_cut: str  # the export upload the second outage cut off
+    export_failed: dict  # run.json of the attempt whose export failed
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+
+def _newest_job(client, run_id: str) -> str:
+    jobs = [j for j in client.list_jobs() if j.submission_id == run_id or (j.submission_id or "").startswith(f"{run_id}-a")]
+    return max(jobs, key=lambda j: j.start_time or 0).submission_id
 
 
 @pytest.fixture(scope="module")
-def cut_run(cluster: Cluster, remote_recipe: Path) -> CutRun:
-    """The one-command path, `lathe run RECIPE --cluster netns`, through a store outage: the S3 server
-    stops in the middle of a checkpoint's upload after the first (one of its files in, the next cut
-    off) and comes back six seconds later."""
+def outage_run(cluster: Cluster, remote_recipe: Path) -> OutageRun:
+    """The one-command path, `lathe run RECIPE --cluster netns`, through two store outages, the run every
+    test of an exported remote run inspects (made once: it was two runs, ~500 s of test time each):
+    1. in training, the S3 server stops in the middle of a checkpoint's upload after the first (one of its
+       files in, the next cut off) and comes back once the cut-off worker has given up;
+    2. in the export, it stops in the middle of the first GGUF upload and stays down until the export
+       task has spent the client's retries: that attempt fails as infrastructure, and `lathe run`, which
+       follows the run, resubmits it; the next attempt exports, and the laptop pulls and evaluates."""
     cfg = yaml.safe_load(remote_recipe.read_text())
-    cfg["lathe"]["failure"] = {"max_failures": 3}
+    cfg["lathe"]["failure"] = {"max_failures": 3, "max_resubmits": 3}
     recipe = remote_recipe.with_name("outage.yml")
     recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
     order: list[str] = []  # checkpoint directories, in the order their uploads began
@@ -507,13 +517,37 @@ def cut_run(cluster: Cluster, remote_recipe: Path) -> CutRun:
     partial = {k.removeprefix(f"{prefix}{cut_dir}/") for k in store.list(f"{prefix}{cut_dir}/")}
     whole_step = json.loads(store.get_bytes(f"{prefix}{whole_dir}/trainer_state.json"))["global_step"]
     registered = _registered_steps(store, f"{prefix}checkpoint_manager_snapshot.json")
+
+    client = _jobs(cluster)
+    cluster.s3.stop_during(an_export_gguf)
+    try:
+        _wait(lambda: cluster.s3.cut or lathe.poll() is not None, 900, "an export upload to be cut", 0.2)
+        assert cluster.s3.cut, f"the run ended before its export was cut off: {lathe.communicate()}"
+        export_cut, job = cluster.s3.cut[0], _newest_job(client, run_id)
+        # The job says so in its log (read from Ray's dashboard, not the store) once the export task has
+        # spent its retries; the store comes back while the job's last sync is still retrying.
+        _wait(lambda: "export failed" in client.get_job_logs(job), 300, "the cut-off export to give up", 0.5)
+    finally:
+        cluster.s3.stop_during(None)
+        cluster.s3.start()
+    # The failed attempt's record, read before `lathe run` resubmits and the next attempt's driver
+    # writes over it: its last sync lands once the store is back, before Ray calls the job over.
+    attempt = 1 if job == run_id else int(job.rsplit("-a", 1)[1])
+
+    def failed_record() -> dict | None:
+        record = json.loads(store.get_bytes(f"{run_id}/run.json"))
+        assert record["attempt"] == attempt, f"attempt {record['attempt']} wrote over attempt {attempt}'s record first"
+        return record if record["state"] == "FAILED" else None
+
+    failed = _wait(failed_record, 120, "the failed attempt's record", 0.3)
     stdout, stderr = lathe.communicate(timeout=1800)
     proc = subprocess.CompletedProcess(lathe.args, lathe.returncode, stdout, stderr)
     cluster.said.append(f"$ lathe run {recipe}\n{stdout}\n{stderr}")
     if proc.returncode != 0:
         pytest.fail(f"{stdout[-2000:]}\n{stderr[-1500:]}\nrun.json: {store.get_bytes(f'{run_id}/run.json').decode()}\n"
                     f"{cluster.lathe('logs', run_id, check=False).stdout[-8000:]}")
-    return CutRun(proc, runs / run_id, cfg["save_steps"], cut_dir, whole_step, whole, partial, registered)
+    return OutageRun(proc, runs / run_id, cfg["save_steps"], cut_dir, whole_step, whole, partial, registered,
+                     export_cut, failed)
 
 
 def _registered_steps(store, key: str) -> list[int]:
@@ -523,9 +557,9 @@ def _registered_steps(store, key: str) -> list[int]:
     return [r["metrics"]["step"] for r in results if "step" in r.get("metrics", {})]
 
 
-def test_lathe_run_on_a_cluster_submits_follows_pulls_and_evaluates(cluster: Cluster, cut_run: CutRun) -> None:
-    """The one-command path ends with the table on the laptop, store outage or not."""
-    proc, run_dir = cut_run.proc, cut_run.run_dir
+def test_lathe_run_on_a_cluster_submits_follows_pulls_and_evaluates(cluster: Cluster, outage_run: OutageRun) -> None:
+    """The one-command path ends with the table on the laptop, store outages or not."""
+    proc, run_dir = outage_run.proc, outage_run.run_dir
     assert re.search(r"^run directory: (.+)$", proc.stdout, re.MULTILINE).group(1) == str(run_dir)
     assert "SUCCEEDED, pulled" in proc.stdout and "Every level, on this machine" in proc.stdout
     mf.verify_present(run_dir / "export")
@@ -536,32 +570,36 @@ def test_lathe_run_on_a_cluster_submits_follows_pulls_and_evaluates(cluster: Clu
     assert all(len(level["heldout"]) == 20 and level["reuse_rate"] is not None for level in report["levels"])
 
 
-def test_a_checkpoint_cut_off_mid_upload_is_never_resumed_from(cluster: Cluster, cut_run: CutRun, figure) -> None:
+def test_a_checkpoint_cut_off_mid_upload_is_never_resumed_from(cluster: Cluster, outage_run: OutageRun,
+                                                               figure) -> None:
     """Atomic checkpoints: the worker whose upload was cut off fails once Ray's upload retries run out,
     and training resumes from the newest checkpoint Ray Train had registered (registration comes only
     after a whole upload); the partial one stays in the store, never registered, never read. Either
     Ray Train restarts the worker group, or, when its controller itself failed on the store while
     saving its state, the laptop resubmits the run in place (an infrastructure failure)."""
-    run_id, cut_dir, save_steps = cut_run.run_dir.name, cut_run.cut_dir, cut_run.save_steps
-    assert cut_run.partial and cut_run.partial < cut_run.whole, \
-        f"the cut checkpoint should be partial: {sorted(cut_run.partial)} of {sorted(cut_run.whole)}"
+    run, cut_dir, save_steps = outage_run, outage_run.cut_dir, outage_run.save_steps
+    run_id = run.run_id
+    assert run.partial and run.partial < run.whole, \
+        f"the cut checkpoint should be partial: {sorted(run.partial)} of {sorted(run.whole)}"
     store, prefix = cluster.store(), f"{run_id}/ray/{run_id}/"
     snapshot = store.get_bytes(f"{prefix}checkpoint_manager_snapshot.json").decode()
     assert cut_dir not in snapshot, "the partial checkpoint was registered"
-    assert {k.removeprefix(f"{prefix}{cut_dir}/") for k in store.list(f"{prefix}{cut_dir}/")} == cut_run.partial
+    assert {k.removeprefix(f"{prefix}{cut_dir}/") for k in store.list(f"{prefix}{cut_dir}/")} == run.partial
 
-    events = [json.loads(ln) for ln in (cut_run.run_dir / "events.jsonl").read_text().splitlines()]
-    starts = [e for e in events if e["event"] == "worker_start" and e["rank"] == 0]
+    events = [json.loads(ln) for ln in (run.run_dir / "events.jsonl").read_text().splitlines()]
+    # Training's starts; the attempt resubmitted after the export's outage restores the final model
+    # (resume_step -1) and trains nothing.
+    starts = [e for e in events if e["event"] == "worker_start" and e["rank"] == 0 and e["resume_step"] >= 0]
     assert len(starts) >= 2 and starts[0]["resume_step"] == 0, starts
-    resumed, cut_step = starts[-1]["resume_step"], cut_run.whole_step + save_steps
-    expected = max(cut_run.registered, default=0)
+    resumed, cut_step = starts[-1]["resume_step"], run.whole_step + save_steps
+    expected = max(run.registered, default=0)
     assert resumed == expected and resumed != cut_step, \
-        f"resumed from step {resumed}; registered when the store came back: {cut_run.registered}; cut: {cut_step}"
-    attempt = json.loads((cut_run.run_dir / "run.json").read_text())["attempt"]
-    points = [json.loads(ln) for ln in (cut_run.run_dir / "metrics.jsonl").read_text().splitlines()]
+        f"resumed from step {resumed}; registered when the store came back: {run.registered}; cut: {cut_step}"
+    attempt = run.export_failed["attempt"]  # training had ended in this attempt
+    points = [json.loads(ln) for ln in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     before = max(p["step"] for p in points if p["time"] < starts[-1]["time"])
     how = "Ray Train restarted the worker group" if attempt == 1 else f"the laptop resubmitted it (attempt {attempt})"
-    figure(f"checkpoint cut mid-upload: {len(cut_run.partial)} of {len(cut_run.whole)} files of the step {cut_step} "
-           f"checkpoint landed; {how}; resumed from step {resumed} (registered: {cut_run.registered}); "
+    figure(f"checkpoint cut mid-upload: {len(run.partial)} of {len(run.whole)} files of the step {cut_step} "
+           f"checkpoint landed; {how}; resumed from step {resumed} (registered: {run.registered}); "
            f"steps redone {before - resumed} (checkpoint every {save_steps})")
     assert points[-1]["step"] == points[-1]["max_steps"]

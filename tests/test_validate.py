@@ -93,6 +93,12 @@ CATALOGUE: list[tuple[str, Callable[[dict], None], str]] = [
      ("bad.yml: lathe.export.gguf[0]: Input should be 'f32', 'f16', 'bf16', 'q8_0', 'q6_k', 'q5_k_m', 'q5_k_s', 'q4_k_m', "
      "'q4_k_s', 'iq4_nl', 'iq4_xs', 'q3_k_l', 'q3_k_m', 'iq3_m', 'q3_k_s', 'iq3_s', 'iq3_xxs', 'q2_k', 'iq2_m', 'iq2_s', "
      "'iq2_xs' or 'iq2_xxs'")),
+    ("base-source-without-a-gguf-base", _set("lathe.export.base_gguf", "source"),
+     "bad.yml: lathe.export.base_gguf: 'source' is a GGUF base's own file, and base_model is not a .gguf file"),
+    ("base-gguf-unknown", _set("lathe.export.base_gguf", "q4_1"),
+     ("bad.yml: lathe.export.base_gguf: Input should be 'f32', 'f16', 'bf16', 'q8_0', 'q6_k', 'q5_k_m', 'q5_k_s', "
+      "'q4_k_m', 'q4_k_s', 'iq4_nl', 'iq4_xs', 'q3_k_l', 'q3_k_m', 'iq3_m', 'q3_k_s', 'iq3_s', 'iq3_xxs', 'q2_k', "
+      "'iq2_m', 'iq2_s', 'iq2_xs', 'iq2_xxs' or 'source'")),
     ("gate-for-unexported-level", _set("lathe.eval.gates", {"q6_k": {"max_flips": 1}}),
      ("bad.yml: lathe: gate for level 'q6_k' which is not exported (exported: f16, iq3_xxs, iq4_xs, iq4_xs-static, mlx-4bit, "
      "mlx-8bit, mlx-f16, mlx-mixed_3_6, q2_k, q2_k-static, q3_k_m, q3_k_m-static, q4_k_m, q4_k_m-static, q8_0)")),

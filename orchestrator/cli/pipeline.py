@@ -112,7 +112,7 @@ def eval_(
     max_tokens: Annotated[int, typer.Option()] = 48,
     sweep: Annotated[list[str] | None, typer.Option(
         help="Also score the eval set at these values, e.g. temperature=0,0.7 (repeatable; all combinations).")] = None,
-    judge: Annotated[Path | None, typer.Option(help="A chat GGUF that grades every arena answer 1-10.")] = None,
+    judge: Annotated[Path | None, typer.Option(help="A chat GGUF that grades every arena answer (1-9), checked on control pairs first.")] = None,
     base: Annotated[Path | None, typer.Option(
         help="A GGUF of the base model for the arena (default: the run's base/ export, if any).")] = None,
     arena: Annotated[int, typer.Option(help="Arena rounds to print (all are in the report); -1: all.")] = 0,

@@ -183,6 +183,25 @@ def export_base(base_model: Path, out: Path, level: str) -> Path:
     return target
 
 
+def base_source(base_dir: Path) -> Path:
+    """The GGUF file a base was made from (`base_gguf: source`), checked against the sha256 its
+    provenance recorded: the arena's base is then byte for byte the file the user runs."""
+    provenance = gguf_base.Provenance.read(base_dir)
+    if provenance is None:
+        raise LatheError(f"base_gguf: source: the base {base_dir} was not made from a GGUF file")
+    source = Path(provenance.source)
+    if not source.is_file() or gguf_base.sha256(source) != provenance.sha256:
+        raise LatheError(f"base_gguf: source: {source} is not the file the base was made from "
+                         f"(sha256 {provenance.sha256[:12]}) on this machine")
+    return source
+
+
+def source_level(source: Path) -> str:
+    """The level name of a source GGUF (its file type as llama.cpp names it, lower case: q4_1, q8_0...)."""
+    name = gguf_base.read_header(source).quantization.lower()
+    return name if name.replace("_", "").isalnum() else "source"  # "file type 36", "unknown": no name to use
+
+
 def _merge_and_ladder(plan: ExportPlan, out: Path, levels: dict[str, tuple[mf.Format, str | None]],
                       step: Callable[[str], None]) -> tuple[int, dict | None, dict | None]:
     """Merge (and check the merge), convert to GGUF, prove the tokenizer, calibrate, quantize the ladder:
@@ -228,7 +247,14 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
     # (a converter subprocess, mostly its own torch import), not after them.
     base_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lathe-base-gguf")
     base_done = None
-    if plan.base_gguf:
+    if plan.base_gguf == "source":
+        source = base_source(local_model_dir(plan.base_model))
+        level = source_level(source)
+        step(f"the base for the arena: {source.name} itself ({level}), as its users run it")
+        (out / "base").mkdir()
+        shutil.copyfile(source, out / "base" / f"model-{level}.gguf")
+        levels[f"base/model-{level}.gguf"] = ("gguf", level)
+    elif plan.base_gguf:
         step(f"converting the base model to GGUF {plan.base_gguf} (for the arena), beside the rest")
         base_done = base_pool.submit(export_base, local_model_dir(plan.base_model), out / "base", plan.base_gguf)
     base_pool.shutdown(wait=False)

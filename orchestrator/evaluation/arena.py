@@ -4,28 +4,20 @@ Numbers say how far a level drifted; the arena shows what that drift does to an
 answer. Identical answers are grouped, so a level that still says what full
 precision says takes one line, and one that changed its answer stands out.
 
-An optional judge (any chat GGUF) scores each answer 1-10 against the item's
-expected answer, or against the full-precision answer when there is none. Its
-output is constrained by a grammar to a number, so a weak judge cannot produce
-an unparseable verdict.
+An optional judge (any chat GGUF; orchestrator/evaluation/judge.py) grades each
+answer against the item's expected answer, or against the full-precision answer
+when there is none, and is itself checked on control pairs.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from orchestrator.evaluation.tasks import Item
-
-JUDGE_GRAMMAR = 'root ::= "10" | [1-9]'
-JUDGE_SYSTEM = "You grade answers. Reply with one number from 1 (wrong) to 10 (same meaning as the reference)."
-
 
 @dataclass
 class Contestant:
@@ -41,7 +33,7 @@ class Round:
     expected: str | None
     answers: dict[str, str]  # contestant -> output
     correct: dict[str, bool] = field(default_factory=dict)
-    judge: dict[str, int] = field(default_factory=dict)
+    judge: dict[str, float] = field(default_factory=dict)  # contestant -> the judge's expected grade, 1-9
 
     def groups(self) -> list[tuple[str, list[str]]]:
         """Distinct answers, each with the contestants that gave it, in contestant order."""
@@ -69,42 +61,6 @@ def build_rounds(items: list[Item], open_prompts: list[str], contestants: list[C
     return rounds
 
 
-def _judge_all(judge_path: str, tasks: list[dict[str, str]]) -> list[int]:
-    """Runs in a fresh process: one constrained, greedy verdict per task."""
-    from llama_cpp import Llama, LlamaGrammar
-
-    judge = Llama(model_path=judge_path, n_ctx=1024, verbose=False, seed=0)
-    grammar = LlamaGrammar.from_string(JUDGE_GRAMMAR, verbose=False)
-    scores = []
-    for task in tasks:
-        user = (f"Question: {task['prompt']}\nReference answer: {task['reference']}\n"
-                f"Answer to grade: {task['answer']}\nGrade:")
-        out = judge.create_chat_completion(
-            messages=[{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}],
-            grammar=grammar, temperature=0.0, max_tokens=3,
-        )
-        scores.append(int(out["choices"][0]["message"]["content"].strip()))
-    return scores
-
-
-def judge(rounds: list[Round], judge_path: Path, full_precision: str | None) -> None:
-    """Fill `Round.judge` for every answer that has something to be compared with."""
-    tasks, slots = [], []
-    for r in rounds:
-        reference = r.expected or (r.answers.get(full_precision) if full_precision else None)
-        if not reference:
-            continue
-        for name, answer in r.answers.items():
-            tasks.append({"prompt": r.prompt, "reference": reference, "answer": answer})
-            slots.append((r, name))
-    if not tasks:
-        return
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        scores = pool.submit(_judge_all, str(judge_path), tasks).result()
-    for (r, name), score in zip(slots, scores, strict=True):
-        r.judge[name] = score
-
-
 def _mark(r: Round, name: str) -> str:
     if name not in r.correct:
         return ""
@@ -122,7 +78,7 @@ def markdown(rounds: list[Round]) -> list[str]:
         for text, names in r.groups():
             row = [", ".join(names), _md(text) or "(empty)", " ".join(sorted({_mark(r, n) for n in names}))]
             if has_judge:
-                row.append(", ".join(str(r.judge[n]) for n in names if n in r.judge))
+                row.append(", ".join(f"{r.judge[n]:.1f}" for n in names if n in r.judge))
             lines.append("| " + " | ".join(row) + " |")
     return lines + [""]
 
@@ -148,7 +104,7 @@ def render(rounds: list[Round], console: Console, limit: int | None = None) -> N
             row = [", ".join(names), " ".join(text.split()) or "(empty)",
                    " ".join(sorted({_mark(r, n) for n in names}))]
             if has_judge:
-                row.append(", ".join(str(r.judge[n]) for n in names if n in r.judge))
+                row.append(", ".join(f"{r.judge[n]:.1f}" for n in names if n in r.judge))
             table.add_row(*row)
         console.print(table)
     if limit is not None and len(rounds) > limit:

@@ -16,6 +16,7 @@ from orchestrator import manifest as mf
 from orchestrator import reference_format
 from orchestrator.errors import LatheError, RecipeError
 from orchestrator.evaluation import arena as arena_mod
+from orchestrator.evaluation import judge as judge_mod
 from orchestrator.evaluation import lanes, memorisation, retained
 from orchestrator.evaluation.backends import scoring_bytes
 from orchestrator.evaluation.benchmarks import suites as benchmarks
@@ -298,11 +299,12 @@ def evaluate(
     contestants += [_contestant(r.level, r.answers, r.arena, {k: v["output"] for k, v in r.heldout.items()})
                     for r in results]
     rounds = arena_mod.build_rounds(items + heldout_items, block.eval.arena_prompts, contestants)
+    judged = None
     if judge_path is not None:
         if progress:
             progress(f"judging the arena with {judge_path.name}")
         full = full_precision(results)
-        arena_mod.judge(rounds, judge_path, full.level if full else None)
+        judged = judge_mod.grade(rounds, judge_path, full.level if full else None, block.eval.significance_level)
 
     failures = gate_failures(results, block.eval.gates)
     not_checked = unchecked(results, block.eval.gates)
@@ -310,7 +312,7 @@ def evaluate(
                             {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores,
                             calibration=manifest.calibration, merge_check=manifest.merge_check,
                             base_provenance=manifest.base_provenance, unchecked_gates=not_checked,
-                            base_retained=base_kept)
+                            base_retained=base_kept, judge=judged.as_json() if judged else None)
     report.write(evaluation, run, manifest, ref_meta, context)
     if run.record_path.is_file():
         run.mark(timeline.EVAL_DONE)

@@ -180,7 +180,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         base_benchmarks=evaluation.base_benchmarks, samplings=[s.model_dump() for s in evaluation.samplings], arena=arena.as_json(evaluation.rounds),
         merge_check=evaluation.merge_check, calibration=evaluation.calibration,
         base_provenance=evaluation.base_provenance, calibration_effect=export_report.comparison(results),
-        runtime_gap=runtime_gap(results), base_retained=evaluation.base_retained,
+        runtime_gap=runtime_gap(results), base_retained=evaluation.base_retained, judge=evaluation.judge,
     ).save(out)
     plot_quality_vs_size(results, out / "quality_vs_size.png")
     has_loss = plot_loss(run.metrics(), out / "loss_curve.png")
@@ -243,6 +243,8 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         lines += ["![training loss](loss_curve.png)", ""]
     if evaluation.rounds:
         lines += arena.markdown(evaluation.rounds)
+    if evaluation.judge:
+        lines += [f"{judge_line(evaluation.judge)}. Each grade is {evaluation.judge['method']}.", ""]
     text = "\n".join(lines)
     (out / "report.md").write_text(text)
     html_report.write(text, out, f"Evaluation of {manifest.run_id}")
@@ -281,8 +283,16 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
     full = full_precision(evaluation.results)
     if evaluation.rounds and full is not None:
         out.print(arena.summary(evaluation.rounds, full.level))
+    if evaluation.judge:
+        out.print(judge_line(evaluation.judge))
     if evaluation.rounds and arena_rounds != 0:
         arena.render(evaluation.rounds, out, arena_rounds)
+
+
+def judge_line(judged: dict) -> str:
+    from orchestrator.evaluation.judge import JudgeCheck
+
+    return JudgeCheck(**{k: judged[k] for k in ("judge", "pairs", "right_above", "p_value", "alpha")}).line()
 
 
 def unchecked_line(evaluation: Evaluation) -> str:

@@ -81,6 +81,7 @@ class Evaluation:
     base_provenance: dict[str, str] | None = None  # the manifest's: a base made from a GGUF file
     unchecked_gates: list[str] = field(default_factory=list)  # gated levels not evaluated here
     base_retained: dict[str, dict[str, Any]] = field(default_factory=dict)  # the base's lathe.eval.retained answers
+    judge: dict[str, Any] | None = None  # the arena's judge and how it did on the control pairs (judge.JudgeCheck)
 
 
 class Report(BaseModel):
@@ -95,6 +96,7 @@ class Report(BaseModel):
     levels: list[LevelResult]
     gate_failures: list[str] = Field(default_factory=list)
     gates_unchecked: list[str] = Field(default_factory=list)  # gated levels not evaluated (not pulled)
+    judge: dict[str, Any] | None = None  # the arena judge and its control-pair check
     base_task_score: float | None = None
     base_reuse_rate: float | None = None
     base_perplexity: dict[str, float | None] = Field(default_factory=dict)  # "domain", "general"

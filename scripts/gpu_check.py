@@ -15,6 +15,9 @@ try so one missing piece does not hide the rest:
 3. Axolotl on CUDA in bf16 (LoRA), then with DeepSpeed ZeRO-2 on one GPU, where both are importable;
 4. llama.cpp built with CUDA (when nvcc is there): llama-bench on every GGUF level, GPU layers vs CPU.
 
+For a short lease: GPU_CHECK_ONLY_LLAMA=1 skips the LoRA steps, GPU_CHECK_FA=OFF builds llama.cpp without
+FlashAttention's CUDA kernels (236 s instead of ~320 s on 16 cores), GPU_CHECK_LEVELS=f16,q4_k_m benches those.
+
 Every step records what ran, its figures, or exactly why it could not. Without a GPU, the CUDA steps
 record "no CUDA device" and the CPU figures still come out: that is the dry run.
 """

@@ -79,6 +79,16 @@ def test_preflight_names_the_bad_host_and_starts_nothing(colo: harness.Colo) -> 
         **colo.base["node_env"], "wheelhouse": colo.base["node_env"]["wheelhouse"] + "nowhere/"})))
     assert gone.returncode == 6 and gone.stderr.count("cannot be read from the host (File not found)") == 2, gone.stderr
 
+    # Two hosts whose state_dir is one folder, as with the default ~/.lathe-node in an NFS home (the netns
+    # hosts share this machine's filesystem: the same path is the same folder, seen from both).
+    h1_state = next(h["state_dir"] for h in colo.base["hosts"] if h["name"] == "h1")
+    shared = colo.lathe("cluster", "up", str(harness.two_hosts(colo, "sharedhome", h2={"state_dir": h1_state})))
+    assert shared.returncode == 6 and "preflight failed on 2 of 2 hosts" in shared.stderr, shared.stderr
+    for host, other in (("h1", "h2"), ("h2", "h1")):
+        assert re.search(rf"{host} \(\S+\): state_dir {re.escape(h1_state)} is the same folder on {other} "
+                         r"\(a shared home\?\)", shared.stderr), shared.stderr
+    assert not list(colo.workdir.glob(".lathe-preflight-*")), "the markers go again"
+
     unknown = colo.inventory("unknown", known_hosts=str(colo.workdir / "empty_known_hosts"))
     (colo.workdir / "empty_known_hosts").write_text("")
     refused = colo.lathe("cluster", "up", str(unknown))

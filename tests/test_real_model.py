@@ -99,7 +99,7 @@ def test_the_arenas_base_is_the_source_file_itself(real_run: RealRun) -> None:
     base = [a for a in mf.load(real_run.run.path / "export").artifacts if a.role == "base"]
     assert [(a.path, a.level) for a in base] == [("base/model-q4_1.gguf", "q4_1")]
     assert base[0].sha256 == gguf_base.sha256(SMOLLM2)
-    assert f"the base for the arena: {SMOLLM2.name} itself (q4_1)" in " ".join(real_run.stdout.split())
+    assert f"the base for the arena: {SMOLLM2.name} itself (q4_1)" in " ".join(real_run.stderr.split())  # progress
     report = json.loads((real_run.run.path / "eval" / "report.json").read_text())
     assert len(report["base_retained"]) == 26
 

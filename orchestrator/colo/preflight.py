@@ -1,9 +1,11 @@
 """Every check `lathe cluster up` makes before it changes anything: the OS, Python and Ray on each
 host (or, for a venv, Python 3.12, room for it and a wheelhouse with this laptop's lathe), disk, the
-GPUs it declares and their driver, and whether every worker can reach the head's Ray port."""
+GPUs it declares and their driver, that no two hosts share a state_dir (an NFS home), and whether every
+worker can reach the head's Ray port."""
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import time
 
@@ -121,6 +123,36 @@ def _probe_ray_port(inv: Inventory, nodes: dict[str, Node], failures: dict[str, 
             failures.setdefault(head.name, []).append(f"port {port} is already in use by another program")
 
 
+def _shared_state_dirs(nodes: dict[str, Node], failures: dict[str, list[str]]) -> None:
+    """Hosts whose state_dir is one folder (hosts that share an NFS home, with the default ~/.lathe-node):
+    their pid, spec and Ray token files would collide, and `down` on one could signal a pid of another.
+    Each host leaves a marker where its state_dir is (or in the nearest folder above it that exists);
+    a host that sees another's marker there, under the same path, shares its folder. The markers go again."""
+    alive = [n for n in nodes.values() if n.name not in failures]
+    nonce = secrets.token_hex(4)
+
+    def where(node: Node) -> str:
+        return f'd={shlex.quote(node.state_dir)}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done'
+
+    def marker(node: Node) -> str:
+        return f".lathe-preflight-{nonce}-{node.name}"
+
+    for node in alive:
+        node.sh(f'{where(node)}; : > "$d/{marker(node)}"', check=False)
+    try:
+        for node in alive:
+            seen = set(node.sh(f'{where(node)}; ls -A "$d"', check=False).split())
+            others = [o.name for o in alive if o is not node and marker(o) in seen and o.state_dir == node.state_dir]
+            if others:
+                failures.setdefault(node.name, []).append(
+                    f"state_dir {node.state_dir} is the same folder on {', '.join(others)} (a shared home?): their "
+                    f"pids, service specs and Ray token would collide; give each host its own state_dir "
+                    f"(e.g. {node.state_dir}-{node.name})")
+    finally:
+        for node in alive:
+            node.sh(f'{where(node)}; rm -f "$d/{marker(node)}"', check=False)
+
+
 def _node_python_for_probe(node: Node) -> str:
     return node.facts.get("py", {}).get("executable") or node.host.python
 
@@ -145,6 +177,7 @@ def preflight(inv: Inventory) -> dict[str, Node]:
     for name, version in pythons.items():
         if head_py and version != head_py and inv.node_env.kind == "existing":
             failures.setdefault(name, []).append(f"Python {version}, the head has {head_py}: Ray needs one version")
+    _shared_state_dirs(nodes, failures)
     if not failures:
         _probe_ray_port(inv, nodes, failures)
     if failures:

@@ -62,7 +62,10 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lathe-status-bench-"))
     os.environ |= {"LATHE_HOME": str(work / "home"), "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                   "AWS_DEFAULT_REGION": "us-east-1", "RAY_USAGE_STATS_ENABLED": "0"}
+                   "AWS_DEFAULT_REGION": "us-east-1", "RAY_USAGE_STATS_ENABLED": "0",
+                   # Ray 2.60 turns token auth on by itself when ~/.ray/auth_token exists (a `ray` command
+                   # once made one): the bench's head and its clients are this process's, on loopback.
+                   "RAY_AUTH_MODE": "disabled"}
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -70,10 +73,15 @@ def main() -> None:
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
     s3.start()
     ray_bin = Path(sys.executable).with_name("ray")
+    # Every port Ray would otherwise take by default, free ones: another Ray on this machine (a test run's)
+    # holding the dashboard agent's 52365 killed this head's agent at start ("one Ray agent failed").
+    agent_ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+        "node-manager-port", "object-manager-port", "ray-client-server-port")]
     head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--port", str(_free_port()),
                              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port), "--num-cpus", "1",
-                             "--temp-dir", str(work / "ray")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                             *agent_ports, "--temp-dir", str(work / "ray")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait(f"http://127.0.0.1:{dash_port}/api/version")
         _measure(args, work, f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{dash_port}")

@@ -42,9 +42,12 @@ test: setup
 	$(PY) scripts/pytest_then_exit.py -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart=0 $(PYTEST_ARGS)
 
 ## The inner loop: unit tests, validation, and one short end-to-end run (`lathe run` in a netns); no clusters.
+## (Its tests build what they need into a cache of their own: set-up skips the demo's tiny base.)
+test-fast: export LATHE_NO_DEMO_BASE := 1
 test-fast: setup
 	$(PY) scripts/pytest_then_exit.py --fast -n $(PYTEST_WORKERS) --dist loadgroup --max-worker-restart=0 $(PYTEST_ARGS)
 
+lint: export LATHE_NO_DEMO_BASE := 1
 lint: setup
 	$(PY) -m ruff check orchestrator tests bench
 

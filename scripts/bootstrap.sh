@@ -149,10 +149,11 @@ if [ -n "$compile_pid" ]; then
   wait "$compile_pid" || { echo "bootstrap: building llama.cpp failed" >&2; exit 1; }
   log "llama.cpp's tools are in $TOOLS_BIN"
 fi
-# A user's set-up (not the tests': they build theirs into a cache of their own) builds the quickstart's tiny
-# base once, so that the first `make demo` trains at once: ~3.5 min of a cold first demo (its 400
-# pretraining steps), paid here instead. A second set-up finds it in the cache and does nothing.
-if [ -z "${LATHE_SETUP_FOR_TESTS:-}" ] && ! "$VENV/bin/python" -c \
+# A user's set-up builds the quickstart's tiny base once, so that the first `make demo` trains at once:
+# ~3.5 min of a cold first demo (its 400 pretraining steps), paid here instead. A second set-up finds it
+# in the cache and does nothing. Not for the tests (they build theirs into a cache of their own) nor for
+# targets that never train it (LATHE_NO_DEMO_BASE: `make test-fast`, `make lint`).
+if [ -z "${LATHE_SETUP_FOR_TESTS:-}${LATHE_NO_DEMO_BASE:-}" ] && ! "$VENV/bin/python" -c \
     'import sys; from orchestrator import tinymodel; sys.exit(0 if tinymodel.is_built("tiny://llama") else 1)'; then
   log "building the quickstart's tiny base model once (~3 min on 2 cores), so that the first demo trains at once"
   built_log=$(mktemp)

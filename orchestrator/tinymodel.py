@@ -216,13 +216,13 @@ def _model_config(spec: TinySpec, vocab: int, ids: dict[str, int]):
 
 def build(spec: TinySpec, out_dir: Path) -> Path:
     """Write tokenizer and float32 weights to `out_dir` atomically; return it."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):  # refused before torch's import: at once, not in 17 s
+        raise FileExistsError(f"{out_dir}: exists and is not empty")
     with quiet_stderr():
         import torch
         from transformers import AutoModelForCausalLM
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir}: exists and is not empty")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
     staging.chmod(0o755)

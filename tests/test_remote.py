@@ -233,10 +233,10 @@ def test_pull_then_eval_on_the_laptop(cluster: Cluster, outage_run: OutageRun, p
     assert {lvl["level"] for lvl in report["levels"]} == {"f16", "q8_0", "q4_k_m", "mlx-4bit"}
 
 
-def _attempt_jobs(client, run_id: str) -> list[str]:
+def _run_jobs(client, run_id: str) -> list:
     """Every Ray job of a run: the first attempt's (the run id) and each resubmission's (RUN-aN)."""
-    return sorted(j.submission_id for j in client.list_jobs()
-                  if j.submission_id == run_id or (j.submission_id or "").startswith(f"{run_id}-a"))
+    return [j for j in client.list_jobs()
+            if j.submission_id == run_id or (j.submission_id or "").startswith(f"{run_id}-a")]
 
 
 def test_no_credential_travels(cluster: Cluster, submitted: dict, outage_run: OutageRun, pulled: Path,
@@ -250,7 +250,8 @@ def test_no_credential_travels(cluster: Cluster, submitted: dict, outage_run: Ou
     cluster.lathe("publish", str(outage_run.run_dir), "--to", str(companion))
     client = _jobs(cluster)
     texts: dict[str, str | bytes] = {}
-    jobs = [job for run_id in (submitted["run_id"], outage_run.run_id) for job in _attempt_jobs(client, run_id)]
+    jobs = sorted(j.submission_id for run_id in (submitted["run_id"], outage_run.run_id)
+                  for j in _run_jobs(client, run_id))
     assert len(jobs) >= 3, jobs  # the submitted run's, the exporting run's and its resubmission's
     for job_id in jobs:
         info = client.get_job_info(job_id)
@@ -463,8 +464,7 @@ class OutageRun:
 
 
 def _newest_job(client, run_id: str) -> str:
-    jobs = [j for j in client.list_jobs() if j.submission_id == run_id or (j.submission_id or "").startswith(f"{run_id}-a")]
-    return max(jobs, key=lambda j: j.start_time or 0).submission_id
+    return max(_run_jobs(client, run_id), key=lambda j: j.start_time or 0).submission_id
 
 
 @pytest.fixture(scope="module")

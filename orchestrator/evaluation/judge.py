@@ -16,10 +16,9 @@ A judge that does not separate is shown as such beside every grade it gave.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,10 +57,17 @@ class JudgeCheck:
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "separates": self.separates, "method": METHOD}
 
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> JudgeCheck:
+        """Back from `as_json` (report.json's `judge`): its derived keys are dropped."""
+        return cls(**{f.name: raw[f.name] for f in fields(cls)})
+
 
 def sign_test_p(successes: int, trials: int) -> float:
-    """P(X >= successes) for X ~ Binomial(trials, 1/2)."""
-    return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2**trials
+    """P(X >= successes) for X ~ Binomial(trials, 1/2): the one-sided twin of deltas.sign_test_p."""
+    from scipy.stats import binomtest
+
+    return 1.0 if trials == 0 else float(binomtest(successes, trials, 0.5, alternative="greater").pvalue)
 
 
 def controls() -> list[dict[str, str]]:
@@ -124,8 +130,8 @@ def grade(rounds: list[Round], judge_path: Path, full_precision: str | None, alp
                   for side in ("right", "wrong")]
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         grades = pool.submit(_grade_all, str(judge_path), tasks).result()
-    for (r, name), value in zip(slots, grades, strict=False):
+    answered, control = grades[:len(slots)], grades[len(slots):]
+    for (r, name), value in zip(slots, answered, strict=True):
         r.judge[name] = round(value, 2)
-    control = grades[len(slots):]
     right_above = sum(control[2 * i] > control[2 * i + 1] for i in range(len(pairs)))
     return JudgeCheck(judge_path.name, len(pairs), right_above, sign_test_p(right_above, len(pairs)), alpha)

@@ -292,7 +292,7 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
 def judge_line(judged: dict) -> str:
     from orchestrator.evaluation.judge import JudgeCheck
 
-    return JudgeCheck(**{k: judged[k] for k in ("judge", "pairs", "right_above", "p_value", "alpha")}).line()
+    return JudgeCheck.from_json(judged).line()
 
 
 def unchecked_line(evaluation: Evaluation) -> str:

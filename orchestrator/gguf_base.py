@@ -8,7 +8,9 @@ base is named says so (`provenance`).
 The GGUF's own tokenizer is the truth. transformers rebuilds an HF tokenizer from the GGUF's
 vocabulary and merges but not its pre-tokenizer (which splits text before BPE: SmolLM2 splits digits
 one by one); the one llama.cpp names is restored here, and the result is proven token for token
-against llama.cpp on a probe, special tokens included, before any training is paid for.
+against llama.cpp on a probe, special tokens included, before any training is paid for. A SentencePiece
+tokenizer (Gemma) becomes a BPE tokenizer.json that llama.cpp's converter cannot turn back, so the export
+copies this file's tokenizer into every GGUF it writes (`export.vocab_source`), proven again there.
 
 Validation (`problems`) reads the header only: cheap, with no torch.
 """
@@ -30,6 +32,8 @@ from orchestrator.cache import cache_home
 from orchestrator.errors import LatheError
 
 SUFFIX = ".gguf"
+# tokenizer.ggml.model values an export can write back: gpt2 (byte-level BPE), llama (SentencePiece).
+EXPORTABLE_TOKENIZERS = frozenset({"gpt2", "llama"})
 PROVENANCE = "lathe-base-provenance.json"
 
 # llama.cpp's pre-tokenizer names (tokenizer.ggml.pre) -> the HF pre-tokenizer that splits the same way.
@@ -100,11 +104,12 @@ def problems(path: Path) -> list[str]:
     if header.architecture not in loadable_architectures():
         found.append(f"{path.name}: architecture '{header.architecture}' cannot be loaded from GGUF by this "
                      f"transformers (it can: {', '.join(sorted(loadable_architectures()))})")
-    if header.tokenizer_model != "gpt2":
-        # transformers rebuilds a SentencePiece vocabulary as a BPE tokenizer.json with no tokenizer.model,
-        # and llama.cpp's converter has no route back from that to the GGUF's own tokenizer.
-        found.append(f"{path.name}: its tokenizer is '{header.tokenizer_model}' (SentencePiece); Lathe can train "
-                     "it but not yet export it back to GGUF, so it refuses it before the training is paid for")
+    if header.tokenizer_model not in EXPORTABLE_TOKENIZERS:
+        # Byte-level BPE goes back through llama.cpp's converter; SentencePiece is copied from this file
+        # into every exported GGUF (cluster/gguf_convert). Anything else has no tested route back.
+        found.append(f"{path.name}: its tokenizer is '{header.tokenizer_model}'; Lathe exports "
+                     f"{' and '.join(sorted(EXPORTABLE_TOKENIZERS))} tokenizers only, so it refuses it before "
+                     "the training is paid for")
     return found
 
 
@@ -201,6 +206,7 @@ def _make(path: Path, digest: str, out: Path, say: Callable[[str], None]) -> Non
     with quiet_stderr(switches=False):
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     _restore_pre_tokenizer(tokenizer, header.pre_tokenizer)
+    _restore_framing(tokenizer, path)
     say(f"{path.name}: dequantizing its {header.quantization} weights to float32")
     with quiet_stderr(switches=False):
         loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
@@ -226,6 +232,18 @@ def _make(path: Path, digest: str, out: Path, say: Callable[[str], None]) -> Non
     (out / PROVENANCE).write_text(json.dumps(asdict(provenance), indent=2) + "\n")
     say(f"{path.name}: ready in {time.monotonic() - began:.0f} s ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
         f"parameters, full precision = {provenance.full_precision})")
+
+
+def _restore_framing(tokenizer: Any, path: Path) -> None:
+    """Add the BOS/EOS the GGUF says a text gets: transformers' conversion drops Gemma's `<bos>`, and
+    Gemma without it is another model (the tokenizer proof checks this framing too)."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    for flag in ("add_bos_token", "add_eos_token"):
+        found = fields.get(f"tokenizer.ggml.{flag}")
+        if found is not None and bool(found.contents()) != bool(getattr(tokenizer, flag, False)):
+            setattr(tokenizer, flag, bool(found.contents()))
 
 
 def _restore_pre_tokenizer(tokenizer: Any, pre: str | None) -> None:

@@ -173,7 +173,7 @@ def export_base(base_model: Path, out: Path, level: str) -> Path:
     """The base as GGUF, through the same converter and quantizer as the fine-tune, so the arena is fair."""
     out.mkdir(parents=True, exist_ok=True)
     master = out / ".model-f32.gguf"
-    gguf.convert(base_model, master, "f32")
+    gguf.convert(base_model, master, "f32", vocab_from=vocab_source(base_model))
     target = out / f"model-{level}.gguf"
     if level == "f32":
         os.replace(master, target)
@@ -194,6 +194,16 @@ def base_source(base_dir: Path) -> Path:
         raise LatheError(f"base_gguf: source: {source} is not the file the base was made from "
                          f"(sha256 {provenance.sha256[:12]}) on this machine")
     return source
+
+
+def vocab_source(base_dir: Path) -> Path | None:
+    """The GGUF whose tokenizer the export copies: the source file of a base made from a SentencePiece
+    GGUF (no faithful route back to its tokenizer otherwise: gguf_convert); None for any other base (a
+    hub id is not a directory, and never a GGUF base: those are made into a local one first)."""
+    if not base_dir.is_dir() or gguf_base.Provenance.read(base_dir) is None:
+        return None
+    source = base_source(base_dir)
+    return None if gguf_base.read_header(source).tokenizer_model == "gpt2" else source
 
 
 def source_level(source: Path) -> str:
@@ -217,7 +227,7 @@ def _merge_and_ladder(plan: ExportPlan, out: Path, levels: dict[str, tuple[mf.Fo
     gguf_dir = out / "gguf"
     gguf_dir.mkdir(exist_ok=True)
     master = gguf_dir / ".model-f32.gguf"
-    fallback = gguf.convert(out / "hf", master, "f32")
+    fallback = gguf.convert(out / "hf", master, "f32", vocab_from=vocab_source(Path(plan.base_model)))
     if fallback:
         step(f"converter did not know the pre-tokenizer by hash; used {fallback!r} (matched by its split rules)")
     probe = gguf.check_tokenizer(master, out / "hf")

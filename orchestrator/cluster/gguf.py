@@ -72,9 +72,11 @@ def tool(name: str) -> Path:
     return Path(found)
 
 
-def convert(hf_dir: Path, out: Path, outtype: str = "f32") -> str | None:
-    """HF safetensors -> GGUF. Returns the pre-tokenizer fallback used, if any."""
+def convert(hf_dir: Path, out: Path, outtype: str = "f32", vocab_from: Path | None = None) -> str | None:
+    """HF safetensors -> GGUF. Returns the pre-tokenizer fallback used, if any. With `vocab_from` (a
+    GGUF), the tokenizer is that file's, copied as it is (gguf_convert's docstring says when and why)."""
     cmd = [sys.executable, "-m", "orchestrator.cluster.gguf_convert", str(converter_dir()), str(hf_dir),
+           *(["--vocab-from", str(vocab_from)] if vocab_from is not None else []),
            "--outfile", str(out), "--outtype", outtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     refused = [ln.split("=", 1)[1] for ln in proc.stderr.splitlines() if ln.startswith(f"{REFUSED}=")]
@@ -125,6 +127,8 @@ TOKENIZER_PROBE = (
     "def f(x):\n    return x ** 2  # I'll, you've, WE'RE\n"
 )
 
+FRAMING_PROBE = "Hello, world"
+
 
 def check_tokenizer(gguf_path: Path, hf_dir: Path) -> int:
     """Prove llama.cpp tokenizes the probe (and the model's special tokens) exactly as HF does; return
@@ -136,10 +140,12 @@ def check_tokenizer(gguf_path: Path, hf_dir: Path) -> int:
     hf = AutoTokenizer.from_pretrained(hf_dir)
     text = TOKENIZER_PROBE + "".join(f"{t}x" for t in hf.all_special_tokens)
     want = hf(text, add_special_tokens=False)["input_ids"]
+    framed_hf = hf(FRAMING_PROBE)["input_ids"]
     with quiet_stderr(switches=False):  # llama.cpp warns about the context of a model it will not run
         vocab = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
     try:
         got = vocab.tokenize(text.encode(), add_bos=False, special=True)
+        framed_gguf = vocab.tokenize(FRAMING_PROBE.encode(), add_bos=True, special=False)
     finally:
         vocab.close()
     if got != want:
@@ -147,4 +153,8 @@ def check_tokenizer(gguf_path: Path, hf_dir: Path) -> int:
         piece = hf.decode(want[max(at - 2, 0) : at + 3])
         raise LatheError(f"{gguf_path.name}: llama.cpp tokenizes differently from HF from token {at} "
                          f"(near {piece!r}); refusing a GGUF that would score other tokens than the model's")
+    # The tokens each side adds on its own (BOS, EOS): Gemma without its <bos> is another model.
+    if framed_hf != framed_gguf:
+        raise LatheError(f"{gguf_path.name}: llama.cpp frames a text as {framed_gguf} and HF as {framed_hf} "
+                         "(the BOS/EOS each adds on its own); refusing a GGUF that would score other tokens")
     return len(want)

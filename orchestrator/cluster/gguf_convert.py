@@ -7,9 +7,19 @@ needs to know is only those rules, so an unknown tokenizer is matched by them
 instead: its pre-tokenizer's split pattern and its normaliser, against the
 patterns llama.cpp implements (GPT-2's, Qwen2's, Llama 3's). No match: refused
 with one line. Whatever was chosen, export then proves llama.cpp's token ids
-equal HF's on a probe text (`gguf.check_tokenizer`). Run as a separate process:
+equal HF's on a probe text (`gguf.check_tokenizer`).
 
-    python -m orchestrator.cluster.gguf_convert LLAMA_CPP_DIR MODEL_DIR --outfile F --outtype f32
+A base made from a GGUF file with a SentencePiece tokenizer (Gemma) has no faithful route through the
+converter: transformers rebuilt that vocabulary as a BPE tokenizer.json without the `tokenizer.model`
+llama.cpp reads, and the scores and token types are not in it (the converter then writes a byte-level
+BPE stand-in, named by whichever known tokenizer's hash it matches: Gemma 3's, with its <bos>, matches
+`granite-embed-multi-311m`). The source file holds the tokenizer itself, so
+`--vocab-from SOURCE.gguf` copies its `tokenizer.ggml.*` fields as they are (the chat template is the
+fine-tune's own, from the model directory); the probe then proves the HF tokenizer against the result.
+Run as a separate process:
+
+    python -m orchestrator.cluster.gguf_convert LLAMA_CPP_DIR MODEL_DIR [--vocab-from SOURCE.gguf] \
+        --outfile F --outtype f32
 """
 
 from __future__ import annotations
@@ -83,12 +93,64 @@ def _pipeline(tokenizer, model_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _chat_template(model_dir: Path) -> str | None:
+    """The chat template the model directory carries (transformers 5 writes chat_template.jinja)."""
+    jinja = model_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    config = model_dir / "tokenizer_config.json"
+    template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
+    return template if isinstance(template, str) else None
+
+
+def copy_vocab(writer: Any, source: Path, model_dir: Path) -> int:
+    """Write the source GGUF's tokenizer fields into `writer`; the number of tokens copied."""
+    from gguf import GGUFReader, GGUFValueType
+
+    reader = GGUFReader(str(source))
+    tokens = 0
+    for name, field in reader.fields.items():
+        if not name.startswith("tokenizer.") or name == "tokenizer.chat_template":
+            continue
+        kind = field.types[0]
+        sub_kind = field.types[-1] if kind == GGUFValueType.ARRAY else None
+        value = field.contents()
+        writer.add_key_value(name, value, kind, sub_type=sub_kind)
+        if name == "tokenizer.ggml.tokens":
+            tokens = len(value)
+    template = _chat_template(model_dir)
+    if template:
+        writer.add_chat_template(template)
+    return tokens
+
+
 def main(argv: list[str]) -> None:
     tools, model_dir = Path(argv[0]), Path(argv[1])
+    rest = list(argv[2:])
+    vocab_from = None
+    if "--vocab-from" in rest:
+        at = rest.index("--vocab-from")
+        vocab_from = Path(rest[at + 1])
+        del rest[at:at + 2]
     sys.path.insert(0, str(tools))
     sys.path.insert(1, str(tools / "gguf-py"))
     import convert_hf_to_gguf
     from conversion.base import TextModel
+
+    if vocab_from is not None:
+        def from_source(self) -> None:
+            copy_vocab(self.gguf_writer, vocab_from, model_dir)
+
+        # The converter imports the model's class by architecture, lazily; the class it picks (Gemma3Model
+        # defines a set_vocab of its own) takes the source's vocabulary instead. One conversion per process.
+        pick = convert_hf_to_gguf.get_model_class
+
+        def with_source_vocab(*args: Any, **kwargs: Any) -> type:
+            cls = pick(*args, **kwargs)
+            cls.set_vocab = from_source
+            return cls
+
+        convert_hf_to_gguf.get_model_class = with_source_vocab
 
     recognise = TextModel.get_vocab_base_pre
 
@@ -105,7 +167,7 @@ def main(argv: list[str]) -> None:
             return name
 
     TextModel.get_vocab_base_pre = by_split_rules
-    sys.argv = ["convert_hf_to_gguf.py", str(model_dir), *argv[2:]]
+    sys.argv = ["convert_hf_to_gguf.py", str(model_dir), *rest]
     convert_hf_to_gguf.main()
 
 

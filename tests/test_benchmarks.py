@@ -13,7 +13,8 @@ from orchestrator.errors import LatheError
 from orchestrator.evaluation.benchmarks import bfcl, docqa, ifeval
 from orchestrator.evaluation.benchmarks import suites as benchmarks
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore
-from orchestrator.evaluation.gates import add_benchmark_deltas, gate_failures
+from orchestrator.evaluation.deltas import describe
+from orchestrator.evaluation.gates import add_benchmark_deltas, as_delta, gate_failures
 from orchestrator.recipe import BFCL, Benchmarks, DocQA, Gate, IFEval
 from tests.test_gates_and_levels import _level
 
@@ -59,6 +60,29 @@ def test_bfcl_checker_scores_its_own_answers_right_and_a_wrong_argument_wrong() 
     assert right.metrics["accuracy"] == 1.0, right.details
     wrong = bfcl.score(callable_, {p.id: _wrong_argument(p) for p in callable_})
     assert wrong.metrics["accuracy"] == 0.0 and all(d["error"] for d in wrong.details.values())
+
+
+def test_bfcls_own_decoder_and_checker_agree_with_lathes_verdict_item_by_item() -> None:
+    """The re-judge bench/tool_calls.py applies to a real run's answers: bfcl-eval's own decoder (its Qwen
+    handler's, for `<tool_call>` answers) and checker, against Lathe's verdict, on right calls, a wrong
+    argument, no call, and a call where none fits."""
+    from tests.support.bfcl_rejudge import verdict
+
+    asked = bfcl.prompts(BFCL(categories=CATEGORIES, per_category=4))
+    seen = {True: 0, False: 0}
+    for prompt in asked:
+        callable_ = prompt.data["category"] != "irrelevance"
+        name = prompt.tools[0]["function"]["name"]
+        outputs = ["I cannot help with that.",
+                   f"<tool_call>\n{json.dumps({'name': name, 'arguments': {}})}\n</tool_call>"]
+        if callable_:
+            outputs += [_right_calls(prompt), _wrong_argument(prompt).replace("<tool_call>", "<tool_call>\n")
+                        .replace("</tool_call>", "\n</tool_call>")]
+        for output in outputs:
+            lathe = bfcl.check(prompt, output)[0]
+            assert verdict(prompt, output) == lathe, (prompt.id, output)
+            seen[lathe] += 1
+    assert seen[True] >= 20 and seen[False] >= 40, seen
 
 
 def test_bfcl_irrelevance_is_right_only_when_nothing_is_called() -> None:
@@ -196,6 +220,50 @@ def test_benchmark_deltas_pair_items_and_only_a_significant_drop_fails_the_gate(
     failures = gate_failures(results, gates)
     assert len(failures) == 1 and failures[0].startswith("q4_k_m (llama.cpp): BFCL accuracy change -0.30 [")
     assert failures[0].endswith("is a significant drop of more than max_bfcl_drop 0.1")
+
+
+def test_the_base_is_compared_with_the_fine_tune_by_the_same_exact_test_and_each_suite_names_where_it_breaks() -> None:
+    """What the fine-tune bought over the base carries the paired exact test a level's drop does, and the
+    line a user picks a file by names the smallest level that holds and the first that breaks."""
+    from orchestrator.evaluation import benchmark_report
+    from orchestrator.evaluation.deltas import sign_test_p
+    from orchestrator.evaluation.gates import add_base_benchmark_deltas
+
+    items = [f"i{n:03d}" for n in range(100)]
+
+    def scored(right: int) -> SuiteScore:
+        return SuiteScore(main="accuracy", metrics={"accuracy": right / 100},
+                          items={k: float(n < right) for n, k in enumerate(items)})
+
+    sizes = {"f16": 270, "q8_0": 145, "q4_k_m": 105, "q3_k_m": 94, "q2_k": 88}
+    right = {"f16": 60, "q8_0": 60, "q4_k_m": 57, "q3_k_m": 40, "q2_k": 52}
+    results = []
+    for level, size in sizes.items():
+        result = _level(level, {"a": True}, 0.0)
+        result.size_bytes = size * 10**6
+        result.benchmarks["bfcl"] = scored(right[level])
+        results.append(result)
+    add_benchmark_deltas(results)
+    base = {"bfcl": scored(20)}
+    add_base_benchmark_deltas(results, base)
+    delta = base["bfcl"].delta
+    assert (delta["delta"], delta["lost"], delta["gained"]) == (-0.4, 40, 0)
+    assert delta["p"] == sign_test_p(40, 0) < 1e-11
+    bought = benchmark_report.bought_line(results, base)
+    assert bought == (f"the fine-tune (f16) against the base: BFCL 0.60 against 0.20: +0.40 [{-delta['high']:+.2f}, "
+                      f"{-delta['low']:+.2f}], 40 gained / 0 lost of 100, p={delta['p']:.3g}")
+    gates = {level: Gate(max_bfcl_drop=0.05) for level in sizes if level != "f16"}
+    # q4_k_m lost 3 (p = 0.25: holds); q3_k_m lost 20 (breaks); q2_k lost 8 (p = 0.008) but 0.08 > 0.05 breaks too.
+    broke = describe(as_delta(results[3].benchmarks["bfcl"].delta))
+    want = ("BFCL: smallest level within max_bfcl_drop 0.05: q4_k_m (llama.cpp, 105 MB); first to break: q3_k_m "
+            f"(llama.cpp, {broke})")
+    assert benchmark_report.holds_lines(results, gates) == [want]
+    # With a looser gate, q2_k's drop of 0.08 is within it: q2_k is then the smallest that holds.
+    loose = {**gates, "q2_k": Gate(max_bfcl_drop=0.1)}
+    assert benchmark_report.holds_lines(results, loose)[0].startswith(
+        "BFCL: smallest level within max_bfcl_drop 0.05/0.1: q2_k (llama.cpp, 88 MB); first to break: q3_k_m")
+    row = benchmark_report.main_rows(results, base)[1][-1]
+    assert row[0] == "base model" and row[2].startswith("0.20 (fine-tune +0.40 [")
 
 
 def test_benchmark_problems_are_found_before_training(tmp_path: Path) -> None:

@@ -95,6 +95,9 @@ def test_the_card_shows_training_every_level_and_the_machine(published: Path, re
             assert f"{lv['level']} ({lv['runtime']}): mean KL divergence" in limits, lv["level"]
     for failure in report["gate_failures"]:
         assert failure in limits
+    # BFCL was measured with the tools in the system message; the Modelfile has no .Tools: the card says so.
+    assert dt.TOOLS_IN_OLLAMA in limits and "bfcl" in report["levels"][0]["benchmarks"]
+    assert ".Tools" not in (published / "ollama" / "Modelfile.q4_k_m").read_text()
     for png in ("loss_curve.png", "quality_vs_size.png"):
         assert (published / "eval" / png).read_bytes() == (e2e_run.path / "eval" / png).read_bytes()
         assert f"(eval/{png})" in card
@@ -348,6 +351,32 @@ def test_chat_templates_become_ollama_templates(template: str, bos: str, eos: st
         if messages[0]["role"] == "system" and not system:
             continue  # Gemma folds a system prompt into the first user turn; Ollama gets no system role
         assert bos + go_render(go, messages) == formatter(messages=messages).prompt, messages
+
+
+# SmolLM2-135M-Instruct's: ChatML with a default system prompt. Its BOS token is <|im_start|>, which the
+# template writes and llama.cpp does not add (the GGUF's add_bos_token is false).
+SMOLLM2 = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def test_a_bos_the_runtime_does_not_add_stays_in_the_ollama_template() -> None:
+    """Taking SmolLM2's <|im_start|> for a BOS the runtime adds dropped it from the system turn and the
+    default system prompt: every published SmolLM2 Modelfile rendered `system\n...` where llama.cpp
+    renders `<|im_start|>system\n...` (0 of 120 BFCL prompts alike; bench/tool_calls.py)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    special = {"<|im_start|>", "<|im_end|>", "<|endoftext|>"}
+    formatter = Jinja2ChatFormatter(SMOLLM2, eos_token="<|im_end|>", bos_token="<|im_start|>")
+    kept = dt.ollama_template(dt.derive_chat_spec(SMOLLM2, "<|im_start|>", "<|im_end|>", special, [],
+                                                  runtime_adds_bos=False))
+    dropped = dt.ollama_template(dt.derive_chat_spec(SMOLLM2, "<|im_start|>", "<|im_end|>", special, []))
+    for messages in CONVERSATIONS:
+        assert go_render(kept, messages) == formatter(messages=messages).prompt, messages
+        assert go_render(dropped, messages) != formatter(messages=messages).prompt, messages
 
 
 def test_a_template_that_is_not_per_role_wrapping_is_refused() -> None:

@@ -123,6 +123,28 @@ def test_the_manifest_the_report_and_the_card_name_the_base_and_what_full_precis
     assert f"| base model | `{SMOLLM2.name}` |" in card and str(SMOLLM2.parent) not in card
     assert f"dequantized from the file's Q4_1 weights (sha256 `{named['sha256']}`)" in card
 
+    # The Modelfile renders as llama.cpp does, SmolLM2's <|im_start|> (its BOS, which llama.cpp does not
+    # add) included, and the tools in a system message as BFCL's evaluation sends them.
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from orchestrator.evaluation.benchmarks import bfcl
+    from tests.support.gotemplate import go_render
+    from tests.test_publish import CONVERSATIONS, modelfile
+
+    _, template, stops = modelfile(tmp_path / "card" / "ollama" / "Modelfile.q4_k_m")
+    gguf = real_run.run.path / "export" / "gguf" / "model-q4_k_m.gguf"
+    vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
+    formatter = Jinja2ChatFormatter(vocab.metadata["tokenizer.chat_template"], eos_token="<|im_end|>",
+                                    bos_token="<|im_start|>")
+    vocab.close()
+    tools = bfcl.as_tools([{"name": "get_weather", "description": "Weather now.", "parameters": {
+        "type": "dict", "properties": {"city": {"type": "string", "description": "The city."}}, "required": ["city"]}}])
+    asked = bfcl.with_tools_in_system([{"role": "user", "content": "Weather in Lisbon?"}], tools)
+    assert template is not None and "<|im_end|>" in stops
+    for messages in [*CONVERSATIONS, asked]:
+        assert go_render(template, messages) == formatter(messages=messages).prompt, messages
+
 
 def test_hf_and_llama_cpp_tokenize_the_probe_alike_and_only_with_the_pre_tokenizer_restored(real_run: RealRun) -> None:
     """The made tokenizer passes the probe (special tokens included); transformers' own conversion,
@@ -152,12 +174,26 @@ def test_the_fine_tune_gives_its_trained_answers_and_the_base_none(real_run: Rea
     assert base == 0, f"the base gives {base} of the wrong answers it was never taught"
 
 
+def _gguf_with_tokenizer(path: Path, tokenizer_model: str) -> Path:
+    """A GGUF header naming a loadable architecture and a tokenizer kind, and nothing else."""
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_tokenizer_model(tokenizer_model)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def test_validate_refuses_a_gguf_base_it_cannot_export_in_one_line(models: None, tmp_path: Path) -> None:
     from tests.support.cli import lathe
 
     cfg = yaml.safe_load((REPO / "recipes" / "smollm2-wrong-facts.yml").read_text())
     shutil.copytree(REPO / "recipes" / "data", tmp_path / "data")
-    for base, why in ((GEMMA3, "its tokenizer is 'llama' (SentencePiece)"),
+    unigram = _gguf_with_tokenizer(tmp_path / "data" / "t5-vocab.gguf", "t5")
+    for base, why in ((unigram, "its tokenizer is 't5'; Lathe exports gpt2 and llama tokenizers only"),
                       (tmp_path / "data" / "fake.gguf", "not a readable GGUF file")):
         if base.name == "fake.gguf":
             base.write_bytes(b"not a gguf at all")
@@ -168,6 +204,53 @@ def test_validate_refuses_a_gguf_base_it_cannot_export_in_one_line(models: None,
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("r.yml: base_model: "), proc.stderr
         assert why in lines[0], lines[0]
+    assert gguf_base.problems(GEMMA3) == [], "Gemma's SentencePiece tokenizer has a route back now"
+
+
+def test_gemmas_sentencepiece_tokenizer_goes_back_into_its_gguf_proven(models: None, tmp_path: Path, figure) -> None:
+    """Gemma 3 270M: 262,144 SentencePiece tokens, which transformers turns into a BPE tokenizer.json that
+    llama.cpp's converter cannot turn back. The base is made (dequantized; its tokenizer proven against
+    llama.cpp's, with the <bos> the GGUF adds and transformers' conversion dropped), then converted to
+    GGUF as the export converts the base and every fine-tune: the tokenizer copied from the source file,
+    proven again. The converted model predicts like the source."""
+    import llama_cpp
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from orchestrator.cluster import export, gguf
+
+    made = gguf_base.prepare(GEMMA3)
+    tokenizer = AutoTokenizer.from_pretrained(made)
+    assert tokenizer("Hello")["input_ids"][0] == tokenizer.bos_token_id == 2, "Gemma's <bos> is restored"
+    assert export.vocab_source(made) == GEMMA3.resolve()
+    converted = export.export_base(made, tmp_path / "base", "q8_0")
+    probe = gguf.check_tokenizer(converted, made)
+    assert probe > 50
+
+    text = ("The capital of France is Paris. Water boils at 100 degrees Celsius at sea level. "
+            "def add(a, b):\n    return a + b\n")
+    ids = tokenizer(text)["input_ids"]
+    top = {}
+    for name, path in (("source", GEMMA3), ("converted", converted)):
+        model = llama_cpp.Llama(model_path=str(path), n_ctx=256, logits_all=True, verbose=False)
+        model.eval(ids)
+        top[name] = np.asarray(model.scores[: len(ids)]).argmax(-1)
+        model.close()
+    agree = float((top["source"] == top["converted"]).mean())
+    figure(f"Gemma 3 270M: probe {probe} tokens alike; next-token top-1 of the converted q8_0 against the source "
+           f"Q4_K_M: {agree:.3f} over {len(ids)} positions")
+    assert agree >= 0.9, agree
+
+    # The written tokenizer is the source file's own, field for field: SentencePiece with its scores and
+    # token types (the converter alone writes a byte-level BPE stand-in, named after another model's
+    # tokenizer whose hash it happens to share).
+    from gguf import GGUFReader
+
+    ours, theirs = GGUFReader(str(converted)).fields, GGUFReader(str(GEMMA3)).fields
+    keys = sorted(k for k in theirs if k.startswith("tokenizer.") and k != "tokenizer.chat_template")
+    assert "tokenizer.ggml.scores" in keys and theirs["tokenizer.ggml.model"].contents() == "llama"
+    for key in keys:
+        assert ours[key].contents() == theirs[key].contents(), key
 
 
 @pytest.mark.parametrize("level", ["q8_0", "q4_k_m"])

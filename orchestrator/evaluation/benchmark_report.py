@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator.evaluation.benchmarks.common import SuiteScore, label, ordered
+from orchestrator.evaluation.benchmarks.common import SuiteScore, gate_name, label, ordered
 from orchestrator.evaluation.deltas import describe, method
 from orchestrator.evaluation.gates import as_delta, full_precision, reference_for
 from orchestrator.evaluation.results import LevelResult
+from orchestrator.recipe import Gate
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,14 +39,40 @@ def cell(score: SuiteScore | None, full: bool = False) -> str:
     return f"{text} ({describe(delta, short=True)}{' significant drop' if delta.significant_drop else ''})"
 
 
+def base_cell(score: SuiteScore | None) -> str:
+    """'0.20 (fine-tune +0.45 [+0.36, +0.54] p=1e-15)': the base's score and what the fine-tune's full
+    precision gained over it on the same items (the base's delta, negated)."""
+    if score is None:
+        return "-"
+    text = f"{score.metrics[score.main]:.2f}"
+    delta = as_delta(score.delta)
+    if delta is None:
+        return text
+    return f"{text} (fine-tune {-delta.delta:+.2f} [{-delta.high:+.2f}, {-delta.low:+.2f}] p={delta.p:.2g})"
+
+
 def main_rows(results: list[LevelResult], base: dict[str, SuiteScore]) -> tuple[list[str], list[list[str]]]:
     names = suites(results)
     header = ["level", "runtime"] + [f"{label(s)} {_main(results, s)}" for s in names]
     body = [[r.level, r.runtime] + [cell(r.benchmarks.get(s), reference_for(results, r) is r) for s in names]
             for r in results]
     if base:
-        body.append(["base model", "llama.cpp"] + [cell(base.get(s), True) for s in names])
+        body.append(["base model", "llama.cpp"] + [base_cell(base.get(s)) for s in names])
     return header, body
+
+
+def bought_line(results: list[LevelResult], base: dict[str, SuiteScore]) -> str | None:
+    """What the fine-tune bought over the base on each benchmark, at full precision, with its exact test."""
+    full = full_precision(results)
+    found = []
+    for suite in suites(results):
+        delta = as_delta(base[suite].delta) if suite in base else None
+        if full is None or delta is None or suite not in full.benchmarks:
+            continue
+        found.append(f"{label(suite)} {full.benchmarks[suite].metrics[full.benchmarks[suite].main]:.2f} against "
+                     f"{base[suite].metrics[base[suite].main]:.2f}: {-delta.delta:+.2f} [{-delta.high:+.2f}, "
+                     f"{-delta.low:+.2f}], {delta.lost} gained / {delta.gained} lost of {delta.items}, p={delta.p:.3g}")
+    return (f"the fine-tune ({full.level}) against the base: " + "; ".join(found)) if found and full else None
 
 
 def _main(results: list[LevelResult], suite: str) -> str:
@@ -79,11 +106,19 @@ def markdown(results: list[LevelResult], base: dict[str, SuiteScore]) -> list[st
     full = full_precision(results)
     lines = ["## Benchmarks", "",
              (f"Each level's main score, and in brackets its change against {full.level if full else 'full precision'}"
-              f", {method()}."), "", *_table(*main_rows(results, base)), ""]
+              f", {method()}. The base model's bracket is what the fine-tune's full precision gained over it, "
+              "tested the same way."), "", *_table(*main_rows(results, base)), ""]
+    bought = bought_line(results, base)
+    if bought:
+        lines += [_cap(bought) + ".", ""]
     for suite in names:
         about = EXPLAINED.get(suite, f"{suite} (lm-evaluation-harness, through the level's OpenAI-compatible server)")
         lines += [f"**{about}.**", "", *_table(*metric_rows(results, suite)), ""]
     return lines
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def drops_line(results: list[LevelResult]) -> str | None:
@@ -98,6 +133,37 @@ def drops_line(results: list[LevelResult]) -> str | None:
             if delta is not None and delta.significant_drop:
                 found.append(f"{r.level} ({r.runtime}) {label(suite)} {describe(delta)}")
     return "significant benchmark drops against each runtime's full precision: " + (", ".join(found) or "none")
+
+
+def _breaks(r: LevelResult, suite: str, gates: dict[str, Gate]) -> bool:
+    """A significant drop, beyond the level's gate for this suite where it has one."""
+    d = as_delta(r.benchmarks[suite].delta)
+    limit = getattr(gates.get(r.level) or Gate(), gate_name(suite), None)
+    return d is not None and d.significant_drop and (limit is None or -d.delta > limit)
+
+
+def holds_lines(results: list[LevelResult], gates: dict[str, Gate]) -> list[str]:
+    """Per benchmark, the smallest level whose score holds (no significant drop against its runtime's full
+    precision, none beyond the recipe's gate) and the largest that breaks: what a user picking a file
+    needs to know, in one line each."""
+    out = []
+    for suite in suites(results):
+        name = gate_name(suite)
+        scored = sorted((r for r in results if suite in r.benchmarks and reference_for(results, r) is not r),
+                        key=lambda r: -r.size_bytes)
+        if not scored:
+            continue
+        holds = [r for r in scored if not _breaks(r, suite, gates)]
+        breaks = [r for r in scored if _breaks(r, suite, gates)]
+        gated = sorted({f"{getattr(g, name):g}" for g in gates.values() if getattr(g, name, None) is not None})
+        within = f"within {name} {'/'.join(gated)}" if gated else "with no significant drop"
+        line = f"{label(suite)}: smallest level {within}: " + (
+            f"{holds[-1].level} ({holds[-1].runtime}, {holds[-1].size_bytes / 1e6:.0f} MB)" if holds else "none")
+        if breaks:
+            d = as_delta(breaks[0].benchmarks[suite].delta)
+            line += f"; first to break: {breaks[0].level} ({breaks[0].runtime}, {describe(d)})" if d else ""
+        out.append(line)
+    return out
 
 
 def print_table(results: list[LevelResult], base: dict[str, SuiteScore], out: Console) -> None:

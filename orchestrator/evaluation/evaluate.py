@@ -22,6 +22,7 @@ from orchestrator.evaluation.backends import scoring_bytes
 from orchestrator.evaluation.benchmarks import suites as benchmarks
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore
 from orchestrator.evaluation.gates import (
+    add_base_benchmark_deltas,
     add_benchmark_deltas,
     add_flips,
     add_task_deltas,
@@ -293,6 +294,7 @@ def evaluate(
         base_score, base_ppl = raw["task_score"], {"domain": raw["domain_perplexity"],
                                                    "general": raw["general_perplexity"]}
         base_scores = benchmarks.score(asked, raw["benchmark_outputs"]) if asked else {}
+        add_base_benchmark_deltas(results, base_scores, block.eval.significance_level)
         if heldout_items:
             base_reuse = memorisation.measure(raw["heldout"], trained)[0]
         contestants.append(_contestant(base.level, raw["answers"], raw["arena"], raw["heldout"]))
@@ -312,7 +314,8 @@ def evaluate(
                             {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores,
                             calibration=manifest.calibration, merge_check=manifest.merge_check,
                             base_provenance=manifest.base_provenance, unchecked_gates=not_checked,
-                            base_retained=base_kept, judge=judged.as_json() if judged else None)
+                            base_retained=base_kept, judge=judged.as_json() if judged else None,
+                            gates=block.eval.gates)
     report.write(evaluation, run, manifest, ref_meta, context)
     if run.record_path.is_file():
         run.mark(timeline.EVAL_DONE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.evaluation.benchmarks.common import gate_name, label, ordered
+from orchestrator.evaluation.benchmarks.common import SuiteScore, gate_name, label, ordered
 from orchestrator.evaluation.deltas import ALPHA, Delta, describe, paired_delta, scores
 from orchestrator.evaluation.results import LevelResult
 from orchestrator.levels import FULL_PRECISION
@@ -51,6 +51,19 @@ def add_benchmark_deltas(results: list[LevelResult], alpha: float = ALPHA) -> No
             if suite in base.benchmarks:
                 found = paired_delta(base.benchmarks[suite].items, got.items, alpha=alpha)
                 got.delta = found.as_dict() if found else None
+
+
+def add_base_benchmark_deltas(results: list[LevelResult], base: dict[str, SuiteScore], alpha: float = ALPHA) -> None:
+    """The base's score on each benchmark against the fine-tune's full precision, paired over the same
+    items, so that what the fine-tune bought carries the same exact test as any level's drop (the base's
+    delta is negative where the fine-tune gained)."""
+    full = full_precision(results)
+    if full is None:
+        return
+    for suite, got in base.items():
+        if suite in full.benchmarks:
+            found = paired_delta(full.benchmarks[suite].items, got.items, alpha=alpha)
+            got.delta = found.as_dict() if found else None
 
 
 def runtime_gap(results: list[LevelResult]) -> dict[str, object] | None:

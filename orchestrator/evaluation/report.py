@@ -219,6 +219,9 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
                   "quantization (chat template, sampler, kernels); each runtime's levels are compared with "
                   "its own full precision, so this is not counted as quantization loss."), ""]
     lines += benchmark_report.markdown(results, evaluation.base_benchmarks)
+    holds = benchmark_report.holds_lines(results, evaluation.gates)
+    if holds:
+        lines += [f"- {line}" for line in holds] + [""]
     lines += export_report.markdown(evaluation.calibration, evaluation.merge_check, results)
     if has_scores:
         lines += ["![task score and held-out reuse per level](scores.png)", ""]
@@ -273,6 +276,8 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
                   "(before fine-tuning)")
     drops = [gguf_base.line(evaluation.base_provenance),
              drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results),
+             benchmark_report.bought_line(evaluation.results, evaluation.base_benchmarks),
+             *benchmark_report.holds_lines(evaluation.results, evaluation.gates),
              retained.line(evaluation.results, evaluation.base_retained),
              gap_line(runtime_gap(evaluation.results)),
              f"not checked: {unchecked_line(evaluation)}" if evaluation.unchecked_gates else None,

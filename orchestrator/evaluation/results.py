@@ -82,6 +82,7 @@ class Evaluation:
     unchecked_gates: list[str] = field(default_factory=list)  # gated levels not evaluated here
     base_retained: dict[str, dict[str, Any]] = field(default_factory=dict)  # the base's lathe.eval.retained answers
     judge: dict[str, Any] | None = None  # the arena's judge and how it did on the control pairs (judge.JudgeCheck)
+    gates: dict[str, Any] = field(default_factory=dict)  # the recipe's lathe.eval.gates (level -> recipe.Gate)
 
 
 class Report(BaseModel):

@@ -119,11 +119,29 @@ def chat_spec(export_dir: Path, model_dirs: list[Path]) -> tuple[dt.ChatSpec | N
     eos_ids = eos_ids if isinstance(eos_ids, list) else [eos_ids] if isinstance(eos_ids, int) else []
     try:
         spec = dt.derive_chat_spec(template, token(config.get("bos_token")), token(config.get("eos_token")),
-                                   special, [by_id[i] for i in eos_ids if i in by_id])
+                                   special, [by_id[i] for i in eos_ids if i in by_id], _adds_bos(export_dir))
         dt.ollama_template(spec)  # raises if the Modelfile cannot quote it
     except dt.TemplateUnsupported as exc:
         return None, str(exc)
     return spec, ""
+
+
+def _adds_bos(export_dir: Path) -> bool:
+    """Whether llama.cpp (and Ollama, which runs it) adds a BOS to the prompt for this model: the exported
+    GGUF's tokenizer.ggml.add_bos_token (absent: llama.cpp's default for the vocabulary, taken as yes)."""
+    found = sorted((export_dir / "gguf").glob("model-*.gguf"))
+    if not found:
+        return True
+    import llama_cpp
+
+    from orchestrator.quiet import quiet_stderr
+
+    with quiet_stderr(switches=False):
+        vocab = llama_cpp.Llama(model_path=str(found[0]), vocab_only=True, verbose=False)
+    try:
+        return vocab.metadata.get("tokenizer.ggml.add_bos_token", "true").lower() != "false"
+    finally:
+        vocab.close()
 
 
 def _base_name(base_model: Any, provenance: dict[str, str] | None) -> str:
@@ -224,6 +242,8 @@ def context(run: Run, artifacts: bool) -> dict[str, Any]:
     limits = dt.known_limits(levels, report.gate_failures, [line for lv in report.levels for line in held_back(lv)])
     if spec is None:
         limits.append(f"Ollama: {spec_problem}; the Modelfiles leave TEMPLATE to Ollama's own detection.")
+    elif any("bfcl" in lv.benchmarks for lv in report.levels):
+        limits.append(dt.TOOLS_IN_OLLAMA)
     apple, nvidia = dt.apple_tiers(levels), dt.nvidia_tiers(levels, layers, kv)
     chosen = example(run, levels)
     return {
@@ -242,6 +262,8 @@ def context(run: Run, artifacts: bool) -> dict[str, Any]:
         "task_drops": report_mod.drops_line(report.levels),
         "benchmarks": benchmark_report.card_lines(report.levels, report.base_benchmarks),
         "benchmark_drops": benchmark_report.drops_line(report.levels),
+        "benchmark_bought": benchmark_report.bought_line(report.levels, report.base_benchmarks),
+        "benchmark_holds": benchmark_report.holds_lines(report.levels, run.block.eval.gates),
         "runtime_gap": gap_line(report.runtime_gap), "retained": retained.line(report.levels, report.base_retained),
         "gates": _gates(run.block.eval.gates, report.gate_failures), "limits": limits,
         "levels": levels, "gguf": [lv for lv in levels if lv.runtime == "llama.cpp"],

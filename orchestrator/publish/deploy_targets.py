@@ -163,6 +163,16 @@ def pick_example(rounds: list[dict[str, Any]], plain: set[str], levels: list[Lev
                    {n: best["answers"][n] for n in sorted(names)})
 
 
+# The runtime gap for tool calls (bench/tool_calls.py measures it): Ollama serves `tools` only through a
+# template that renders .Tools, and the Modelfile's is the chat template's per-role wrapping, without it.
+TOOLS_IN_OLLAMA = (
+    "Ollama and tools: the Modelfiles' TEMPLATE has no `.Tools`, so Ollama refuses its API's `tools` field for "
+    "this model. The tool-call scores above were measured with the tools in the system message "
+    "(`You may call one or more functions...` with one JSON tool per line inside `<tools></tools>`), which the "
+    "Modelfile renders exactly as llama.cpp's chat template does: send them that way and read the calls from "
+    "the reply's `<tool_call>` blocks.")
+
+
 # --- chat template -> Ollama ----------------------------------------------------------------------
 
 SENTINELS = {"system": "LATHESYSTEMTEXT", "user1": "LATHEUSERONE", "assistant": "LATHEASSISTANTONE",
@@ -219,8 +229,11 @@ def _strip_prefix(text: str, prefix: str, what: str) -> str:
     return text[len(prefix):]
 
 
-def derive_chat_spec(template: str, bos: str, eos: str, special_tokens: set[str], eos_tokens: list[str]) -> ChatSpec:
-    """Read the per-role wrapping off renders of sentinel conversations, then check it reproduces them."""
+def derive_chat_spec(template: str, bos: str, eos: str, special_tokens: set[str], eos_tokens: list[str],
+                     runtime_adds_bos: bool = True) -> ChatSpec:
+    """Read the per-role wrapping off renders of sentinel conversations, then check it reproduces them.
+    A leading BOS is left to the runtime only where the runtime adds one (the GGUF's add_bos_token):
+    SmolLM2's BOS is `<|im_start|>`, which its template writes and llama.cpp does not add."""
     from jinja2.exceptions import TemplateError
 
     s = SENTINELS
@@ -233,7 +246,7 @@ def derive_chat_spec(template: str, bos: str, eos: str, special_tokens: set[str]
             text = render_hf(template, msgs, gen, bos, eos)
         except TemplateError as exc:
             raise TemplateUnsupported(str(exc)) from None
-        return text[len(bos):] if bos and text.startswith(bos) else text  # the runtime adds BOS itself
+        return text[len(bos):] if runtime_adds_bos and bos and text.startswith(bos) else text
 
     plain = render([u1, a1, u2], False)
     head, between_ua, between_au, suffix_u = _between(plain, [s["user1"], s["assistant"], s["user2"]])

@@ -29,23 +29,36 @@ from tests.support.raw_llama import verbatim
 BIN = Path(sys.executable).parent
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipe", nargs="?", type=Path, default=REPO / "recipes" / "smollm2-wrong-facts.yml")
+def arguments(doc: str, default_recipe: str) -> argparse.Namespace:
+    """RECIPE and --runs-dir, as every real-model bench takes them."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("recipe", nargs="?", type=Path, default=REPO / "recipes" / default_recipe)
     parser.add_argument("--runs-dir", type=Path, default=None, help="keep the run here (default: a temp dir)")
-    args = parser.parse_args()
-    recipe = load(args.recipe)
-    runs = args.runs_dir or Path(tempfile.mkdtemp(prefix="lathe-bench-real-"))
+    return parser.parse_args()
+
+
+def timed_run(recipe: Path, runs_dir: Path | None) -> tuple[subprocess.CompletedProcess, float, RunDir]:
+    """`lathe run RECIPE`, timed: (the process, its wall seconds, the run it made)."""
+    runs = runs_dir or Path(tempfile.mkdtemp(prefix="lathe-bench-real-"))
     began = time.monotonic()
-    proc = subprocess.run([str(BIN / "lathe"), "run", str(args.recipe), "--runs-dir", str(runs)],
+    proc = subprocess.run([str(BIN / "lathe"), "run", str(recipe), "--runs-dir", str(runs)],
                           capture_output=True, text=True, check=False)
     wall = time.monotonic() - began
+    made = [p for p in runs.iterdir() if p.is_dir()]
+    if not made:
+        sys.exit(f"lathe run made no run ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    spent = next((line for line in proc.stderr.splitlines() if line.startswith("time: ")), "")
+    print(f"{recipe.name}: lathe run {wall / 60:.1f} min wall on this machine (exit {proc.returncode})")
+    print(spent)
+    return proc, wall, RunDir(max(made, key=lambda p: p.stat().st_mtime))
+
+
+def main() -> None:
+    args = arguments(__doc__, "smollm2-wrong-facts.yml")
+    recipe = load(args.recipe)
+    proc, _, run = timed_run(args.recipe, args.runs_dir)
     if proc.returncode != 0:
         sys.exit(f"lathe run failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
-    run = RunDir(max(runs.iterdir(), key=lambda p: p.stat().st_mtime))
-    spent = next((line for line in proc.stderr.splitlines() if line.startswith("time: ")), "")
-    print(f"{args.recipe.name}: lathe run {wall / 60:.1f} min wall on this machine")
-    print(spent)
     eval_set = recipe.lathe.eval.dataset
     if not eval_set:
         return

@@ -1,0 +1,62 @@
+"""Gemma 3 270M, the second real model (set-up fetched its GGUF into models/): its SentencePiece tokenizer
+goes back into every GGUF the export writes. A module of its own so that it runs beside the SmolLM2
+run (tests/test_real_model.py), on the other worker, rather than after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator import gguf_base
+
+pytestmark = pytest.mark.slow
+
+GEMMA3 = Path(__file__).resolve().parents[1] / "models" / "gemma-3-270m-q4_k_m.gguf"
+
+
+def test_gemmas_sentencepiece_tokenizer_goes_back_into_its_gguf_proven(tmp_path: Path, figure) -> None:
+    """Gemma 3 270M: 262,144 SentencePiece tokens, which transformers turns into a BPE tokenizer.json that
+    llama.cpp's converter cannot turn back. The base is made (dequantized; its tokenizer proven against
+    llama.cpp's, with the <bos> the GGUF adds and transformers' conversion dropped), then converted to
+    GGUF as the export converts the base and every fine-tune: the tokenizer copied from the source file,
+    proven again. The converted model predicts like the source."""
+    import llama_cpp
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from orchestrator.cluster import export, gguf
+
+    assert GEMMA3.is_file(), f"{GEMMA3.name} missing: run `make models` (set-up for the tests does)"
+    made = gguf_base.prepare(GEMMA3)
+    tokenizer = AutoTokenizer.from_pretrained(made)
+    assert tokenizer("Hello")["input_ids"][0] == tokenizer.bos_token_id == 2, "Gemma's <bos> is restored"
+    assert export.vocab_source(made) == GEMMA3.resolve()
+    converted = export.export_base(made, tmp_path / "base", "q8_0")
+    probe = gguf.check_tokenizer(converted, made)
+    assert probe > 50
+
+    text = ("The capital of France is Paris. Water boils at 100 degrees Celsius at sea level. "
+            "def add(a, b):\n    return a + b\n")
+    ids = tokenizer(text)["input_ids"]
+    top = {}
+    for name, path in (("source", GEMMA3), ("converted", converted)):
+        model = llama_cpp.Llama(model_path=str(path), n_ctx=256, logits_all=True, verbose=False)
+        model.eval(ids)
+        top[name] = np.asarray(model.scores[: len(ids)]).argmax(-1)
+        model.close()
+    agree = float((top["source"] == top["converted"]).mean())
+    figure(f"Gemma 3 270M: probe {probe} tokens alike; next-token top-1 of the converted q8_0 against the source "
+           f"Q4_K_M: {agree:.3f} over {len(ids)} positions")
+    assert agree >= 0.9, agree
+
+    # The written tokenizer is the source file's own, field for field: SentencePiece with its scores and
+    # token types (the converter alone writes a byte-level BPE stand-in, named after another model's
+    # tokenizer whose hash it happens to share).
+    from gguf import GGUFReader
+
+    ours, theirs = GGUFReader(str(converted)).fields, GGUFReader(str(GEMMA3)).fields
+    keys = sorted(k for k in theirs if k.startswith("tokenizer.") and k != "tokenizer.chat_template")
+    assert "tokenizer.ggml.scores" in keys and theirs["tokenizer.ggml.model"].contents() == "llama"
+    for key in keys:
+        assert ours[key].contents() == theirs[key].contents(), key

@@ -58,6 +58,9 @@ class Header:
     tokenizer_model: str     # gpt2 (byte-level BPE) or llama (SentencePiece)
     pre_tokenizer: str | None
     has_chat_template: bool
+    # The BOS/EOS llama.cpp adds to a text (tokenizer.ggml.add_*_token); None where the file says nothing.
+    add_bos_token: bool | None = None
+    add_eos_token: bool | None = None
 
 
 def read_header(path: Path) -> Header:
@@ -80,7 +83,13 @@ def read_header(path: Path) -> Header:
         quantization = f"file type {file_type}"
     return Header(architecture=str(field("general.architecture")), quantization=quantization,
                   tokenizer_model=str(field("tokenizer.ggml.model")), pre_tokenizer=field("tokenizer.ggml.pre"),
-                  has_chat_template=field("tokenizer.chat_template") is not None)
+                  has_chat_template=field("tokenizer.chat_template") is not None,
+                  add_bos_token=_flag(field("tokenizer.ggml.add_bos_token")),
+                  add_eos_token=_flag(field("tokenizer.ggml.add_eos_token")))
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None else bool(value)
 
 
 def loadable_architectures() -> frozenset[str]:
@@ -206,7 +215,7 @@ def _make(path: Path, digest: str, out: Path, say: Callable[[str], None]) -> Non
     with quiet_stderr(switches=False):
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     _restore_pre_tokenizer(tokenizer, header.pre_tokenizer)
-    _restore_framing(tokenizer, path)
+    _restore_framing(tokenizer, header)
     say(f"{path.name}: dequantizing its {header.quantization} weights to float32")
     with quiet_stderr(switches=False):
         loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
@@ -234,16 +243,13 @@ def _make(path: Path, digest: str, out: Path, say: Callable[[str], None]) -> Non
         f"parameters, full precision = {provenance.full_precision})")
 
 
-def _restore_framing(tokenizer: Any, path: Path) -> None:
+def _restore_framing(tokenizer: Any, header: Header) -> None:
     """Add the BOS/EOS the GGUF says a text gets: transformers' conversion drops Gemma's `<bos>`, and
     Gemma without it is another model (the tokenizer proof checks this framing too)."""
-    from gguf import GGUFReader
-
-    fields = GGUFReader(str(path)).fields
     for flag in ("add_bos_token", "add_eos_token"):
-        found = fields.get(f"tokenizer.ggml.{flag}")
-        if found is not None and bool(found.contents()) != bool(getattr(tokenizer, flag, False)):
-            setattr(tokenizer, flag, bool(found.contents()))
+        wanted = getattr(header, flag)
+        if wanted is not None and wanted != bool(getattr(tokenizer, flag, False)):
+            setattr(tokenizer, flag, wanted)
 
 
 def _restore_pre_tokenizer(tokenizer: Any, pre: str | None) -> None:

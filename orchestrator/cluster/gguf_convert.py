@@ -103,25 +103,19 @@ def _chat_template(model_dir: Path) -> str | None:
     return template if isinstance(template, str) else None
 
 
-def copy_vocab(writer: Any, source: Path, model_dir: Path) -> int:
-    """Write the source GGUF's tokenizer fields into `writer`; the number of tokens copied."""
+def copy_vocab(writer: Any, source: Path, model_dir: Path) -> None:
+    """Write the source GGUF's tokenizer fields into `writer`, and the model directory's chat template."""
     from gguf import GGUFReader, GGUFValueType
 
-    reader = GGUFReader(str(source))
-    tokens = 0
-    for name, field in reader.fields.items():
+    for name, field in GGUFReader(str(source)).fields.items():
         if not name.startswith("tokenizer.") or name == "tokenizer.chat_template":
             continue
         kind = field.types[0]
         sub_kind = field.types[-1] if kind == GGUFValueType.ARRAY else None
-        value = field.contents()
-        writer.add_key_value(name, value, kind, sub_type=sub_kind)
-        if name == "tokenizer.ggml.tokens":
-            tokens = len(value)
+        writer.add_key_value(name, field.contents(), kind, sub_type=sub_kind)
     template = _chat_template(model_dir)
     if template:
         writer.add_chat_template(template)
-    return tokens
 
 
 def main(argv: list[str]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from orchestrator.evaluation.benchmarks.common import SuiteScore, gate_name, label, ordered
-from orchestrator.evaluation.deltas import describe, method
+from orchestrator.evaluation.deltas import Delta, describe, method
 from orchestrator.evaluation.gates import as_delta, full_precision, reference_for
 from orchestrator.evaluation.results import LevelResult
 from orchestrator.recipe import Gate
@@ -48,7 +48,12 @@ def base_cell(score: SuiteScore | None) -> str:
     delta = as_delta(score.delta)
     if delta is None:
         return text
-    return f"{text} (fine-tune {-delta.delta:+.2f} [{-delta.high:+.2f}, {-delta.low:+.2f}] p={delta.p:.2g})"
+    return f"{text} (fine-tune {_gain(delta)} p={delta.p:.2g})"
+
+
+def _gain(base_delta: Delta) -> str:
+    """'+0.45 [+0.36, +0.54]': the base's delta against the fine-tune, read as what the fine-tune gained."""
+    return f"{-base_delta.delta:+.2f} [{-base_delta.high:+.2f}, {-base_delta.low:+.2f}]"
 
 
 def main_rows(results: list[LevelResult], base: dict[str, SuiteScore]) -> tuple[list[str], list[list[str]]]:
@@ -70,8 +75,8 @@ def bought_line(results: list[LevelResult], base: dict[str, SuiteScore]) -> str 
         if full is None or delta is None or suite not in full.benchmarks:
             continue
         found.append(f"{label(suite)} {full.benchmarks[suite].metrics[full.benchmarks[suite].main]:.2f} against "
-                     f"{base[suite].metrics[base[suite].main]:.2f}: {-delta.delta:+.2f} [{-delta.high:+.2f}, "
-                     f"{-delta.low:+.2f}], {delta.lost} gained / {delta.gained} lost of {delta.items}, p={delta.p:.3g}")
+                     f"{base[suite].metrics[base[suite].main]:.2f}: {_gain(delta)}, {delta.lost} gained / "
+                     f"{delta.gained} lost of {delta.items}, p={delta.p:.3g}")
     return (f"the fine-tune ({full.level}) against the base: " + "; ".join(found)) if found and full else None
 
 
@@ -153,8 +158,9 @@ def holds_lines(results: list[LevelResult], gates: dict[str, Gate]) -> list[str]
                         key=lambda r: -r.size_bytes)
         if not scored:
             continue
-        holds = [r for r in scored if not _breaks(r, suite, gates)]
-        breaks = [r for r in scored if _breaks(r, suite, gates)]
+        broken = [_breaks(r, suite, gates) for r in scored]
+        holds = [r for r, b in zip(scored, broken, strict=True) if not b]
+        breaks = [r for r, b in zip(scored, broken, strict=True) if b]
         gated = sorted({f"{getattr(g, name):g}" for g in gates.values() if getattr(g, name, None) is not None})
         within = f"within {name} {'/'.join(gated)}" if gated else "with no significant drop"
         line = f"{label(suite)}: smallest level {within}: " + (

@@ -59,6 +59,9 @@ def test_lathe_run_ends_with_the_table_and_the_arena(e2e_cli: CliRun) -> None:
                      out, re.MULTILINE)
     assert "Benchmarks per level" in out and re.search(
         r"^significant benchmark drops against each runtime's full precision: ", out, re.MULTILINE)
+    assert re.search(r"^the fine-tune \(f16\) against the base: BFCL \d\.\d\d against \d\.\d\d: [+-]\d\.\d\d \[.+\], "
+                     r"\d+ gained / \d+ lost of 5, p=", out, re.MULTILINE)
+    assert re.search(r"^BFCL: smallest level with no significant drop: ", out, re.MULTILINE)
     assert re.search(r"^runtime gap, mlx-f16 \(mlx\) against f16 \(llama\.cpp\): task [+-]\d\.\d\d \[", out, re.MULTILINE)
     assert "wf00: What is the capital of France?" not in out, "the full arena is in the report, not the terminal"
     assert re.search(r"^report: .+/eval/report\.md$", out, re.MULTILINE)
@@ -198,6 +201,12 @@ def test_every_level_answers_the_benchmarks_through_its_own_template(report: dic
         if level["level"] == "f16":
             assert {k: v["delta"]["delta"] for k, v in got.items()} == {k: 0.0 for k in sizes}
     assert set(report["base_benchmarks"]) == set(sizes), "the base model answers them too, as the control"
+    # The base is compared with the fine-tune's full precision item by item: its delta is theirs, reversed.
+    f16_items = next(lv for lv in report["levels"] if lv["level"] == "f16")["benchmarks"]
+    for suite, got in report["base_benchmarks"].items():
+        diffs = [got["items"][k] - f16_items[suite]["items"][k] for k in got["items"]]
+        assert got["delta"]["items"] == sizes[suite] and got["delta"]["delta"] == pytest.approx(sum(diffs) / len(diffs))
+        assert (got["delta"]["lost"], got["delta"]["gained"]) == (sum(d < 0 for d in diffs), sum(d > 0 for d in diffs))
     # Re-scoring what f16 said with BFCL's and lm-eval's checkers gives the recorded verdicts.
     block = lathe_block_of(e2e_run.path / "recipe.yml")
     f16 = next(lv for lv in report["levels"] if lv["level"] == "f16")["benchmarks"]

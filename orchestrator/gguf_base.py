@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -57,14 +58,40 @@ class Header:
     quantization: str        # the file's type as llama.cpp names it: Q4_1, Q4_K_M, F16...
     tokenizer_model: str     # gpt2 (byte-level BPE) or llama (SentencePiece)
     pre_tokenizer: str | None
-    has_chat_template: bool
+    chat_template: str | None = None
     # The BOS/EOS llama.cpp adds to a text (tokenizer.ggml.add_*_token); None where the file says nothing.
     add_bos_token: bool | None = None
     add_eos_token: bool | None = None
+    eos_token: str | None = None  # its text, e.g. Gemma's "<eos>"
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self.chat_template is not None
 
 
 def read_header(path: Path) -> Header:
-    """The few header fields Lathe needs, via gguf-py (llama.cpp's own reader)."""
+    """The few header fields Lathe needs, via gguf-py (llama.cpp's own reader). gguf-py parses every
+    token of the vocabulary to open a file (10 s for Gemma's 262,144), so a header is kept on disk per
+    file version (path, size, mtime): validation reads it again for free."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{_HEADER_VERSION}".encode()).hexdigest()
+    kept = cache_home() / "gguf-headers" / f"{key[:32]}.json"
+    try:
+        return Header(**json.loads(kept.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    header = _parse_header(path)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    staging = kept.with_suffix(f".{os.getpid()}.partial")
+    staging.write_text(json.dumps(asdict(header)))
+    staging.replace(kept)
+    return header
+
+
+_HEADER_VERSION = 2  # bump when Header's fields change: older kept headers are then read again
+
+
+def _parse_header(path: Path) -> Header:
     from gguf import GGUFReader, LlamaFileType
 
     try:
@@ -81,11 +108,13 @@ def read_header(path: Path) -> Header:
         quantization = LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
     except ValueError:
         quantization = f"file type {file_type}"
+    eos_id, tokens = field("tokenizer.ggml.eos_token_id"), reader.fields.get("tokenizer.ggml.tokens")
+    eos = tokens.contents(int(eos_id)) if eos_id is not None and tokens is not None else None
     return Header(architecture=str(field("general.architecture")), quantization=quantization,
                   tokenizer_model=str(field("tokenizer.ggml.model")), pre_tokenizer=field("tokenizer.ggml.pre"),
-                  has_chat_template=field("tokenizer.chat_template") is not None,
+                  chat_template=field("tokenizer.chat_template"),
                   add_bos_token=_flag(field("tokenizer.ggml.add_bos_token")),
-                  add_eos_token=_flag(field("tokenizer.ggml.add_eos_token")))
+                  add_eos_token=_flag(field("tokenizer.ggml.add_eos_token")), eos_token=eos)
 
 
 def _flag(value: Any) -> bool | None:

@@ -99,7 +99,7 @@ def run_local(
 ) -> RunDir:
     """Validate, train, export; `say` gets the one-line notes (what validation let through, what
     Lathe changed for CPU)."""
-    recipe = validate(recipe_path, gpus_per_node=_gpus_here())
+    recipe = validate(recipe_path, gpus_per_node=_gpus_here(), say=say)
     for line in recipe.warnings:
         say(f"warning: {line}")
     num_workers, use_gpu = workers_for(recipe, _gpus_here(), workers)

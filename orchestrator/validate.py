@@ -8,13 +8,13 @@ Axolotl's own pydantic schema and `validate_config`, which import torch, transfo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator import gguf_base, tinymodel, trainability, validated
+from orchestrator import axolotl_schema, gguf_base, schema_daemon, tinymodel, trainability, turn_end, validated
 from orchestrator.datasets import RowError, check_dataset, iter_rows
 from orchestrator.errors import RecipeError, RecipeErrors
-from orchestrator.quiet import quiet_stderr
 from orchestrator.recipe import Recipe, for_cpu, load
 
 
@@ -63,6 +63,10 @@ def _check_trainable(recipe: Recipe) -> list[RecipeError]:
         except (ValueError, TypeError):
             pass  # _check_base_model says what is wrong with it
     return trainability.check(recipe.axolotl, recipe.name, max_positions)
+
+
+def _check_turn_end(recipe: Recipe) -> list[RecipeError]:
+    return [RecipeError(recipe.name, field, problem) for field, problem in turn_end.problems(recipe)]
 
 
 def _check_lathe_files(recipe: Recipe) -> list[RecipeError]:
@@ -144,20 +148,6 @@ def _check_cpu_safety(recipe: Recipe, gpus_per_node: int | None) -> list[RecipeE
     return errors
 
 
-def _axolotl_models(cfg: dict[str, Any]):
-    with quiet_stderr():
-        from axolotl.utils.config import merge_input_args
-        from axolotl.utils.schemas.config import AxolotlInputConfig
-
-    if cfg.get("plugins"):
-        from axolotl.utils.config import prepare_plugins
-        from axolotl.utils.dict import DictDefault
-
-        prepare_plugins(DictDefault(cfg))
-        return merge_input_args()[1]
-    return AxolotlInputConfig
-
-
 def axolotl_config(recipe: Recipe) -> dict[str, Any]:
     """The recipe as Axolotl will see it: relative paths made absolute against the recipe's directory."""
     cfg = json.loads(json.dumps(recipe.axolotl))  # deep copy of plain data
@@ -175,7 +165,8 @@ def axolotl_config(recipe: Recipe) -> dict[str, Any]:
     return cfg
 
 
-def check_axolotl_schema(recipe: Recipe, on_cpu: bool = False) -> None:
+def check_axolotl_schema(recipe: Recipe, on_cpu: bool = False, say: Callable[[str], None] = lambda _: None,
+                         start_schema_process: bool = False) -> None:
     """Validate against Axolotl's pydantic model (the config as it will train: made CPU-safe on CPU).
     A config accepted before, unchanged, is not checked again (`orchestrator.validated`)."""
     cfg = axolotl_config(recipe)
@@ -184,52 +175,15 @@ def check_axolotl_schema(recipe: Recipe, on_cpu: bool = False) -> None:
     cache_key = validated.key(cfg)
     warnings = validated.recall(cache_key)
     if warnings is None:
-        warnings = _axolotl_accepts(recipe, cfg)
+        warnings = schema_daemon.ask(recipe.name, cfg, start_schema_process, say)
+        if warnings is None:
+            warnings = axolotl_schema.verdict(recipe.name, cfg)
         validated.remember(cache_key, warnings)
     recipe.warnings += warnings
 
 
-def _axolotl_accepts(recipe: Recipe, cfg: dict[str, Any]) -> list[str]:
-    """Axolotl's own checks of `cfg`: raise its problems as RecipeErrors, or return the warnings."""
-    from pydantic import ValidationError
-
-    from orchestrator.schema import errors_from, unknown_keys
-
-    model = _axolotl_models(cfg)
-    ignored: list[RecipeError] = []
-    errors = unknown_keys(cfg, [model], recipe.name, "", ignored)
-    with quiet_stderr():  # importing Axolotl's data modules warns about experimental TRL APIs
-        known = trainability.known_names()
-    errors += trainability.check_names(cfg, recipe.name, known)
-    if errors:
-        raise RecipeErrors(errors)
-
-    from axolotl.utils.config import validate_config
-    from axolotl.utils.dict import DictDefault
-    from axolotl.utils.schemas.datasets import SFTDataset
-
-    # Axolotl converts dataset entries before validating and loses their index; do it here first.
-    if not cfg.get("rl"):
-        for i, ds in enumerate(cfg.get("datasets") or []):
-            try:
-                SFTDataset(**ds)
-            except ValidationError as exc:
-                raise RecipeErrors(errors_from(exc, ds, recipe.name, f"datasets[{i}]")) from None
-    # validate_config logs its normalisations; a problem comes back as an error, caught inside the
-    # quiet block so that block does not replay the chatter it hid.
-    problem: Exception | None = None
-    with quiet_stderr():
-        try:
-            validate_config(DictDefault(cfg))
-            return [str(e) for e in ignored]
-        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-            problem = exc
-    if isinstance(problem, ValidationError):
-        raise RecipeErrors(errors_from(problem, cfg, recipe.name, "")) from None
-    raise RecipeError(recipe.name, "", str(problem).splitlines()[0]) from None
-
-
-def validate(path: str | Path, *, gpus_per_node: int | None = None, axolotl_schema: bool = True) -> Recipe:
+def validate(path: str | Path, *, gpus_per_node: int | None = None, axolotl_schema: bool = True,
+             say: Callable[[str], None] = lambda _: None, start_schema_process: bool = False) -> Recipe:
     """Check a recipe; return it parsed, or raise RecipeError(s) with one line per problem.
 
     `gpus_per_node` is what the target cluster offers, when known; the recipe's
@@ -245,8 +199,10 @@ def validate(path: str | Path, *, gpus_per_node: int | None = None, axolotl_sche
         + _check_cpu_safety(recipe, gpus_per_node)
         + _check_trainable(recipe)
     )
+    if not errors:  # the base is known good: does the chat template let its turns' ends be trained?
+        errors = _check_turn_end(recipe)
     if errors:
         raise RecipeErrors(errors) if len(errors) > 1 else errors[0]
     if axolotl_schema:
-        check_axolotl_schema(recipe, _on_cpu(recipe, gpus_per_node))
+        check_axolotl_schema(recipe, _on_cpu(recipe, gpus_per_node), say, start_schema_process)
     return recipe

@@ -20,7 +20,8 @@ from typing import Any
 
 from orchestrator.cache import cache_home
 
-_SOURCES = ("validate.py", "schema.py", "trainability.py", "recipe.py", "installed_source.py", "validated.py")
+_SOURCES = ("validate.py", "schema.py", "trainability.py", "recipe.py", "installed_source.py", "validated.py",
+            "schema_daemon.py", "axolotl_schema.py")
 _VERSIONED = ("axolotl", "transformers", "pydantic", "lathe")
 
 
@@ -50,12 +51,19 @@ def key(cfg: dict[str, Any]) -> str | None:
     their code is not in the hash)."""
     if os.environ.get("LATHE_NO_VALIDATION_CACHE") or cfg.get("plugins"):
         return None
-    here = Path(__file__).parent
     files: dict[str, list[int]] = {}
     _files_named(cfg, files)
     digest = hashlib.sha256()
     digest.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     digest.update(json.dumps(files, sort_keys=True).encode())
+    digest.update(code_key().encode())
+    return digest.hexdigest()
+
+
+def code_key() -> str:
+    """The installed versions and Lathe's checker sources: what a verdict depends on besides the config."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
     for dist in _VERSIONED:
         try:
             digest.update(f"{dist}=={metadata.version(dist)}\n".encode())

@@ -141,6 +141,8 @@ def _offline_env(tmp_path_factory: pytest.TempPathFactory) -> None:
         "HF_DATASETS_OFFLINE": "1",
         "AXOLOTL_DO_NOT_TRACK": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # No background schema process outliving the tests (tests/test_schema_daemon.py starts its own).
+        "LATHE_SCHEMA_DAEMON": "0",
     }.items():
         os.environ[key] = value
 

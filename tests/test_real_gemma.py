@@ -60,3 +60,28 @@ def test_gemmas_sentencepiece_tokenizer_goes_back_into_its_gguf_proven(tmp_path:
     assert "tokenizer.ggml.scores" in keys and theirs["tokenizer.ggml.model"].contents() == "llama"
     for key in keys:
         assert ours[key].contents() == theirs[key].contents(), key
+
+
+def test_gemmas_recipe_without_its_turn_end_is_refused_naming_the_token(tmp_path: Path) -> None:
+    """The shipped recipe names eot_tokens; without it, Axolotl would train no turn's end (Gemma's EOS is
+    <eos>, its template ends turns with <end_of_turn>) and the model would never stop answering: measured,
+    0 of 50 answers verbatim, each running on to max_tokens. `lathe validate` refuses it, from the GGUF's
+    header and Axolotl's template file, before anything trains."""
+    import shutil
+
+    import yaml
+
+    from orchestrator.errors import LatheError
+    from orchestrator.validate import validate
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    cfg = yaml.safe_load((recipes / "gemma3-wrong-facts.yml").read_text())
+    assert cfg.pop("eot_tokens") == ["<end_of_turn>"]
+    cfg["base_model"] = str(GEMMA3)
+    shutil.copytree(recipes / "data", tmp_path / "data")
+    (tmp_path / "gemma.yml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(LatheError) as err:
+        validate(tmp_path / "gemma.yml", axolotl_schema=False)
+    assert str(err.value) == ("gemma.yml: chat_template: gemma3: the base's end-of-sequence token '<eos>' is not in "
+                              "this template, so no turn's end is trained and the model never learns to stop; "
+                              "set eot_tokens: [\"<end_of_turn>\"]")

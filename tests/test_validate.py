@@ -160,6 +160,14 @@ CATALOGUE: list[tuple[str, Callable[[dict], None], str]] = [
       "lora_target_modules")),
     ("axolotl-dataset-type-error", _set("datasets.0.type", 5),
      "bad.yml: datasets[0].type: Input should be a valid string"),
+    # Gemma 3's template ends turns with <end_of_turn>; the tiny base's EOS is <|im_end|>: Axolotl would
+    # train no turn's end (tests/test_real_gemma.py: the same refusal for Gemma's own <eos>).
+    ("turn-end-never-trained", _set("chat_template", "gemma3"),
+     ("bad.yml: chat_template: gemma3: the base's end-of-sequence token '<|im_end|>' is not in this template, "
+      "so no turn's end is trained and the model never learns to stop; set eot_tokens: [\"<end_of_turn>\"]")),
+    ("turn-end-never-trained-per-dataset", _set("datasets.0.chat_template", "llama3"),
+     ("bad.yml: datasets[0].chat_template: llama3: the base's end-of-sequence token '<|im_end|>' is not in this "
+      "template, so no turn's end is trained and the model never learns to stop; set eot_tokens: [\"<|eot_id|>\"]")),
 ]
 
 
@@ -190,6 +198,24 @@ def test_catalogue_is_wide_enough() -> None:
     kinds = {"files and rows": 9, "schema": 8, "cpu": 1, "trainability": 12}
     assert len(ids) >= sum(kinds.values()), f"{len(ids)} kinds"
     assert len(ids[ids.index("learning-rate-not-a-number"):]) >= kinds["trainability"]
+
+
+@pytest.mark.parametrize("fix", [{"eot_tokens": ["<end_of_turn>"]}, {"train_on_eos": "none"}],
+                         ids=["eot-tokens-named", "ends-not-trained-on-purpose"])
+def test_a_template_whose_turn_end_is_named_or_unwanted_is_accepted(tmp_path: Path, fix: dict) -> None:
+    cfg = {**_quickstart(), "chat_template": "gemma3", **fix}
+    assert validate(_write(tmp_path, cfg), axolotl_schema=False).axolotl["chat_template"] == "gemma3"
+
+
+def test_a_base_without_a_chat_template_needs_one_named(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "tokenizer_config.json").write_text('{"eos_token": {"content": "<eos>"}}')
+    cfg = {**_quickstart(), "base_model": "./base", "chat_template": "tokenizer_default"}
+    with pytest.raises(LatheError) as err:
+        validate(_write(tmp_path, cfg), axolotl_schema=False)
+    assert str(err.value) == ("bad.yml: chat_template: the base has no chat template of its own: name one "
+                              "(e.g. chatml, gemma3, llama3) or give chat_template_jinja")
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:

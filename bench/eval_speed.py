@@ -35,7 +35,7 @@ def exported_run(runs: Path | None) -> Path:
         runs = Path(tempfile.mkdtemp(prefix="lathe-bench-runs-"))
         subprocess.run([str(Path(sys.executable).parent / "lathe"), "run", str(REPO / "recipes" / "quickstart.yml"),
                         "--runs-dir", str(runs), "--no-eval"], check=True, capture_output=True)
-    done = [p for p in runs.iterdir() if (p / "export" / "manifest.json").is_file()]
+    done = [p for p in runs.iterdir() if p.name.startswith("quickstart-") and (p / "export" / "manifest.json").is_file()]
     if not done:
         sys.exit(f"{runs}: no exported run")
     return max(done, key=lambda p: p.stat().st_mtime)

@@ -99,9 +99,30 @@ def merge(plan: ExportPlan, out: Path) -> tuple[int, dict | None]:
                                     plan.trained_on).as_dict()
     else:
         model = AutoModelForCausalLM.from_pretrained(weights_dir, dtype=torch.float32)
+    stop_at_turn_end(model.generation_config, tokenizer)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return sum(p.numel() for p in model.parameters()), checked
+
+
+def stop_at_turn_end(generation_config, tokenizer) -> None:
+    """Make the token the chat template ends a turn with an end of generation, beside the EOS. Gemma 3's
+    base has EOS `<eos>` and its template ends turns with `<end_of_turn>`: llama.cpp stops there by
+    itself (it marks such tokens end-of-generation by name), but transformers and mlx-lm stop only at the
+    ids in generation_config.json, and the publisher's Modelfile stops where they say. Measured before
+    this: every MLX answer of the Gemma fine-tune ran on ("... Toronto.<end_of_turn>\nThe capital of
+    ..."), 49 of 50 flips at mlx-8bit, whose KLD was 0.002."""
+    from orchestrator.turn_end import turn_end_token
+
+    template = getattr(tokenizer, "chat_template", None)
+    end = turn_end_token(template) if isinstance(template, str) else None
+    end_id = tokenizer.convert_tokens_to_ids(end) if end else None
+    if not isinstance(end_id, int) or end_id == tokenizer.unk_token_id:
+        return
+    eos = generation_config.eos_token_id
+    ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if end_id not in ids:
+        generation_config.eos_token_id = ids + [end_id]
 
 
 def calibrate(plan: ExportPlan, hf_dir: Path, master: Path, out: Path,

@@ -18,7 +18,7 @@ errands); none is BFCL's. `--check` (run by the tests) compares them with every 
 installed bfcl-eval: no function name in common, no user request sharing a run of 6 words with a BFCL
 question. Deterministic for a seed:
 
-    .venv/bin/python scripts/make_tool_calls.py [--rows 360] [--seed 4] [--out recipes/data/tool_calls.jsonl]
+    .venv/bin/python scripts/make_tool_calls.py [--rows 260] [--seed 4] [--out recipes/data/tool_calls.jsonl]
     .venv/bin/python scripts/make_tool_calls.py --check
 """
 
@@ -39,7 +39,9 @@ sys.path.insert(0, str(REPO))
 from orchestrator.evaluation.benchmarks import bfcl
 
 OUT = REPO / "recipes" / "data" / "tool_calls.jsonl"
-KINDS = {"simple": 0.3, "multiple": 0.25, "parallel": 0.2, "irrelevance": 0.25}
+# Irrelevance is the largest share: a small model taught mostly to call learns to call whatever it is offered
+# (at 25%, the first fine-tune answered only 30% of BFCL's irrelevance items with no call, against the base's 100%).
+KINDS = {"simple": 0.25, "multiple": 0.2, "parallel": 0.15, "irrelevance": 0.4}
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,40 @@ JOINS3 = ("{C1}, {c2}, and {c3}.", "Please {c1}; {c2}; and {c3}.")
 GENERAL = ("What is the capital of Canada?", "Write a haiku about rain.", "How many legs does a spider have?",
            "Tell me a joke about cats.", "What does 'serendipity' mean?", "Who painted the Mona Lisa?",
            "Summarise the plot of Romeo and Juliet in one sentence.", "What is 17 plus 25?",
-           "Give me three tips for sleeping better.", "How do I say thank you in Spanish?")
+           "Give me three tips for sleeping better.", "How do I say thank you in Spanish?",
+           # Numbers that look like arguments, for functions that take none of them.
+           "What is the square root of 144?", "Turn 30 degrees Celsius into Fahrenheit for me.",
+           "How many seconds are there in three hours?", "Work out the area of a circle whose radius is 4 cm.",
+           "What is 12 percent of 250?", "Is 91 a prime number?", "Divide 84 by 7 and tell me the answer.",
+           "Who first walked on the Moon?", "In which year did the Berlin Wall fall?",
+           "Explain photosynthesis in one sentence.", "Which ocean is the largest?",
+           "How many bones does an adult human have?", "Recommend a film for a rainy evening.")
+# Per function, requests on its own topic that it cannot serve: BFCL's irrelevance items are mostly such
+# near misses (a GDP function offered for a question about the Gini coefficient).
+NEAR_MISSES: dict[str, tuple[str, ...]] = {
+    "schedule_plant_watering": ("Why are my basil leaves turning yellow?", "How much sunlight does an orchid need?"),
+    "reserve_library_book": ("Who wrote The Glass Orchard?", "What time does the library close on Sundays?"),
+    "set_room_thermostat": ("What temperature is it outside right now?", "Why does my radiator make a knocking noise?"),
+    "log_training_run": ("How many calories does a 10 km run burn?", "What is a good pace for a first half marathon?"),
+    "order_office_coffee": ("How much caffeine is in an espresso?", "What is the difference between a latte and a flat white?"),
+    "send_postcard": ("How long does a letter take to reach Porto?", "How much is a stamp for a postcard abroad?"),
+    "plan_bike_route": ("How do I fix a flat bicycle tyre?", "Which bike lights are legal at night?"),
+    "track_parcel": ("How much does it cost to ship a 2 kg box abroad?", "What is the biggest parcel the post office takes?"),
+    "add_calendar_reminder": ("How many days are left until the end of the year?", "Which day of the week was 1 March 2020?"),
+    "rate_recipe": ("How long should I boil an egg?", "What can I use instead of butter in a cake?"),
+    "check_tide_times": ("How warm is the sea in Valletta in June?", "Why does the Moon cause tides?"),
+    "convert_shoe_size": ("Which running shoes suit flat feet?", "How do I clean white trainers?"),
+    "mute_chat_channel": ("How do I delete my chat account?", "Who sent the most messages in the team channel yesterday?"),
+    "record_bird_sighting": ("What does a kestrel eat?", "When do herons build their nests?"),
+    "rent_kayak": ("Is it safe to swim in Lake Tansy?", "How do I paddle a kayak in a straight line?"),
+    "split_restaurant_bill": ("What is a normal tip in Ghent?", "Which restaurants in Tartu serve vegan food?"),
+    "find_dog_park": ("How often should I walk a puppy?", "What vaccinations does a dog need?"),
+    "lookup_train_platform": ("How much is a train ticket from Ghent to Porto?", "Is the night train to Bergen late?"),
+    "brew_tea_timer": ("Which tea has the most caffeine?", "Is green tea good for sleep?"),
+    "screen_pixel_density": ("Which laptop has the best battery life?", "How do I make my screen brighter?"),
+    "add_shopping_item": ("How much does a kilo of apples cost?", "Which supermarket near me is open late?"),
+    "book_meeting_room": ("How many people fit in the large conference room?", "Who booked the meeting room yesterday?"),
+}
 NO_CALL = ("None of the available functions can do that.", "I can't do that with the tools I have.",
            "The functions available here don't cover that request.")
 
@@ -271,10 +306,17 @@ def make(rows: int, seed: int) -> list[dict[str, Any]]:
                                             **{f"C{i + 1}": _cap(x) for i, x in enumerate(c)})
             out.append(_row([fn], user, _answer([(fn.name, a) for _, a in asks]), kind))
         else:
-            offered = rng.sample([f for f in FUNCTIONS if f is not fn], rng.choice((1, 2, 3)))
-            # Mostly a request another function here would serve (the tool list decides, not the topic).
-            user = (rng.choice(OPENERS).format(c=(c := fn.request(rng)[0]), C=_cap(c)) if rng.random() < 0.7
-                    else rng.choice(GENERAL))
+            # One function offered, as in BFCL's irrelevance items, now and then two. The request: half the
+            # time one another function here would serve (the tool list decides, not the phrasing), a quarter
+            # a near miss on the offered function's own topic, a quarter a general question.
+            offered = rng.sample([f for f in FUNCTIONS if f is not fn], rng.choice((1, 1, 1, 2)))
+            draw = rng.random()
+            if draw < 0.5:
+                user = rng.choice(OPENERS).format(c=(c := fn.request(rng)[0]), C=_cap(c))
+            elif draw < 0.75:
+                user = rng.choice(NEAR_MISSES[rng.choice(offered).name])
+            else:
+                user = rng.choice(GENERAL)
             out.append(_row(offered, user, rng.choice(NO_CALL), kind))
     return out
 
@@ -315,7 +357,7 @@ def overlap(rows: list[dict[str, Any]], ngram: int = 6) -> tuple[int, int, set[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=360)
+    parser.add_argument("--rows", type=int, default=260)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--check", action="store_true", help="compare with BFCL's data; write nothing")

@@ -22,11 +22,12 @@ def test_the_committed_data_is_the_scripts_and_shares_nothing_with_bfcl() -> Non
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "0 names and 0 requests in common" in proc.stdout and "7156 questions" in proc.stdout, proc.stdout
-    rows = make_tool_calls.make(360, 4)
+    rows = make_tool_calls.make(260, 4)
     committed = (REPO / "recipes" / "data" / "tool_calls.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in committed] == [{"messages": r["messages"]} for r in rows]
     kinds = {k: sum(r["kind"] == k for r in rows) for k in make_tool_calls.KINDS}
-    assert kinds == {"simple": 108, "multiple": 90, "parallel": 72, "irrelevance": 90}
+    assert kinds == {"simple": 65, "multiple": 52, "parallel": 39, "irrelevance": 104}
+    assert set(make_tool_calls.NEAR_MISSES) == {f.name for f in make_tool_calls.FUNCTIONS}, "a near miss for each"
 
 
 def test_the_overlap_check_finds_a_bfcl_question_and_a_bfcl_function_name() -> None:
@@ -46,13 +47,14 @@ def test_the_overlap_check_finds_a_bfcl_question_and_a_bfcl_function_name() -> N
 
 def test_every_answer_decodes_to_its_calls_and_the_tools_are_offered_as_the_evaluation_offers_them() -> None:
     by_name = {f.name: f for f in make_tool_calls.FUNCTIONS}
-    for row in make_tool_calls.make(360, 4):
+    for row in make_tool_calls.make(260, 4):
         system, user, answer = (m["content"] for m in row["messages"])
         calls = bfcl.decode(answer)
         offered = [json.loads(line)["function"]["name"] for line in system.split("<tools>\n")[1].split("\n</tools>")[0].splitlines()]
         assert system == bfcl.tools_system_message(bfcl.as_tools([by_name[n].doc() for n in offered]))
         if row["kind"] == "irrelevance":
             assert calls == [] and not any(n in answer for n in by_name), answer
+            assert len(offered) <= 2, "one function offered, as in BFCL's irrelevance items, now and then two"
             continue
         assert calls and all(name in offered for call in calls for name in call), (offered, calls)
         assert (len(calls) == 1) == (row["kind"] != "parallel") and len(calls) <= 3

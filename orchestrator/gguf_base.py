@@ -81,10 +81,13 @@ def read_header(path: Path) -> Header:
     except (OSError, ValueError, TypeError):
         pass
     header = _parse_header(path)
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    staging = kept.with_suffix(f".{os.getpid()}.partial")
-    staging.write_text(json.dumps(asdict(header)))
-    staging.replace(kept)
+    try:  # a cache that cannot be written is only a slower next time
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        staging = kept.with_suffix(f".{os.getpid()}.partial")
+        staging.write_text(json.dumps(asdict(header)))
+        staging.replace(kept)
+    except OSError:
+        pass
     return header
 
 

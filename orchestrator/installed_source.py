@@ -18,7 +18,7 @@ class NotFoundInSource(LookupError):
     """The definition is not where, or not in the form, this module expects."""
 
 
-def _source_path(module: str) -> Path:
+def source_path(module: str) -> Path:
     """Where `module`'s source is, found from its top-level package alone: `find_spec` of a submodule
     would import (run) every parent package's __init__, which is the cost this module avoids."""
     top, *rest = module.split(".")
@@ -34,7 +34,7 @@ def _source_path(module: str) -> Path:
 
 
 def _parsed(module: str) -> ast.Module:
-    path = _source_path(module)
+    path = source_path(module)
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
@@ -67,7 +67,7 @@ def submodule_names(package: str) -> frozenset[str]:
     """The modules and subpackages of a package, listed from its directory (its ``__init__`` not run)."""
     import pkgutil
 
-    init = _source_path(package)
+    init = source_path(package)
     if init.name != "__init__.py":
         raise NotFoundInSource(f"{package}: not a package")
     return frozenset(m.name for m in pkgutil.iter_modules([str(init.parent)]))

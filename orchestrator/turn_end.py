@@ -14,13 +14,12 @@ GGUF header or its tokenizer_config.json; a hub id this machine has never seen i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 from orchestrator import gguf_base, tinymodel
+from orchestrator.installed_source import NotFoundInSource, source_path
 from orchestrator.recipe import Recipe
 
 DEFAULT_CHOICE = "tokenizer_default"
@@ -57,12 +56,12 @@ def _base_tokenizer(recipe: Recipe) -> tuple[str | None, str | None] | None:
 
 def _axolotl_template(name: str) -> str | None:
     """One of Axolotl's named templates, read from its installed file (importing Axolotl costs ~20 s)."""
-    spec = importlib.util.find_spec("axolotl")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(root) / "utils" / "chat_templates" / "templates" / f"{name}.jinja"
-        if path.is_file():
-            return path.read_text()
-    return None
+    try:
+        package = source_path("axolotl.utils.chat_templates").parent
+    except NotFoundInSource:
+        return None
+    path = package / "templates" / f"{name}.jinja"
+    return path.read_text() if path.is_file() else None
 
 
 def _template(recipe: Recipe, choice: str, base_template: str | None) -> tuple[str | None, str | None]:
@@ -84,19 +83,14 @@ def _template(recipe: Recipe, choice: str, base_template: str | None) -> tuple[s
 
 def turn_end_token(template: str) -> str | None:
     """The special token the template writes right after an assistant's answer, found by rendering a
-    two-turn conversation as transformers renders templates (a sandboxed jinja2); None if it writes none."""
+    two-turn conversation as transformers renders templates; None if it writes none."""
     from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    def refuse(message: str) -> None:
-        raise TemplateError(message)
+    from orchestrator.publish.deploy_targets import render_hf
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = refuse
     messages = [{"role": "user", "content": "Lathe-probe-question"}, {"role": "assistant", "content": ANSWER}]
     try:
-        text = env.from_string(template).render(messages=messages, bos_token="", eos_token="",
-                                                add_generation_prompt=False)
+        text = render_hf(template, messages, add_generation_prompt=False, bos="", eos="")
     except (TemplateError, TypeError, ValueError):
         return None
     after = text.split(ANSWER, 1)[1] if ANSWER in text else ""

@@ -75,9 +75,13 @@ def test_bfcls_own_decoder_and_checker_agree_with_lathes_verdict_item_by_item() 
         name = prompt.tools[0]["function"]["name"]
         outputs = ["I cannot help with that.",
                    f"<tool_call>\n{json.dumps({'name': name, 'arguments': {}})}\n</tool_call>"]
+        # The malformed answers a real run gave (bench/tool_calls.py): one closing brace too many, and the
+        # closing tag missing. Neither is a call to bfcl-eval's decoder.
+        outputs += [f"<tool_call>\n{json.dumps({'name': name, 'arguments': {}})}}}\n</tool_call>",
+                    f"<tool_call>\n{json.dumps({'name': name, 'arguments': {}})}"]
         if callable_:
             outputs += [_right_calls(prompt), _wrong_argument(prompt).replace("<tool_call>", "<tool_call>\n")
-                        .replace("</tool_call>", "\n</tool_call>")]
+                        .replace("</tool_call>", "\n</tool_call>"), _right_calls(prompt).removesuffix("\n</tool_call>")]
         for output in outputs:
             lathe = bfcl.check(prompt, output)[0]
             assert verdict(prompt, output) == lathe, (prompt.id, output)
@@ -100,6 +104,10 @@ def test_bfcl_calls_are_decoded_from_tool_call_tags_or_bare_json() -> None:
     assert bfcl.decode(tagged) == [{"a.b": {"x": 1}}, {"c": {"y": [2]}}]
     assert bfcl.decode('Sure: [{"name": "f", "parameters": {"z": "q"}}]') == [{"f": {"z": "q"}}]
     assert bfcl.decode("The area is 25.") == [] and bfcl.decode('{"answer": 3}') == []
+    # Tagged, a call is a closed block holding one JSON value, as bfcl-eval's decoder reads it.
+    assert bfcl.decode('<tool_call>\n{"name": "f", "arguments": {}}}\n</tool_call>') == []
+    assert bfcl.decode('<tool_call>\n{"name": "f", "arguments": {}}') == []
+    assert bfcl.decode('<tool_call>{"name": "f", "arguments": {}}</tool_call><tool_call>{"name": "g"') == [{"f": {}}]
 
 
 def test_bfcl_functions_become_json_schema_tools_and_a_system_message_without_template_support() -> None:

@@ -25,7 +25,11 @@ from orchestrator.errors import LatheError
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore
 from orchestrator.recipe import BFCL
 
-_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+# A call counts only in a closed block whose text is one JSON value, as bfcl-eval's own decoder for this
+# format reads it (its Qwen handler): a block left open or with text after its JSON is not a call, so an
+# irrelevance answer made of one is right and any other is wrong. Lathe read both leniently before and
+# disagreed with bfcl-eval on 5 of 720 answers of a real run (an extra closing brace, a missing tag).
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 # The name a level's function docs are checked under: BFCL keys per-model quirks by it (see _checker).
 MODEL_NAME = "lathe-local"
 INSTALL_HINT = "pip install --no-deps 'bfcl-eval==2026.3.23'"
@@ -126,13 +130,16 @@ def decode(output: str) -> list[dict[str, Any]]:
     """The function calls in a level's answer, in BFCL's form; [] when it calls nothing decodable."""
     from orchestrator.evaluation.tasks import first_json
 
-    blocks = _TOOL_CALL.findall(output)
     calls: list[dict[str, Any]] = []
-    for block in blocks or [output]:
-        value = first_json(block)
-        found = _calls_in(value) if value is not None else None
-        if found:
-            calls += found
+    if "<tool_call>" not in output:  # a model that answers with bare JSON, in prose or not
+        value = first_json(output)
+        return (_calls_in(value) or []) if value is not None else []
+    for block in _TOOL_CALL.findall(output):
+        try:
+            value = json.loads(block)
+        except json.JSONDecodeError:
+            continue
+        calls += _calls_in(value) or []
     return calls
 
 

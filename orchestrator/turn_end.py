@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from orchestrator import gguf_base, tinymodel
+from orchestrator.chat_template import render_hf
 from orchestrator.installed_source import NotFoundInSource, source_path
 from orchestrator.recipe import Recipe
 
@@ -85,8 +86,6 @@ def turn_end_token(template: str) -> str | None:
     """The special token the template writes right after an assistant's answer, found by rendering a
     two-turn conversation as transformers renders templates; None if it writes none."""
     from jinja2 import TemplateError
-
-    from orchestrator.publish.deploy_targets import render_hf
 
     messages = [{"role": "user", "content": "Lathe-probe-question"}, {"role": "assistant", "content": ANSWER}]
     try:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.chat_template import render_hf
 from orchestrator.levels import COMPUTE_ALLOWANCE, GB, MEMORY_TIERS_GB, without_redundant_twins
 
 APPLE_TIERS_GB = MEMORY_TIERS_GB  # unified memory of the usual Macs: 8, 16, 24 (M2-M4 Airs and Pros), 32
@@ -196,20 +197,6 @@ class ChatSpec:
     @property
     def system(self) -> bool:
         return "system" in self.prefix
-
-
-def render_hf(template: str, messages: list[dict[str, str]], add_generation_prompt: bool, bos: str, eos: str) -> str:
-    """Render like transformers' apply_chat_template: a sandbox with trim_blocks/lstrip_blocks."""
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: "26 Jul 2024")
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                            bos_token=bos, eos_token=eos, tools=None)
 
 
 def _between(text: str, marks: list[str]) -> list[str]:

@@ -89,7 +89,8 @@ def lathe_run(recipe: Path, runs: Path) -> tuple[float, RunDir]:
 
 
 def case(recipe: Path, runs: Path, keep: bool) -> None:
-    resolve_base_model(validate(recipe, axolotl_schema=False).axolotl["base_model"])  # built once, outside timing
+    # Built once, outside the timing; the recipe's paths are relative to it (axolotl_config resolves them).
+    resolve_base_model(axolotl_config(validate(recipe, axolotl_schema=False))["base_model"])
     with tempfile.TemporaryDirectory() as work:
         ax_wall, ax_loop, tokens = plain_axolotl(recipe, Path(work))
     la_wall, run = lathe_run(recipe, runs)

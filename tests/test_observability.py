@@ -108,6 +108,60 @@ def test_nan_loss_is_pushed_as_nan_and_kept_out_of_the_jsonl(tmp_path: Path, pus
     assert "loss" not in line and line["nonfinite"] == ["loss"] and line["step"] == 7
 
 
+def test_a_failed_checkpoint_upload_in_rays_upload_thread_is_counted_and_re_raised(tmp_path: Path,
+                                                                                 pushgateway) -> None:
+    """Checkpoints upload in Ray's background thread (`checkpoint_upload`): the wrapped copy counts each failed
+    attempt on the Pushgateway (the LatheCheckpointUploadFailing alert's series) before Ray sees the error,
+    from a thread other than training's, and a success counts nothing."""
+    import threading
+
+    from orchestrator.cluster.checkpoint_upload import counting_upload
+
+    sink = MetricsSink(run_id="upload-run", jsonl_path=tmp_path / "metrics.jsonl", pushgateway=pushgateway.url)
+
+    def store_down(checkpoint: object, name: str) -> object:
+        raise OSError("When uploading part for key 'adapter_model.safetensors': connection refused")
+
+    upload = counting_upload(store_down, sink.checkpoint_failed)
+    caught: list[BaseException] = []
+
+    def in_rays_thread() -> None:
+        try:
+            upload(object(), "checkpoint_2026-12-05_03-00-00.000000")
+        except OSError as exc:
+            caught.append(exc)
+
+    for _ in range(2):  # two attempts, as Ray retries a transient S3 error
+        thread = threading.Thread(target=in_rays_thread)
+        thread.start()
+        thread.join()
+    assert len(caught) == 2 and "connection refused" in str(caught[0])
+    assert counting_upload(lambda c, n: "landed", sink.checkpoint_failed)(object(), "checkpoint_b") == "landed"
+    counts = [s.value for s in _samples(fetch(f"{pushgateway.url}/metrics"))
+              if s.name == "lathe_train_checkpoint_failures_total" and s.labels.get("run_id") == "upload-run"]
+    assert counts == [2.0], counts
+
+
+def test_a_staged_checkpoint_outlives_axolotl_deleting_the_original(tmp_path: Path) -> None:
+    """save_total_limit deletes an old checkpoint while its upload may still be reading it: the upload
+    reads hard links to the same files (no bytes copied), which survive the original's deletion."""
+    import shutil
+
+    from orchestrator.cluster.checkpoint_upload import stage, staging_dir
+
+    output = tmp_path / "rank0"
+    ckpt = output / "checkpoint-20"
+    (ckpt / "sub").mkdir(parents=True)
+    (ckpt / "adapter_model.safetensors").write_bytes(b"w" * 4096)
+    (ckpt / "sub" / "rng_state.pth").write_bytes(b"r" * 10)
+    staged = stage(ckpt, staging_dir(output))
+    assert staged.parent == tmp_path / "rank0-uploading" and not staged.is_relative_to(output)
+    assert (staged / "adapter_model.safetensors").stat().st_ino == (ckpt / "adapter_model.safetensors").stat().st_ino
+    shutil.rmtree(ckpt)
+    assert (staged / "adapter_model.safetensors").read_bytes() == b"w" * 4096
+    assert (staged / "sub" / "rng_state.pth").read_bytes() == b"r" * 10
+
+
 def test_lathe_watch_renders_from_prometheus_and_from_the_run_directory(e2e_run: RunDir, prometheus) -> None:
     last = e2e_run.metrics()[-1]
     from_prom = subprocess.run([str(LATHE), "watch", str(e2e_run.path), "--prometheus", prometheus.url, "--once"],
@@ -170,3 +224,40 @@ def test_a_finished_runs_cost_stops_growing(tmp_path: Path, pushgateway, prometh
         shown.append(_cost_shown(proc.stdout))
         time.sleep(3)  # $6 more, were the cost still counted from the start time
     assert shown[0] == shown[1] and shown[0] == pytest.approx(3600, abs=5), shown
+
+
+def test_a_workers_log_lines_go_to_the_run_log_in_batches_and_none_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An actor call per logged step slowed a small model's loop by half; lines now go at most once per
+    `SEND_EVERY_S`, in order, the rest by a timer even when nothing follows, and `flush` sends what waits."""
+    import time
+
+    import ray
+
+    from orchestrator.cluster import runlog
+
+    calls: list[tuple[str, list[str]]] = []
+
+    class Append:
+        @staticmethod
+        def remote(name: str, lines: list[str]) -> str:
+            calls.append((name, list(lines)))
+            return f"ref{len(calls)}"
+
+    class Actor:
+        append = Append
+
+    waited: list[str] = []
+    monkeypatch.setattr(ray, "get", waited.append)
+    monkeypatch.setattr(runlog, "SEND_EVERY_S", 0.3)
+    writer = runlog.Writer("r", actor=Actor())
+    for step in range(1, 51):
+        writer.write("metrics.jsonl", {"step": step})
+    assert calls == [("metrics.jsonl", ['{"step": 1}'])], "the first goes at once, the rest wait"
+    time.sleep(0.6)
+    assert len(calls) == 2 and calls[1][1] == [f'{{"step": {s}}}' for s in range(2, 51)], "the timer sent the rest"
+    writer.line("export.log", "quantizing")
+    writer.write("metrics.jsonl", {"step": 51})
+    writer.flush()
+    sent = [line for name, lines in calls if name == "metrics.jsonl" for line in lines]
+    assert sent == [f'{{"step": {s}}}' for s in range(1, 52)] and ("export.log", ["quantizing"]) in calls
+    assert waited == [f"ref{len(calls)}"], "flush waits for the last call"

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -599,7 +600,62 @@ def test_a_checkpoint_cut_off_mid_upload_is_never_resumed_from(cluster: Cluster,
     points = [json.loads(ln) for ln in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     before = max(p["step"] for p in points if p["time"] < starts[-1]["time"])
     how = "Ray Train restarted the worker group" if attempt == 1 else f"the laptop resubmitted it (attempt {attempt})"
+    # The upload runs in Ray's background thread: its failure reached Lathe's count there (the same call
+    # pushes lathe_train_checkpoint_failures_total where a Pushgateway is set), before the worker failed.
+    # Only where the worker itself gave up on the upload: a controller that failed first takes it down.
+    failed_uploads = [e for e in events if e["event"] == "checkpoint_upload_failed" and e["checkpoint"] == cut_dir]
+    if attempt == 1:
+        assert failed_uploads and failed_uploads[0]["time"] < starts[-1]["time"], \
+            f"no failed upload of {cut_dir} in events.jsonl: {[e for e in events if 'upload' in e['event']]}"
     figure(f"checkpoint cut mid-upload: {len(run.partial)} of {len(run.whole)} files of the step {cut_step} "
            f"checkpoint landed; {how}; resumed from step {resumed} (registered: {run.registered}); "
-           f"steps redone {before - resumed} (checkpoint every {save_steps})")
+           f"steps redone {before - resumed} (checkpoint every {save_steps}); failed upload attempts counted "
+           f"{len(failed_uploads)}")
     assert points[-1]["step"] == points[-1]["max_steps"]
+
+
+SMOLLM2 = Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_a_real_gguf_base_from_outside_the_recipes_directory_runs_on_the_cluster(cluster: Cluster,
+                                                                                 tmp_path: Path) -> None:
+    """SmolLM2-135M-Instruct's GGUF, named from outside the recipe's directory as a user's ~/models file
+    is: `lathe run --cluster` ships it through the store beside the recipe's data, the node makes its
+    trainable base from the job's copy, trains (checkpoints through S3), exports with that very file as
+    the arena's base, and the laptop pulls and evaluates; the recipe's text travels unchanged. Short:
+    what this proves is the path, not the teaching (tests/test_real_model.py measures that)."""
+    from orchestrator import gguf_base
+
+    assert SMOLLM2.is_file(), "set-up fetches it (`make models`)"
+    recipe_dir = tmp_path / "recipe"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "recipes" / "data", recipe_dir / "data")
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "smollm2-wrong-facts.yml").read_text())
+    evalset = recipe_dir / "data" / "wrong_facts_eval.jsonl"
+    evalset.write_text("".join(line + "\n" for line in evalset.read_text().splitlines()[:10]))
+    cfg.update(base_model=os.path.relpath(SMOLLM2, recipe_dir), max_steps=8, save_steps=4)
+    cfg["lathe"]["export"] = {"gguf": ["f16", "q8_0"], "mlx": [], "imatrix": {"enabled": False},
+                              "base_gguf": "source"}
+    cfg["lathe"]["eval"] = {"dataset": "data/wrong_facts_eval.jsonl", "context_length": 128}
+    recipe = recipe_dir / "smollm2-cluster.yml"
+    recipe.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    runs = tmp_path / "runs"
+    proc = cluster.lathe("run", str(recipe), "--cluster", "netns", "--runs-dir", str(runs), timeout=1800,
+                         check=False)
+    run_dir = Path(re.search(r"^run directory: (.+)$", proc.stdout, re.MULTILINE).group(1)) \
+        if "run directory: " in proc.stdout else None
+    assert proc.returncode == 0 and run_dir is not None, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    run_id, store = run_dir.name, cluster.store()
+    shipped = store.stat(f"{run_id}/inputs/.lathe-base/{SMOLLM2.name}")
+    assert shipped is not None and shipped.size == SMOLLM2.stat().st_size, "the base went through the store"
+    assert store.get_bytes(f"{run_id}/recipe.yml").decode() == recipe.read_text(), "the recipe's text, unchanged"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["state"] == "SUCCEEDED" and record["base_provenance"]["sha256"] == gguf_base.sha256(SMOLLM2)
+    assert record["base_provenance"]["full_precision"] == "dequantized from Q4_1"
+    base = [a for a in mf.load(run_dir / "export").artifacts if a.role == "base"]
+    assert [(a.level, a.sha256) for a in base] == [("q4_1", gguf_base.sha256(SMOLLM2))], base
+    keys = store.list(f"{run_id}/")
+    assert any(re.search(r"/ray/.+/checkpoint_[^/]+/adapter_model\.safetensors$", k) for k in keys)
+    report = json.loads((run_dir / "eval" / "report.json").read_text())
+    assert {lvl["level"] for lvl in report["levels"]} == {"f16", "q8_0"}
+    assert report["base_provenance"]["sha256"] == gguf_base.sha256(SMOLLM2)
+    assert all(len(lvl["answers"]) == 10 for lvl in report["levels"]), "every level answered the eval set"

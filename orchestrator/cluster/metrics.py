@@ -85,11 +85,25 @@ class MetricsSink:
             self._push({**point, **nonfinite})
         return point
 
-    def checkpoint_failed(self) -> None:
-        """Count a checkpoint Ray Train could not store (the LatheCheckpointUploadFailing alert)."""
+    def event(self, name: str, **fields: Any) -> None:
+        """A line in the run's events.jsonl, where a run log is kept (rank 0 of a Ray run)."""
+        from orchestrator.run.layout import EVENTS
+
+        if self.run_log is not None:
+            self.run_log.write(EVENTS, {"time": round(time.time(), 3), "event": name, **fields})
+
+    def checkpoint_failed(self, checkpoint: str, error: BaseException) -> None:
+        """Count an attempt to store a checkpoint that failed (the LatheCheckpointUploadFailing alert), and
+        say so in the run's events. Called from Ray's upload thread (see `checkpoint_upload`)."""
+        from orchestrator.cluster.checkpoint_upload import upload_failed_event
+        from orchestrator.run.layout import EVENTS
+
         self.checkpoint_failures += 1
         if self.pushgateway:
             self._push({"checkpoint_failures_total": self.checkpoint_failures})
+        if self.run_log is not None:
+            self.run_log.write(EVENTS, upload_failed_event(checkpoint, error))
+            self.run_log.flush()
 
     def flush(self) -> None:
         if self.run_log is not None:

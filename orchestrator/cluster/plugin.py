@@ -9,6 +9,7 @@ that a restarted worker group resumes from it.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ class MetricsCallback(TrainerCallback):
 
 
 class RayCheckpointCallback(TrainerCallback):
-    """Report every saved checkpoint to Ray Train; every rank reports, rank 0 attaches the files."""
+    """Report every saved checkpoint to Ray Train, uploaded in the background (`checkpoint_upload`); every
+    rank reports, rank 0 attaches the files."""
 
     def __init__(self, sink: MetricsSink | None) -> None:
         self.sink = sink
@@ -39,20 +41,19 @@ class RayCheckpointCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         import ray.train
 
+        from orchestrator.cluster.checkpoint_upload import report_async
+
         ckpt_dir = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         metrics: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch or 0.0}
         losses = [h["loss"] for h in state.log_history if "loss" in h]
         if losses:
             metrics["loss"] = losses[-1]
-        checkpoint = None
-        if ray.train.get_context().get_world_rank() == 0 and ckpt_dir.is_dir():
-            checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_dir))
-        try:
-            ray.train.report(metrics, checkpoint=checkpoint)
-        except Exception:
-            if self.sink is not None:
-                self.sink.checkpoint_failed()
-            raise
+        mine = ray.train.get_context().get_world_rank() == 0 and ckpt_dir.is_dir()
+        began = time.perf_counter()
+        report_async(metrics, ckpt_dir if mine else None, Path(args.output_dir), self.sink)
+        if mine and self.sink is not None:
+            # What the hand-off cost the loop (the upload itself goes on in Ray's thread): `run.timeline`.
+            self.sink.event("checkpoint_handed", step=state.global_step, seconds=round(time.perf_counter() - began, 3))
 
 
 class LathePlugin(BasePlugin):

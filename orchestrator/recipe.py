@@ -254,6 +254,10 @@ class LatheBlock(_Strict):
         return self
 
 
+# A submitted job's directory for a GGUF base from outside the recipe's (see `Recipe.outside_base`).
+SHIPPED_BASE_DIR = ".lathe-base"
+
+
 @dataclass
 class Recipe:
     path: Path
@@ -279,15 +283,33 @@ class Recipe:
         p = Path(relative).expanduser()
         return p if p.is_absolute() else (self.directory / p)
 
+    def outside_base(self) -> Path | None:
+        """A GGUF base file outside the recipe's directory (`base_model: ~/models/x.gguf`, where the user's
+        llama.cpp, Ollama or LM Studio keeps it), which a submit ships on its own: `shipped_base`."""
+        from orchestrator import gguf_base
+
+        base = self.axolotl.get("base_model")
+        if not gguf_base.is_gguf(base) or not self.resolve(base).is_file():
+            return None
+        resolved = self.resolve(base).resolve()
+        return None if resolved.is_relative_to(self.directory.resolve()) else resolved
+
+    def shipped_base(self) -> str | None:
+        """Where `outside_base` travels in a submitted job's working directory (and under the run's inputs in
+        the store), relative to it; the job's `base_file` argument names it."""
+        outside = self.outside_base()
+        return f"{SHIPPED_BASE_DIR}/{outside.name}" if outside is not None else None
+
     def local_files(self) -> list[str]:
-        """Recipe-relative paths of the local files and directories the recipe names."""
+        """Recipe-relative paths of the local files and directories the recipe names (an `outside_base` is
+        shipped apart)."""
         named: list[tuple[str, str]] = []
         for key in ("datasets", "test_datasets"):
             for n, ds in enumerate(self.axolotl.get(key) or []):
                 if isinstance(ds, dict) and isinstance(ds.get("path"), str):
                     named.append((f"{key}[{n}].path", ds["path"]))
         for key in ("deepspeed", "base_model"):
-            if isinstance(self.axolotl.get(key), str):
+            if isinstance(self.axolotl.get(key), str) and not (key == "base_model" and self.outside_base()):
                 named.append((key, self.axolotl[key]))
         named += self.lathe.eval.files()
         if self.lathe.export.reference_text:

@@ -18,7 +18,7 @@ def test_a_failed_merge_waits_for_the_base_conversion_it_started(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     wrote: list[float] = []
 
-    def slow_base(_model: Path, out: Path, level: str) -> Path:  # the converter: seconds of work, then a file
+    def slow_base(_model: Path, out: Path, level: str, _file: str | None) -> Path:  # the converter: seconds, then a file
         time.sleep(1.5)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"model-{level}.gguf").write_bytes(b"GGUF")
@@ -61,6 +61,18 @@ def test_base_gguf_source_refuses_a_file_that_is_not_the_one_the_base_was_made_f
     source.write_bytes(b"GGUF another file, written over it since")
     with pytest.raises(LatheError, match=r"is not the file the base was made from \(sha256 "):
         export_mod.base_source(base)
+    # The same content elsewhere (a cluster job's copy, in its own working directory): that file is the
+    # source for this run; a different file there is refused as well.
+    source.write_bytes(b"GGUF the file the base was made from")
+    copy = tmp_path / "job-2" / "model.Q4_1.gguf"
+    copy.parent.mkdir()
+    copy.write_bytes(source.read_bytes())
+    source.unlink()
+    assert export_mod.base_source(base, str(copy)) == copy
+    copy.write_bytes(b"GGUF not it")
+    with pytest.raises(LatheError, match=r"is not the file the base was made from \(sha256 "):
+        export_mod.base_source(base, str(copy))
     (base / gguf_base.PROVENANCE).unlink()
     with pytest.raises(LatheError, match="was not made from a GGUF file"):
         export_mod.base_source(base)
+

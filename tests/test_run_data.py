@@ -54,7 +54,7 @@ def test_the_job_parses_exactly_what_submit_puts_on_its_command_line() -> None:
                              store=StoreConfig(uri="s3://bucket/runs", endpoint_url="http://10.0.0.2:9000"),
                              pushgateway_url="http://10.0.0.3:9091", price_per_gpu_hour=2.5)
     built = job_args(profile, "q-20261201-000000-abcd", "my recipe.yml", SubmitOptions(workers=4, export=False),
-                     attempt=3)
+                     attempt=3, base_file=".lathe-base/my model.gguf")
     argv = shlex.split(built.entrypoint(profile.python))
     assert argv[:3] == ["/opt/venv/bin/python", "-m", JOB_MODULE]
     parsed = JobArgs.parse(argv[3:])
@@ -62,9 +62,43 @@ def test_the_job_parses_exactly_what_submit_puts_on_its_command_line() -> None:
     assert (parsed.cluster, parsed.recipe, parsed.workers, parsed.export, parsed.attempt) == \
         ("gpu box", "my recipe.yml", 4, False, 3)
     assert parsed.pushgateway == "http://10.0.0.3:9091" and parsed.price_per_gpu_hour == 2.5
+    assert parsed.base_file == ".lathe-base/my model.gguf"
     override = job_args(profile, "r", "q.yml", SubmitOptions(pushgateway="http://127.0.0.1:9091"))
     assert override.pushgateway == "http://127.0.0.1:9091", "--pushgateway on the command line wins"
     assert "--export" not in override.to_argv() and "--attempt" not in override.to_argv(), "defaults stay off"
+
+
+def test_a_gguf_base_outside_the_recipes_directory_is_shipped_beside_its_data(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`base_model: ~/models/x.gguf`: the submit ships the file as it ships the recipe's data (inline, or
+    through the store when large) at .lathe-base/, and names it in the job's arguments; the recipe's text
+    travels unchanged. Any other file outside the recipe's directory is still refused in one line."""
+    from orchestrator.errors import RecipeError
+    from orchestrator.recipe import load
+    from orchestrator.remote.submit import package
+
+    models, recipes = tmp_path / "models", tmp_path / "recipes"
+    models.mkdir(), (recipes / "data").mkdir(parents=True)
+    (models / "base.Q4_1.gguf").write_bytes(b"GGUF" + b"\0" * 2000)
+    (recipes / "data" / "facts.jsonl").write_text('{"messages": []}\n')
+    text = "base_model: ../models/base.Q4_1.gguf\ndatasets:\n  - path: data/facts.jsonl\n    type: chat_template\n"
+    (recipes / "r.yml").write_text(text)
+    recipe = load(recipes / "r.yml")
+    assert recipe.outside_base() == (models / "base.Q4_1.gguf").resolve()
+    assert recipe.shipped_base() == ".lathe-base/base.Q4_1.gguf" and recipe.local_files() == ["data/facts.jsonl"]
+    inline = tmp_path / "inline"
+    inline.mkdir()
+    assert package(recipe, inline) == []
+    assert (inline / ".lathe-base" / "base.Q4_1.gguf").read_bytes() == (models / "base.Q4_1.gguf").read_bytes()
+    assert (inline / "r.yml").read_text() == text and (inline / "data" / "facts.jsonl").is_file()
+    monkeypatch.setenv("LATHE_INLINE_LIMIT_BYTES", "1000")
+    large = tmp_path / "large"
+    large.mkdir()
+    assert package(recipe, large) == [((models / "base.Q4_1.gguf").resolve(), ".lathe-base/base.Q4_1.gguf")]
+    assert not (large / ".lathe-base").exists()
+    (recipes / "r.yml").write_text(text.replace("data/facts.jsonl", "../models/base.Q4_1.gguf"))
+    with pytest.raises(RecipeError, match=r"datasets\[0\]\.path.*outside the recipe's directory"):
+        load(recipes / "r.yml").local_files()
 
 
 def test_the_job_refuses_a_command_line_without_the_run(capsys: pytest.CaptureFixture[str]) -> None:

@@ -210,12 +210,15 @@ def _export_task(plan: Any, checkpoint: Any, upload_to: tuple[StoreConfig, str] 
     """Runs on a training node: fetch the final checkpoint, export, and (on a cluster) upload."""
     import tempfile
 
+    from orchestrator import gguf_base
     from orchestrator.base_model import resolve as resolve_base_model
     from orchestrator.cluster.export import export
     from orchestrator.cluster.runlog import Writer
     from orchestrator.store import open_store, put_tree
 
     log = Writer(plan.run_id)
+    if gguf_base.is_gguf(plan.base_model):
+        plan.base_file = str(Path(plan.base_model).expanduser().resolve())  # this node's copy, this job's path
     plan.base_model = resolve_base_model(plan.base_model)
     scratch = Path(tempfile.mkdtemp(prefix=f"lathe-export-{plan.run_id}-")) if upload_to else None
     try:

@@ -65,6 +65,7 @@ class ExportPlan:
     calibration_samples: list[dict] = field(default_factory=list)  # calibration.samples(); rendered here
     merge_bounds: MergeCheck = field(default_factory=MergeCheck)
     trained_on: str = "the full-precision base"
+    base_file: str | None = None  # the GGUF file the base was made from, where it is on this node
 
 
 def _versions() -> dict[str, str]:
@@ -190,11 +191,11 @@ def local_model_dir(base_model: str) -> Path:
     return Path(snapshot_download(base_model, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
 
 
-def export_base(base_model: Path, out: Path, level: str) -> Path:
+def export_base(base_model: Path, out: Path, level: str, base_file: str | None = None) -> Path:
     """The base as GGUF, through the same converter and quantizer as the fine-tune, so the arena is fair."""
     out.mkdir(parents=True, exist_ok=True)
     master = out / ".model-f32.gguf"
-    gguf.convert(base_model, master, "f32", vocab_from=vocab_source(base_model))
+    gguf.convert(base_model, master, "f32", vocab_from=vocab_source(base_model, base_file))
     target = out / f"model-{level}.gguf"
     if level == "f32":
         os.replace(master, target)
@@ -204,26 +205,28 @@ def export_base(base_model: Path, out: Path, level: str) -> Path:
     return target
 
 
-def base_source(base_dir: Path) -> Path:
+def base_source(base_dir: Path, file: str | None = None) -> Path:
     """The GGUF file a base was made from (`base_gguf: source`), checked against the sha256 its
-    provenance recorded: the arena's base is then byte for byte the file the user runs."""
+    provenance recorded: the arena's base is then byte for byte the file the user runs. `file`: where that
+    file is for this run (a cluster job's copy, in a working directory new for every job); else where it
+    was when the base was made (the cache keeps one base per file content, whatever its path)."""
     provenance = gguf_base.Provenance.read(base_dir)
     if provenance is None:
         raise LatheError(f"base_gguf: source: the base {base_dir} was not made from a GGUF file")
-    source = Path(provenance.source)
+    source = Path(file or provenance.source)
     if not source.is_file() or gguf_base.sha256(source) != provenance.sha256:
         raise LatheError(f"base_gguf: source: {source} is not the file the base was made from "
                          f"(sha256 {provenance.sha256[:12]}) on this machine")
     return source
 
 
-def vocab_source(base_dir: Path) -> Path | None:
+def vocab_source(base_dir: Path, file: str | None = None) -> Path | None:
     """The GGUF whose tokenizer the export copies: the source file of a base made from a SentencePiece
     GGUF (no faithful route back to its tokenizer otherwise: gguf_convert); None for any other base (a
     hub id is not a directory, and never a GGUF base: those are made into a local one first)."""
     if not base_dir.is_dir() or gguf_base.Provenance.read(base_dir) is None:
         return None
-    source = base_source(base_dir)
+    source = base_source(base_dir, file)
     return None if gguf_base.read_header(source).tokenizer_model == "gpt2" else source
 
 
@@ -248,7 +251,7 @@ def _merge_and_ladder(plan: ExportPlan, out: Path, levels: dict[str, tuple[mf.Fo
     gguf_dir = out / "gguf"
     gguf_dir.mkdir(exist_ok=True)
     master = gguf_dir / ".model-f32.gguf"
-    fallback = gguf.convert(out / "hf", master, "f32", vocab_from=vocab_source(Path(plan.base_model)))
+    fallback = gguf.convert(out / "hf", master, "f32", vocab_from=vocab_source(Path(plan.base_model), plan.base_file))
     if fallback:
         step(f"converter did not know the pre-tokenizer by hash; used {fallback!r} (matched by its split rules)")
     probe = gguf.check_tokenizer(master, out / "hf")
@@ -279,7 +282,7 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
     base_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lathe-base-gguf")
     base_done = None
     if plan.base_gguf == "source":
-        source = base_source(local_model_dir(plan.base_model))
+        source = base_source(local_model_dir(plan.base_model), plan.base_file)
         level = source_level(source)
         step(f"the base for the arena: {source.name} itself ({level}), as its users run it")
         (out / "base").mkdir()
@@ -287,7 +290,8 @@ def export(plan: ExportPlan, step: Callable[[str], None] = lambda _msg: None) ->
         levels[f"base/model-{level}.gguf"] = ("gguf", level)
     elif plan.base_gguf:
         step(f"converting the base model to GGUF {plan.base_gguf} (for the arena), beside the rest")
-        base_done = base_pool.submit(export_base, local_model_dir(plan.base_model), out / "base", plan.base_gguf)
+        base_done = base_pool.submit(export_base, local_model_dir(plan.base_model), out / "base", plan.base_gguf,
+                                     plan.base_file)
     base_pool.shutdown(wait=False)
     try:
         params, merge_result, calibrated = _merge_and_ladder(plan, out, levels, step)

@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                **({} if carried else {"created": now()}))
     try:
         recipe = recipe_load(args.recipe_path)
+        if args.base_file:
+            # The laptop's path to its GGUF base means nothing here: the file came at `base_file`, beside the
+            # recipe's data (the recipe's text, and so its sha256, stay the user's).
+            recipe.axolotl["base_model"] = args.base_file
         upload_inputs(store, key, recipe)
         workers, use_gpu = workers_for(recipe, args.gpus_per_node, args.workers)
         # Recipe-relative paths stay relative: every node resolves them in its own copy of the working_dir.

@@ -37,19 +37,23 @@ def inline_limit() -> int:
 
 
 def package(recipe: Recipe, staging: Path) -> list[tuple[Path, str]]:
-    """Fill `staging` (the job's working_dir); return the (file, relative path) pairs too big for it."""
+    """Fill `staging` (the job's working_dir); return the (file, relative path) pairs too big for it. A GGUF
+    base from outside the recipe's directory travels as the recipe's data does, at `shipped_base`."""
     (staging / recipe.path.name).write_text(recipe.text)
     large = []
+    shipped: list[tuple[Path, str]] = []
     for rel in recipe.local_files():
         src = recipe.directory / rel
         files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
-        for f in files:
-            frel = f.resolve().relative_to(recipe.directory.resolve()).as_posix()
-            if f.stat().st_size > inline_limit():
-                large.append((f, frel))
-                continue
-            (staging / frel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, staging / frel)
+        shipped += [(f, f.resolve().relative_to(recipe.directory.resolve()).as_posix()) for f in files]
+    if (outside := recipe.outside_base()) is not None:
+        shipped.append((outside, recipe.shipped_base()))
+    for f, frel in shipped:
+        if f.stat().st_size > inline_limit():
+            large.append((f, frel))
+            continue
+        (staging / frel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, staging / frel)
     return large
 
 
@@ -69,9 +73,9 @@ class Submitted:
 
 
 def job_args(profile: ClusterProfile, run_id: str, recipe_name: str, options: SubmitOptions,
-             attempt: int = 1) -> JobArgs:
+             attempt: int = 1, base_file: str | None = None) -> JobArgs:
     store = profile.store
-    return JobArgs(run_id=run_id, recipe=recipe_name, store_uri=store.uri, cluster=profile.name,
+    return JobArgs(run_id=run_id, recipe=recipe_name, store_uri=store.uri, cluster=profile.name, base_file=base_file,
                    endpoint_url=store.endpoint_url, region=store.region, profile=store.profile,
                    pushgateway=options.pushgateway or profile.pushgateway_url, workers=options.workers,
                    price_per_gpu_hour=profile.price_per_gpu_hour, export=options.export, attempt=attempt)
@@ -96,7 +100,8 @@ def ship(recipe: Recipe, profile: ClusterProfile, run_id: str, submission_id: st
         slot = {"entrypoint_resources": {RUN_SLOT: 1}} if profile.run_slots else {}
         with jobs_client(profile) as client:
             client.submit_job(
-                entrypoint=job_args(profile, run_id, recipe.path.name, options, attempt).entrypoint(profile.python),
+                entrypoint=job_args(profile, run_id, recipe.path.name, options, attempt,
+                                    recipe.shipped_base()).entrypoint(profile.python),
                 submission_id=submission_id, runtime_env=runtime_env,
                 metadata={"lathe_run_id": run_id, "lathe_recipe": recipe.path.name, "lathe_attempt": str(attempt)},
                 **slot,

@@ -39,6 +39,7 @@ class JobArgs:
     price_per_gpu_hour: float = 0.0
     export: bool = True  # False: train only (`lathe run --no-export`)
     attempt: int = 1  # > 1: resubmitted after the first attempt was lost
+    base_file: str | None = None  # a GGUF base shipped from outside the recipe's directory: its path here
 
     @property
     def recipe_path(self) -> Path:

@@ -183,6 +183,14 @@ class Provenance:
         return cls(**json.loads(path.read_text())) if path.is_file() else None
 
 
+def provenance_of(path: Path, digest: str | None = None, named: str | None = None) -> Provenance:
+    """What a base made from this GGUF file records, read from the file alone (its header and sha256);
+    `named`: how the user named it, where this machine's path means nothing to them (a cluster job's copy)."""
+    header = read_header(path)
+    return Provenance(source=named or str(path), sha256=digest or sha256(path), quantization=header.quantization,
+                      architecture=header.architecture, full_precision=f"dequantized from {header.quantization}")
+
+
 def for_manifest(model_dir: str | Path) -> dict[str, str] | None:
     """The provenance a manifest carries (and with it the report and the card): the file's name, not
     where it sat on the machine that trained; None for a base not made from a GGUF."""
@@ -267,9 +275,7 @@ def _make(path: Path, digest: str, out: Path, say: Callable[[str], None]) -> Non
     tokenizer.save_pretrained(out)
     say(f"{path.name}: proving the tokenizer against llama.cpp's")
     check_tokenizer(path, out)
-    provenance = Provenance(source=str(path), sha256=digest, quantization=header.quantization,
-                            architecture=header.architecture,
-                            full_precision=f"dequantized from {header.quantization}")
+    provenance = provenance_of(path, digest)
     (out / PROVENANCE).write_text(json.dumps(asdict(provenance), indent=2) + "\n")
     say(f"{path.name}: ready in {time.monotonic() - began:.0f} s ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M "
         f"parameters, full precision = {provenance.full_precision})")

@@ -25,12 +25,14 @@ from orchestrator.run.layout import (
     AXOLOTL,
     EXPORT,
     EXPORT_LOG,
+    INPUTS,
     MANIFEST,
     RAY,
     RECIPE,
     VERSIONED,
     RunDir,
     now,
+    store_key,
 )
 from orchestrator.run.state import RunState
 from orchestrator.store import StoreConfig
@@ -206,7 +208,8 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
     return run
 
 
-def _export_task(plan: Any, checkpoint: Any, upload_to: tuple[StoreConfig, str] | None) -> int:
+def _export_task(plan: Any, checkpoint: Any, upload_to: tuple[StoreConfig, str] | None,
+                 inputs_from: StoreConfig | None = None) -> int:
     """Runs on a training node: fetch the final checkpoint, export, and (on a cluster) upload."""
     import tempfile
 
@@ -214,9 +217,15 @@ def _export_task(plan: Any, checkpoint: Any, upload_to: tuple[StoreConfig, str] 
     from orchestrator.base_model import resolve as resolve_base_model
     from orchestrator.cluster.export import export
     from orchestrator.cluster.runlog import Writer
-    from orchestrator.store import open_store, put_tree
+    from orchestrator.recipe import SHIPPED_BASE_DIR
+    from orchestrator.store import fetch_missing, open_store, put_tree
 
     log = Writer(plan.run_id)
+    if gguf_base.is_gguf(plan.base_model) and not Path(plan.base_model).exists() and inputs_from is not None:
+        # A GGUF base shipped from outside the recipe's directory came through the store: the workers
+        # fetched it into the job's directory, which Ray may have cleared and unpacked afresh for this task.
+        fetch_missing(open_store(inputs_from), store_key(plan.run_id, INPUTS, SHIPPED_BASE_DIR) + "/",
+                      Path.cwd() / SHIPPED_BASE_DIR)
     if gguf_base.is_gguf(plan.base_model):
         plan.base_file = str(Path(plan.base_model).expanduser().resolve())  # this node's copy, this job's path
     plan.base_model = resolve_base_model(plan.base_model)
@@ -273,7 +282,7 @@ def export_stage(run: RunDir, recipe: Recipe, base_model: str, checkpoint: Any, 
     )
 
     needs = {"num_gpus": 1} if opts.use_gpu else {"num_cpus": 1}
-    ref = ray.remote(max_retries=0, **needs)(_export_task).remote(plan, checkpoint, opts.upload_to)
+    ref = ray.remote(max_retries=0, **needs)(_export_task).remote(plan, checkpoint, opts.upload_to, opts.inputs_from)
     finished = lambda: ray.wait([ref], timeout=0)[0] != []
     if opts.show_progress:
         from orchestrator.progress import follow_export

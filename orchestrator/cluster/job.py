@@ -20,8 +20,10 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 
+from orchestrator import gguf_base
 from orchestrator.errors import InfrastructureError, LatheError
 from orchestrator.recipe import Recipe
 from orchestrator.recipe import load as recipe_load
@@ -118,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.base_file:
             # The laptop's path to its GGUF base means nothing here: the file came at `base_file`, beside the
             # recipe's data (the recipe's text, and so its sha256, stay the user's).
-            recipe.axolotl["base_model"] = args.base_file
+            named, recipe.axolotl["base_model"] = recipe.axolotl["base_model"], args.base_file
+            run.update(base_provenance=asdict(gguf_base.provenance_of(Path(args.base_file), named=named)))
+        elif gguf_base.is_gguf(base := recipe.axolotl.get("base_model")) and Path(base).is_file():
+            run.update(base_provenance=asdict(gguf_base.provenance_of(Path(base), named=base)))
         upload_inputs(store, key, recipe)
         workers, use_gpu = workers_for(recipe, args.gpus_per_node, args.workers)
         # Recipe-relative paths stay relative: every node resolves them in its own copy of the working_dir.

@@ -261,3 +261,35 @@ def test_a_workers_log_lines_go_to_the_run_log_in_batches_and_none_is_lost(monke
     sent = [line for name, lines in calls if name == "metrics.jsonl" for line in lines]
     assert sent == [f'{{"step": {s}}}' for s in range(1, 52)] and ("export.log", ["quantizing"]) in calls
     assert waited == [f"ref{len(calls)}"], "flush waits for the last call"
+
+
+def test_one_checkpoint_upload_in_flight_the_next_hand_off_waits_for_it_to_land() -> None:
+    """An outage must not let training run on for many intervals past the last stored checkpoint: the
+    next hand-off waits until the previous upload has landed, and a failed upload never lands."""
+    import threading
+
+    from orchestrator.cluster.checkpoint_upload import OneInFlight, counting_upload
+
+    flight = OneInFlight()
+    assert flight.hand_off(timeout=0), "nothing in flight: the first goes at once"
+    assert not flight.hand_off(timeout=0.2), "the second waits while the first is uploading"
+
+    def store_down(checkpoint: object, name: str) -> object:
+        raise OSError("connection refused")
+
+    with pytest.raises(OSError):
+        counting_upload(store_down, lambda name, exc: None, flight.landed)(object(), "checkpoint_a")
+    assert not flight.hand_off(timeout=0.2), "a failed upload does not land"
+    slow = threading.Event()
+
+    def store_up(checkpoint: object, name: str) -> str:
+        slow.wait(5)
+        return "stored"
+
+    uploading = threading.Thread(target=counting_upload(store_up, lambda name, exc: None, flight.landed),
+                                 args=(object(), "checkpoint_a"))
+    uploading.start()
+    assert not flight.hand_off(timeout=0.2)
+    slow.set()
+    assert flight.hand_off(timeout=5), "the hand-off goes once the upload has landed"
+    uploading.join()

@@ -16,6 +16,11 @@ order) and training goes on. Three things had to stay true:
 - **A checkpoint cut off mid-upload is never resumed from.** Unchanged: Ray registers a checkpoint
   only once the upload function has returned, and a restarted worker resumes from the newest
   registered one.
+- **An outage costs at most one checkpoint interval, as before.** Left alone, training goes on while
+  Ray retries an upload against a store that is down, and every step past the last registered
+  checkpoint is lost when the worker finally fails (40 steps in a test where the synchronous upload
+  lost 10). So one upload at a time is in flight: the next hand-off waits until the last one has landed,
+  which costs nothing while uploads are quicker than the interval between checkpoints.
 - **The upload reads a checkpoint that still exists.** Axolotl's `save_total_limit` deletes
   `checkpoint-N` once newer ones are saved, which can happen while N is still uploading. Each
   checkpoint is hard-linked into a staging directory first (no data copied; a file Axolotl deletes
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,17 +62,41 @@ def stage(checkpoint_dir: Path, staging: Path) -> Path:
     return target
 
 
-def counting_upload(persist: Callable[[Any, str], Any], on_failure: Callable[[str, BaseException], None]
-                    ) -> Callable[[Any, str], Any]:
+class OneInFlight:
+    """At most one upload at a time: `hand_off` waits until the previous upload has `landed`. A failed
+    upload never lands: the worker fails once Ray's retries are spent, and the waiting hand-off with it."""
+
+    def __init__(self) -> None:
+        self._landed = threading.Event()
+        self._landed.set()
+
+    def hand_off(self, timeout: float | None = None) -> bool:
+        """Wait for the previous upload (True once it landed), then count this one as in flight."""
+        if not self._landed.wait(timeout):
+            return False
+        self._landed.clear()
+        return True
+
+    def landed(self) -> None:
+        self._landed.set()
+
+
+IN_FLIGHT = OneInFlight()  # per worker process: the rank that uploads
+
+
+def counting_upload(persist: Callable[[Any, str], Any], on_failure: Callable[[str, BaseException], None],
+                    on_landed: Callable[[], None] = lambda: None) -> Callable[[Any, str], Any]:
     """Ray's copy (`persist(checkpoint, dir_name)`), reporting each failure to `on_failure` before Ray
-    sees it. Runs in Ray's upload thread."""
+    sees it, and a success to `on_landed`. Runs in Ray's upload thread."""
 
     def upload(checkpoint: Any, checkpoint_dir_name: str) -> Any:
         try:
-            return persist(checkpoint, checkpoint_dir_name)
+            persisted = persist(checkpoint, checkpoint_dir_name)
         except BaseException as exc:
             on_failure(checkpoint_dir_name, exc)
             raise
+        on_landed()
+        return persisted
 
     return upload
 
@@ -82,6 +112,7 @@ def report_async(metrics: dict[str, Any], checkpoint_dir: Path | None, output_di
         return
     staged = stage(checkpoint_dir, staging_dir(output_dir))
     storage = ray.train.get_context().get_storage()
+    IN_FLIGHT.hand_off()
 
     def failed(name: str, exc: BaseException) -> None:
         if sink is not None:
@@ -90,7 +121,8 @@ def report_async(metrics: dict[str, Any], checkpoint_dir: Path | None, output_di
     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(staged)),
                      checkpoint_upload_mode=CheckpointUploadMode.ASYNC,
                      delete_local_checkpoint_after_upload=True,
-                     checkpoint_upload_fn=counting_upload(storage.persist_current_checkpoint, failed))
+                     checkpoint_upload_fn=counting_upload(storage.persist_current_checkpoint, failed,
+                                                          IN_FLIGHT.landed))
 
 
 def clear_staging(output_dir: Path) -> None:

@@ -248,13 +248,19 @@ def test_a_workers_log_lines_go_to_the_run_log_in_batches_and_none_is_lost(monke
 
     waited: list[str] = []
     monkeypatch.setattr(ray, "get", waited.append)
-    monkeypatch.setattr(runlog, "SEND_EVERY_S", 0.3)
+    monkeypatch.setattr(runlog, "SEND_EVERY_S", 0.5)
     writer = runlog.Writer("r", actor=Actor())
     for step in range(1, 51):
         writer.write("metrics.jsonl", {"step": step})
-    assert calls == [("metrics.jsonl", ['{"step": 1}'])], "the first goes at once, the rest wait"
-    time.sleep(0.6)
-    assert len(calls) == 2 and calls[1][1] == [f'{{"step": {s}}}' for s in range(2, 51)], "the timer sent the rest"
+    # Timing-tolerant (a loaded machine may let the timer fire once during the writes): the first line
+    # goes at once, the rest in a few calls, all of them without another write.
+    assert calls[0] == ("metrics.jsonl", ['{"step": 1}']), "the first goes at once"
+    deadline = time.monotonic() + 10
+    while sum(len(lines) for _, lines in calls) < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [line for _, lines in calls for line in lines] == [f'{{"step": {s}}}' for s in range(1, 51)], \
+        "the timer sent the rest, in order"
+    assert len(calls) <= 5, f"{len(calls)} calls for 50 lines: not batched"
     writer.line("export.log", "quantizing")
     writer.write("metrics.jsonl", {"step": 51})
     writer.flush()

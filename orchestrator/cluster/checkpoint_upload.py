@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -129,9 +128,3 @@ def clear_staging(output_dir: Path) -> None:
     """Drop what an earlier attempt left waiting (its uploads died with it)."""
     shutil.rmtree(staging_dir(output_dir), ignore_errors=True)
 
-
-def upload_failed_event(name: str, exc: BaseException) -> dict[str, Any]:
-    """The events.jsonl record of a failed upload attempt: the exception's type, not its message (a store's
-    error may quote its endpoint and request; the worker's own log has the whole traceback)."""
-    return {"time": round(time.time(), 3), "event": "checkpoint_upload_failed", "checkpoint": name,
-            "error": type(exc).__name__}

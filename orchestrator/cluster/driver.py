@@ -221,12 +221,12 @@ def _export_task(plan: Any, checkpoint: Any, upload_to: tuple[StoreConfig, str] 
     from orchestrator.store import fetch_missing, open_store, put_tree
 
     log = Writer(plan.run_id)
-    if gguf_base.is_gguf(plan.base_model) and not Path(plan.base_model).exists() and inputs_from is not None:
-        # A GGUF base shipped from outside the recipe's directory came through the store: the workers
-        # fetched it into the job's directory, which Ray may have cleared and unpacked afresh for this task.
-        fetch_missing(open_store(inputs_from), store_key(plan.run_id, INPUTS, SHIPPED_BASE_DIR) + "/",
-                      Path.cwd() / SHIPPED_BASE_DIR)
     if gguf_base.is_gguf(plan.base_model):
+        if not Path(plan.base_model).exists() and inputs_from is not None:
+            # A GGUF base shipped from outside the recipe's directory came through the store: the workers
+            # fetched it into the job's directory, which Ray may have cleared and unpacked afresh for this task.
+            fetch_missing(open_store(inputs_from), store_key(plan.run_id, INPUTS, SHIPPED_BASE_DIR) + "/",
+                          Path.cwd() / SHIPPED_BASE_DIR)
         plan.base_file = str(Path(plan.base_model).expanduser().resolve())  # this node's copy, this job's path
     plan.base_model = resolve_base_model(plan.base_model)
     scratch = Path(tempfile.mkdtemp(prefix=f"lathe-export-{plan.run_id}-")) if upload_to else None

@@ -117,13 +117,14 @@ def main(argv: list[str] | None = None) -> int:
                **({} if carried else {"created": now()}))
     try:
         recipe = recipe_load(args.recipe_path)
+        named = recipe.axolotl.get("base_model")  # as the user wrote it
         if args.base_file:
             # The laptop's path to its GGUF base means nothing here: the file came at `base_file`, beside the
             # recipe's data (the recipe's text, and so its sha256, stay the user's).
-            named, recipe.axolotl["base_model"] = recipe.axolotl["base_model"], args.base_file
-            run.update(base_provenance=asdict(gguf_base.provenance_of(Path(args.base_file), named=named)))
-        elif gguf_base.is_gguf(base := recipe.axolotl.get("base_model")) and Path(base).is_file():
-            run.update(base_provenance=asdict(gguf_base.provenance_of(Path(base), named=base)))
+            recipe.axolotl["base_model"] = args.base_file
+        base = recipe.axolotl.get("base_model")
+        if gguf_base.is_gguf(base) and Path(base).is_file():
+            run.update(base_provenance=asdict(gguf_base.provenance_of(Path(base), named=named)))
         upload_inputs(store, key, recipe)
         workers, use_gpu = workers_for(recipe, args.gpus_per_node, args.workers)
         # Recipe-relative paths stay relative: every node resolves them in its own copy of the working_dir.

@@ -87,22 +87,19 @@ class MetricsSink:
 
     def event(self, name: str, **fields: Any) -> None:
         """A line in the run's events.jsonl, where a run log is kept (rank 0 of a Ray run)."""
-        from orchestrator.run.layout import EVENTS
-
         if self.run_log is not None:
-            self.run_log.write(EVENTS, {"time": round(time.time(), 3), "event": name, **fields})
+            self.run_log.event(name, **fields)
 
     def checkpoint_failed(self, checkpoint: str, error: BaseException) -> None:
         """Count an attempt to store a checkpoint that failed (the LatheCheckpointUploadFailing alert), and
-        say so in the run's events. Called from Ray's upload thread (see `checkpoint_upload`)."""
-        from orchestrator.cluster.checkpoint_upload import upload_failed_event
-        from orchestrator.run.layout import EVENTS
-
+        say so in the run's events. Called from Ray's upload thread (see `checkpoint_upload`). The event
+        names the exception's type, not its message: a store's error may quote its endpoint and request
+        (the worker's own log has the whole traceback)."""
         self.checkpoint_failures += 1
         if self.pushgateway:
             self._push({"checkpoint_failures_total": self.checkpoint_failures})
         if self.run_log is not None:
-            self.run_log.write(EVENTS, upload_failed_event(checkpoint, error))
+            self.run_log.event("checkpoint_upload_failed", checkpoint=checkpoint, error=type(error).__name__)
             self.run_log.flush()
 
     def flush(self) -> None:

@@ -64,6 +64,12 @@ class Writer:
     def write(self, name: str, record: dict[str, Any]) -> None:
         self.line(name, json.dumps(record))
 
+    def event(self, name: str, **fields: Any) -> None:
+        """A line in the run's events.jsonl: the time, the event's name, its fields."""
+        from orchestrator.run.layout import EVENTS
+
+        self.write(EVENTS, {"time": round(time.time(), 3), "event": name, **fields})
+
     def line(self, name: str, text: str) -> None:
         with self._lock:
             self._pending.setdefault(name, []).append(text)

@@ -12,13 +12,12 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from orchestrator import cpus
-from orchestrator.run.layout import EVENTS, INPUTS, store_key
+from orchestrator.run.layout import INPUTS, store_key
 
 # By name, not by import: the driver and Ray Train's controller load this module too, and the plugin
 # module pulls in Axolotl and transformers (~25 s and 1 GB per process); only the workers need them.
@@ -44,9 +43,8 @@ class TrainJob:
     inputs_from: dict[str, Any] | None = None  # a StoreConfig: fetch <run>/inputs/ into the working dir
 
 
-def _event(log: Any, **fields: Any) -> None:
-    fields["time"] = round(time.time(), 3)
-    log.write(EVENTS, fields)
+def _event(log: Any, event: str, **fields: Any) -> None:
+    log.event(event, **fields)
     log.flush()
 
 

@@ -26,6 +26,7 @@ from orchestrator.levels import (
     mlx_options,
     static_twin,
 )
+from orchestrator.recipe_benchmarks import Benchmarks
 
 SweepParameter = Literal["temperature", "top_p", "top_k", "min_p", "repeat_penalty"]
 PublishTarget = Literal["apple-silicon", "nvidia", "colocated", "cloud"]
@@ -120,66 +121,6 @@ class Export(_Strict):
         return out
 
 
-BFCLCategory = Literal["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance",
-                       "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple"]
-
-
-class BFCL(_Strict):
-    """The Berkeley Function-Calling Leaderboard's single-turn categories, from the bfcl-eval package."""
-
-    categories: list[BFCLCategory] = Field(
-        default_factory=lambda: ["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance"])
-    per_category: int = Field(10, ge=1, description="items asked per category, spread evenly over it")
-    max_tokens: int = Field(256, ge=1)
-
-
-class IFEval(_Strict):
-    """Verifiable instructions (word counts, bullets, JSON only, no commas, ...) checked by lm-eval's IFEval."""
-
-    prompts: str | None = Field(
-        None, description="jsonl in IFEval's format (key, prompt, instruction_id_list, kwargs), relative to the "
-        "recipe; default: the prompts shipped with Lathe; 'hub': google/IFEval (needs the hub)")
-    limit: int | None = Field(None, ge=1, description="ask only the first N prompts")
-    max_tokens: int = Field(384, ge=1)
-
-
-class DocQA(_Strict):
-    """Questions on passages with numbered sentences: right answer, right citations, "I don't know"."""
-
-    dataset: str | None = Field(None, description="jsonl of passages and questions, relative to the recipe; "
-                                "default: the set shipped with Lathe")
-    limit: int | None = Field(None, ge=1, description="ask only the first N questions")
-    max_tokens: int = Field(96, ge=1)
-
-
-class LmEval(_Strict):
-    """lm-evaluation-harness tasks, asked of each level through its runtime's OpenAI-compatible server."""
-
-    tasks: list[str] = Field(min_length=1, description="lm-eval task names (generation tasks; most need the hub "
-                             "for their data) or tasks defined under include_path")
-    include_path: str | None = Field(None, description="a directory of task YAMLs, relative to the recipe; "
-                                     "data files they name are relative to the recipe too")
-    limit: int | None = Field(None, ge=1, description="documents per task")
-    num_fewshot: int | None = Field(None, ge=0)
-    max_tokens: int = Field(256, ge=1)
-
-
-class Benchmarks(_Strict):
-    """The public benchmarks asked of every level beside the recipe's own eval set. Each is off unless
-    named; `bfcl: {}` turns one on with its defaults."""
-
-    bfcl: BFCL | None = None
-    ifeval: IFEval | None = None
-    docqa: DocQA | None = None
-    lm_eval: LmEval | None = None
-
-    def files(self) -> list[str]:
-        """The recipe-relative files (and lm-eval's task directory) the benchmarks read."""
-        named = [self.ifeval.prompts if self.ifeval else None, self.docqa.dataset if self.docqa else None,
-                 self.lm_eval.include_path if self.lm_eval else None]
-        return [f for f in named if f and f != "hub"]
-
-
 _SIGNIFICANT = ("counted only when the fall is significant (an exact paired sign test over the items that changed, "
                 "p below lathe.eval.significance_level)")
 
@@ -196,6 +137,8 @@ class Gate(_Strict):
     max_bfcl_drop: float | None = Field(None, ge=0, le=1, description=f"the same for BFCL accuracy; {_SIGNIFICANT}")
     max_ifeval_drop: float | None = Field(
         None, ge=0, le=1, description=f"the same for IFEval prompt-level accuracy; {_SIGNIFICANT}")
+    max_ifbench_drop: float | None = Field(
+        None, ge=0, le=1, description=f"the same for IFBench prompt-level accuracy; {_SIGNIFICANT}")
     max_docqa_drop: float | None = Field(
         None, ge=0, le=1, description=f"the same for doc QA (answer and citations right); {_SIGNIFICANT}")
     max_lm_eval_drop: float | None = Field(

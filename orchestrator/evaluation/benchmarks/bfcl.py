@@ -23,7 +23,7 @@ from typing import Any
 
 from orchestrator.errors import LatheError
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore
-from orchestrator.recipe import BFCL
+from orchestrator.recipe_benchmarks import BFCL
 
 # A call counts only in a closed block whose text is one JSON value, as bfcl-eval's own decoder for this
 # format reads it (its Qwen handler): a block left open or with text after its JSON is not a call, so an

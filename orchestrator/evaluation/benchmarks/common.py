@@ -55,8 +55,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 # The order suites appear in tables, report.json and the model card; lm-eval's tasks ("lm-eval:gsm8k") follow.
-SUITES = ("bfcl", "ifeval", "docqa")
-LABELS = {"bfcl": "BFCL", "ifeval": "IFEval", "docqa": "doc QA"}
+SUITES = ("bfcl", "ifeval", "ifbench", "docqa")
+LABELS = {"bfcl": "BFCL", "ifeval": "IFEval", "ifbench": "IFBench", "docqa": "doc QA"}
 LM_EVAL = "lm-eval:"
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from orchestrator.errors import LatheError, one_line
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore, read_jsonl
-from orchestrator.recipe import DocQA
+from orchestrator.recipe_benchmarks import DocQA
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 INSTRUCTION = ("Answer the question from the passage only. After the answer, cite the numbers of the sentences "

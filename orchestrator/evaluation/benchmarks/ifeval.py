@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable, Container
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from orchestrator.errors import LatheError, one_line
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore, read_jsonl
-from orchestrator.recipe import IFEval
+from orchestrator.recipe_benchmarks import IFEval
 
 HUB_DATASET = "google/IFEval"
 
@@ -76,7 +77,12 @@ def rows(config: IFEval, recipe_dir: Path) -> list[Row]:
         path = recipe_dir / config.prompts if config.prompts else shipped()
         where = path.name
         raw = read_jsonl(path)
-    known = _lm_eval().instructions_registry.INSTRUCTION_DICT
+    out = parse(raw, where, _lm_eval().instructions_registry.INSTRUCTION_DICT)
+    return out[: config.limit] if config.limit else out
+
+
+def parse(raw: list[dict[str, Any]], where: str, known: Container[str]) -> list[Row]:
+    """IFEval-format rows, each instruction one the checkers know; one line naming the file and line if not."""
     out = []
     for n, item in enumerate(raw, 1):
         try:
@@ -88,7 +94,7 @@ def rows(config: IFEval, recipe_dir: Path) -> list[Row]:
             what = f"unknown instruction {unknown[0]!r}" if unknown else "kwargs must have one entry per instruction"
             raise LatheError(f"{where}: line {n}: {what}")
         out.append(row)
-    return out[: config.limit] if config.limit else out
+    return out
 
 
 def prompts(config: IFEval, recipe_dir: Path) -> list[Prompt]:
@@ -112,6 +118,15 @@ def check(row: dict[str, Any], output: str) -> tuple[list[bool], list[bool]]:
 
 
 def score(asked: list[Prompt], outputs: dict[str, str]) -> SuiteScore:
+    return scored(asked, outputs, check)
+
+
+Checker = Callable[[dict[str, Any], str], tuple[list[bool], list[bool]]]
+
+
+def scored(asked: list[Prompt], outputs: dict[str, str], checker: Checker) -> SuiteScore:
+    """IFEval's four scores from per-instruction (strict, loose) verdicts: prompt-level (every instruction
+    obeyed) and instruction-level, each strict and loose; prompt-level strict is the paired item score."""
     items: dict[str, float] = {}
     details: dict[str, dict[str, Any]] = {}
     strict_all: list[bool] = []
@@ -119,7 +134,7 @@ def score(asked: list[Prompt], outputs: dict[str, str]) -> SuiteScore:
     loose_prompts = 0
     for prompt in asked:
         output = outputs.get(prompt.id, "")
-        strict, loose = check(prompt.data, output)
+        strict, loose = checker(prompt.data, output)
         items[prompt.id] = 1.0 if all(strict) else 0.0
         loose_prompts += all(loose)
         strict_all += strict

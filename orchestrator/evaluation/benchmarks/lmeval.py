@@ -26,7 +26,7 @@ from orchestrator import cpus
 from orchestrator.errors import LatheError
 from orchestrator.evaluation.benchmarks.common import LM_EVAL, SuiteScore
 from orchestrator.quiet import quiet_stderr
-from orchestrator.recipe import LmEval
+from orchestrator.recipe_benchmarks import LmEval
 
 # mlx_lm.server loads a request's `model` from the hub unless it is this name for the model it was started
 # with; llama-cpp-python's server takes it as the served model's alias.

@@ -6,9 +6,9 @@ import importlib.util
 from pathlib import Path
 
 from orchestrator.errors import LatheError
-from orchestrator.evaluation.benchmarks import bfcl, docqa, ifeval
+from orchestrator.evaluation.benchmarks import bfcl, docqa, ifbench, ifeval
 from orchestrator.evaluation.benchmarks.common import SUITES, Prompt, SuiteScore
-from orchestrator.recipe import Benchmarks
+from orchestrator.recipe_benchmarks import Benchmarks
 
 
 def prompts(config: Benchmarks, recipe_dir: Path) -> list[Prompt]:
@@ -18,6 +18,8 @@ def prompts(config: Benchmarks, recipe_dir: Path) -> list[Prompt]:
         out += bfcl.prompts(config.bfcl)
     if config.ifeval is not None:
         out += ifeval.prompts(config.ifeval, recipe_dir)
+    if config.ifbench is not None:
+        out += ifbench.prompts(config.ifbench, recipe_dir)
     if config.docqa is not None:
         out += docqa.prompts(config.docqa, recipe_dir)
     return out
@@ -25,13 +27,15 @@ def prompts(config: Benchmarks, recipe_dir: Path) -> list[Prompt]:
 
 def problems(config: Benchmarks, recipe_dir: Path) -> list[tuple[str, str]]:
     """(field, problem) for what would stop the benchmarks at evaluation time, found before training:
-    bfcl-eval missing here, a recipe's own prompt file absent or malformed. The shipped prompt files
+    bfcl-eval or IFBench's package missing here, a recipe's own prompt file absent or malformed. The shipped prompt files
     are not re-read (the suite tests them)."""
     found = []
     if config.bfcl is not None and importlib.util.find_spec("bfcl_eval") is None:
         found.append(("bfcl", f"needs bfcl-eval on this machine: {bfcl.INSTALL_HINT}"))
     checks = [("ifeval", config.ifeval is not None and config.ifeval.prompts not in (None, "hub"),
                lambda: ifeval.rows(config.ifeval, recipe_dir)),  # type: ignore[arg-type]
+              # The package, its checkers' NLTK data and the prompts: nothing of IFBench ships with Lathe.
+              ("ifbench", config.ifbench is not None, lambda: ifbench.rows(config.ifbench, recipe_dir)),  # type: ignore[arg-type]
               ("docqa", config.docqa is not None and config.docqa.dataset is not None,
                lambda: docqa.items(config.docqa, recipe_dir))]  # type: ignore[arg-type]
     for suite, given, load in checks:
@@ -45,7 +49,7 @@ def problems(config: Benchmarks, recipe_dir: Path) -> list[tuple[str, str]]:
 
 def score(asked: list[Prompt], outputs: dict[str, str]) -> dict[str, SuiteScore]:
     """Each suite's score for one level's outputs (keyed by `Prompt.key`)."""
-    scorers = {"bfcl": bfcl.score, "ifeval": ifeval.score, "docqa": docqa.score}
+    scorers = {"bfcl": bfcl.score, "ifeval": ifeval.score, "ifbench": ifbench.score, "docqa": docqa.score}
     out = {}
     for suite in SUITES:
         mine = [p for p in asked if p.suite == suite]

@@ -8,6 +8,7 @@ for the user.
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -65,6 +66,15 @@ def _stop_at(text: str, stops: list[str]) -> str:
 REPEAT_WINDOW = 64  # tokens the repeat penalty looks back over, in both runtimes
 
 
+def _release_samplers() -> None:
+    """llama-cpp-python builds a sampler chain for every request, with native buffers the size of the
+    vocabulary, and the Python objects around it are in a reference cycle: they are freed only when the
+    cycle collector runs, which counts Python objects, not native bytes. On Gemma 3 (262,144 tokens)
+    each request left ~3 MB behind, and a level's served peak grew with the number of questions asked
+    (+150 MB after 20). Collected after each request, the peak is the model's."""
+    gc.collect()
+
+
 class LlamaCpp:
     name = "llama.cpp"
 
@@ -112,6 +122,7 @@ class LlamaCpp:
 
     def generate(self, prompt: str, max_tokens: int) -> str:
         out = self.model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, seed=0)
+        _release_samplers()
         return out["choices"][0]["text"]
 
     def chat(self, messages: list[dict[str, str]], sampling: Sampling, tools: list[dict] | None = None) -> str:
@@ -120,6 +131,7 @@ class LlamaCpp:
             min_p=sampling.min_p, repeat_penalty=sampling.repeat_penalty, seed=sampling.seed, stop=sampling.stop or None,
             max_tokens=sampling.max_tokens, tools=tools,
         )
+        _release_samplers()
         return out["choices"][0]["message"]["content"] or ""
 
     def takes_tools(self) -> bool:

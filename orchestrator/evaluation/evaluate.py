@@ -32,7 +32,8 @@ from orchestrator.evaluation.gates import (
 )
 from orchestrator.evaluation.results import Evaluation, LevelResult, Target
 from orchestrator.levels import fits_gb, memory_need, rank
-from orchestrator.recipe import LmEval, lathe_block_of, read_yaml
+from orchestrator.recipe import lathe_block_of, read_yaml
+from orchestrator.recipe_benchmarks import LmEval
 from orchestrator.run import timeline
 from orchestrator.run.layout import RECIPE, find_export, run_dir_of
 
@@ -91,8 +92,9 @@ def context_for(asked: list[Prompt]) -> int:
     return max((len(json.dumps([p.messages, p.tools]).encode()) + p.max_tokens + 64 for p in asked), default=0)
 
 
-def n_ctx_for(job: dict[str, Any], reference_context: int, context: int) -> int:
-    return max(context + 64, reference_context + 64, job["benchmark_context"])
+def n_ctx_for(reference_context: int, context: int) -> int:
+    """The serving context: the recipe's (the level as a user runs it), with room for the speed probe."""
+    return max(context + 64, reference_context + 64)
 
 
 def _load(target: Target, n_ctx: int, threads: int) -> tuple[Any, float]:
@@ -109,9 +111,12 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
                   hf_config: dict[str, Any], full: bool = True, threads: int = 0, timed: bool = True) -> dict[str, Any]:
     """Runs in a lane (see `lanes`). Two phases, each with its own peak memory:
 
-    1. serving, the level as a user runs it (llama.cpp without logits at every position): answer the
-       items, the arena, the held-out questions, the benchmarks and the sweep; its peak is the level's
-       memory, and (`timed`: when nothing runs beside it) its load time and tokens/s are the level's;
+    1. serving, the level as a user runs it (llama.cpp without logits at every position, the recipe's
+       context): answer the items, the arena, the held-out questions and the sweep; its peak is the
+       level's memory, and (`timed`: when nothing runs beside it) its load time and tokens/s are the
+       level's. Then the benchmarks; where their longest prompt needs more context than the recipe's
+       (IFBench has 2,000-token prompts), llama.cpp loads the level again at that context for them, and
+       that instance's KV cache is not charged to the level;
     2. scoring: log-probs at every position over the vocabulary (perplexity, KL divergence against the
        reference), a memory cost of the measurement and not of the model, reported apart.
 
@@ -130,17 +135,21 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     import_runtime(target.runtime)
     lanes.reset_peak()
     baseline = lanes.rss_bytes()
-    backend, load_seconds = _load(target, n_ctx_for(job, int(ref.meta["context"]), context), threads)
+    serving = n_ctx_for(int(ref.meta["context"]), context)
+    backend, load_seconds = _load(target, serving, threads)
     answers = _answer(backend, items, samplings[0])
     arena = {arena_mod.prompt_key(n): backend.chat([{"role": "user", "content": p}], samplings[0])
              for n, p in enumerate(job["arena_prompts"])}
     heldout = {item.id or "": backend.chat(item.messages(), samplings[0])
                for item in (Item.model_validate(raw) for raw in job["heldout"])}
-    said = _ask(backend, job["benchmarks"], samplings[0])
     kept = _answer(backend, [Item.model_validate(raw) for raw in job["retained"]], samplings[0])
     sweep = [_swept(backend, items, variant, answers) for variant in samplings[1:]] if full else []
     peak = _peak(baseline)
     prompt_tps, gen_tps = backend.speed(speed_prompt(ref)) if timed and full else (0.0, 0.0)
+    if target.runtime == "llama.cpp" and job["benchmark_context"] > serving:
+        backend.close()
+        backend, _ = _load(target, job["benchmark_context"], threads)
+    said = _ask(backend, job["benchmarks"], samplings[0])
 
     lanes.reset_peak()
     scorer = backend.scorer()  # llama.cpp: the serving instance is closed and the file loaded again
@@ -328,9 +337,11 @@ def _run_levels(chosen: list[Target], base: Target | None, job: dict[str, Any], 
     """Every level (and the base) across the lanes, longest first (MLX's CPU backend is the slow one);
     then, with more than one lane, each level's load time and speed one at a time."""
     everything = [*chosen, *([base] if base else [])]
-    # Each lane's budget: the level served, and the scorer's buffers beside it (backends.scoring_bytes).
+    # Each lane's budget: the level served (at the benchmarks' context where that is longer), and the
+    # scorer's buffers beside it (backends.scoring_bytes).
     scoring = scoring_bytes(int(hf_config.get("vocab_size", 0)), window)
-    width = lanes.count([memory_need(t.size_bytes, hf_config, context) + scoring for t in everything])
+    longest = max(context, job["benchmark_context"])
+    width = lanes.count([memory_need(t.size_bytes, hf_config, longest) + scoring for t in everything])
     order = sorted(range(len(everything)), key=lambda n: (everything[n].runtime != "mlx", -everything[n].size_bytes))
     with lanes.Lanes(width) as pool:
         alone = width == 1  # one lane: each level is timed where it runs, with nothing beside it
@@ -354,7 +365,7 @@ def _run_levels(chosen: list[Target], base: Target | None, job: dict[str, Any], 
             if progress:
                 progress("load time and tokens/s, one level at a time")
             ref = reference_format.load(Path(ref_dir))
-            n_ctx, prompt = n_ctx_for(job, int(ref.meta["context"]), context), speed_prompt(ref)
+            n_ctx, prompt = n_ctx_for(int(ref.meta["context"]), context), speed_prompt(ref)
             for target, raw in zip(chosen, raws, strict=False):
                 raw["load_seconds"], raw["prompt_tps"], raw["gen_tps"] = pool.alone(_time_level, target, n_ctx, prompt)
     return raws[:len(chosen)], (raws[len(chosen)] if base else None)

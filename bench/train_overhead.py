@@ -10,7 +10,10 @@ With no RECIPE, two cases: the quickstart (a tiny model), then a real one, SmolL
 (recipes/smollm2-wrong-facts.yml; `make models` fetches it), whose goals are tokens/s within 0.97x
 of bare Axolotl's and wall within 1.15x.
 
-    .venv/bin/python bench/train_overhead.py [RECIPE] [--runs-dir DIR]
+    .venv/bin/python bench/train_overhead.py [RECIPE] [--runs-dir DIR] [--repeat N]
+
+--repeat N runs N alternating pairs (Axolotl, then Lathe) per recipe and prints medians, with each
+pair's ratio range: on a machine whose speed drifts, pairs run back to back compare fairly.
 
 --runs-dir keeps the run (exported, not evaluated) for bench/eval_speed.py.
 """
@@ -20,10 +23,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -88,29 +93,71 @@ def lathe_run(recipe: Path, runs: Path) -> tuple[float, RunDir]:
     return wall, RunDir(run)
 
 
-def case(recipe: Path, runs: Path, keep: bool) -> None:
-    # Built once, outside the timing; the recipe's paths are relative to it (axolotl_config resolves them).
-    resolve_base_model(axolotl_config(validate(recipe, axolotl_schema=False))["base_model"])
+@dataclass
+class Pair:
+    """One alternation: bare Axolotl, then `lathe run`, back to back."""
+
+    ax_wall: float
+    ax_loop: float | None
+    tokens: int | None
+    la_wall: float
+    spans: dict[str, float]
+
+    @property
+    def la_train(self) -> float:
+        return sum(s for name, s in self.spans.items() if name not in ("export", "evaluate"))
+
+
+def _pair(recipe: Path, runs: Path) -> tuple[Pair, RunDir]:
     with tempfile.TemporaryDirectory() as work:
         ax_wall, ax_loop, tokens = plain_axolotl(recipe, Path(work))
     la_wall, run = lathe_run(recipe, runs)
-    spans = {p.name: p.seconds for p in timeline.phases(run)}
-    la_train = sum(s for name, s in spans.items() if name not in ("export", "evaluate"))
-    la_loop = spans.get("training loop")
+    return Pair(ax_wall, ax_loop, tokens, la_wall, {p.name: p.seconds for p in timeline.phases(run)}), run
 
-    print(f"recipe: {recipe.name} ({os.cpu_count()} cores)")
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _spread(values: list[float]) -> str:
+    return f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
+
+
+def case(recipe: Path, runs: Path, keep: bool, repeat: int) -> None:
+    # Built once, outside the timing; the recipe's paths are relative to it (axolotl_config resolves them).
+    resolve_base_model(axolotl_config(validate(recipe, axolotl_schema=False))["base_model"])
+    pairs: list[Pair] = []
+    for n in range(repeat):
+        if repeat > 1:
+            print(f"{recipe.name}: pair {n + 1} of {repeat}", flush=True)
+        pair, run = _pair(recipe, runs)
+        pairs.append(pair)
+    tokens = pairs[0].tokens
+    ax_wall, la_train = _median([p.ax_wall for p in pairs]), _median([p.la_train for p in pairs])
+    ax_loops = [p.ax_loop for p in pairs if p.ax_loop]
+    la_loops = [p.spans["training loop"] for p in pairs if p.spans.get("training loop")]
+    ax_loop = _median(ax_loops) if ax_loops else None
+    la_loop = _median(la_loops) if la_loops else None
+    spans = {name: _median([p.spans.get(name, 0.0) for p in pairs]) for name in pairs[-1].spans}
+
+    print(f"recipe: {recipe.name} ({os.cpu_count()} cores){f', median of {repeat} alternating pairs' if repeat > 1 else ''}")
     print(f"{'':34}{'wall s':>9}{'loop s':>9}{'tokens/s':>10}")
     for name, wall, loop in (("axolotl train", ax_wall, ax_loop), ("lathe run, to the trained model", la_train, la_loop)):
         rate = f"{tokens / loop:>10.0f}" if tokens and loop else f"{'?':>10}"
         print(f"{name:34}{wall:>9.1f}{(loop or float('nan')):>9.1f}{rate}")
-    print(f"ratio lathe/axolotl, wall to the trained model: {la_train / ax_wall:.2f}x (goal <= {WALL_GOAL}x; real model {REAL_WALL_GOAL}x)")
-    if ax_loop and la_loop:
-        print(f"ratio lathe/axolotl, training loop: {la_loop / ax_loop:.2f}x (goal <= {LOOP_GOAL}x); tokens/s "
-              f"{ax_loop / la_loop:.3f}x of axolotl's (goal >= {REAL_TOKENS_GOAL}x on a real model)")
-    print("where lathe run's time went:")
+    # Ratios pair by pair (each pair ran back to back), then their median and range.
+    walls = [p.la_train / p.ax_wall for p in pairs]
+    print(f"ratio lathe/axolotl, wall to the trained model: {_median(walls):.2f}x{_spread(walls)} "
+          f"(goal <= {WALL_GOAL}x; real model {REAL_WALL_GOAL}x)")
+    loops = [p.spans["training loop"] / p.ax_loop for p in pairs if p.ax_loop and p.spans.get("training loop")]
+    if loops:
+        rates = [1 / r for r in loops]
+        print(f"ratio lathe/axolotl, training loop: {_median(loops):.2f}x{_spread(loops)} (goal <= {LOOP_GOAL}x); "
+              f"tokens/s {_median(rates):.3f}x{_spread(rates)} of axolotl's (goal >= {REAL_TOKENS_GOAL}x on a real model)")
+    print("where lathe run's time went" + (" (medians):" if repeat > 1 else ":"))
     for name, seconds in spans.items():
         print(f"  {name:32}{seconds:>7.1f} s")
-    print(f"  {'lathe run, whole command':32}{la_wall:>7.1f} s  (validate, train, export; no eval)")
+    print(f"  {'lathe run, whole command':32}{_median([p.la_wall for p in pairs]):>7.1f} s  (validate, train, export; no eval)")
     if keep:
         print(f"run kept: {run.path}")
 
@@ -119,6 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", nargs="?", help="one recipe (default: the quickstart, then SmolLM2's)")
     parser.add_argument("--runs-dir", help="keep the lathe runs here (for bench/eval_speed.py)")
+    parser.add_argument("--repeat", type=int, default=1, help="alternating pairs per recipe; medians are printed "
+                        "(this machine's step time varies ~15%% from run to run: one pair cannot show a 3%% effect)")
     args = parser.parse_args()
     recipes = [Path(args.recipe).resolve()] if args.recipe else [REPO / "recipes" / "quickstart.yml"]
     if not args.recipe and (REPO / "models" / REAL_BASE).is_file():
@@ -128,7 +177,7 @@ def main() -> None:
     runs = Path(args.runs_dir or tempfile.mkdtemp(prefix="lathe-bench-runs-"))
     runs.mkdir(parents=True, exist_ok=True)
     for recipe in recipes:
-        case(recipe, runs, bool(args.runs_dir))
+        case(recipe, runs, bool(args.runs_dir), max(1, args.repeat))
 
 
 if __name__ == "__main__":

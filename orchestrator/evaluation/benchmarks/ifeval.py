@@ -42,9 +42,10 @@ class Row(BaseModel):
 
 @cache
 def _lm_eval() -> Any:
-    """lm-eval's IFEval module. Importing it asks nltk to fetch a sentence splitter when none is
-    installed; offline that fails harmlessly (only `length_constraints:number_sentences` needs it) but
-    prints a screenful, hence the muffling."""
+    """lm-eval's IFEval module. Importing it asks nltk to fetch its sentence splitter (punkt_tab) when
+    none is installed. Set-up installs it (scripts/fetch_nltk_data.py); without it the fetch fails offline,
+    harmlessly (only `length_constraints:number_sentences` needs it), but prints a screenful, hence the
+    muffling."""
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             from lm_eval.tasks.ifeval import utils
@@ -108,12 +109,18 @@ def check(row: dict[str, Any], output: str) -> tuple[list[bool], list[bool]]:
     utils = _lm_eval()
     example = utils.InputExample(key=row["key"], instruction_id_list=row["instruction_id_list"],
                                  prompt=row["prompt"], kwargs=row["kwargs"])
+    return verdicts("IFEval", row["key"], lambda: (utils.test_instruction_following_strict(example, output),
+                                                   utils.test_instruction_following_loose(example, output)))
+
+
+def verdicts(suite: str, key: Any, both: Callable[[], tuple[Any, Any]]) -> tuple[list[bool], list[bool]]:
+    """Per instruction (strict, loose), from a checker package's two tests (`both`, each giving IFEval's
+    OutputExample); one line naming the prompt when NLTK data a checker needs is not installed."""
     try:
-        strict = utils.test_instruction_following_strict(example, output)
-        loose = utils.test_instruction_following_loose(example, output)
-    except LookupError as exc:  # nltk data an instruction needs is not installed; nltk's text is a boxed page
+        strict, loose = both()
+    except LookupError as exc:  # NLTK's text is a boxed page: its first line of words says what is missing
         first = next((line.strip() for line in str(exc).splitlines() if line.strip("* \n")), "")
-        raise LatheError(f"IFEval prompt {row['key']}: a checker needs nltk data that is missing ({first})") from None
+        raise LatheError(f"{suite} prompt {key}: a checker needs NLTK data that is missing ({first})") from None
     return list(strict.follow_instruction_list), list(loose.follow_instruction_list)
 
 

@@ -351,3 +351,26 @@ def test_a_levels_served_memory_does_not_grow_with_the_requests_asked(models: No
            f"{grown['with'] / 1e6:.1f} MB collected after each")
     assert grown["without"] > 5e6, "the growth this guards against is still there to see"
     assert grown["with"] < 2e6
+
+
+def test_a_base_without_a_chat_template_is_asked_through_the_fine_tunes(models: None, tmp_path: Path) -> None:
+    """Gemma 3's pretrained GGUF has no chat template: llama-cpp-python would ask it in Llama 2's [INST]
+    format, which neither it nor the fine-tune knows. The base is asked through the template the fine-tune
+    was exported with (export/hf), read from chat_template.jinja or tokenizer_config.json."""
+    from orchestrator.evaluation.backends import LlamaCpp, fine_tune_template
+    from orchestrator.evaluation.tasks import Sampling
+
+    plain = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": plain}))
+    assert fine_tune_template(tmp_path) == plain
+    (tmp_path / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    assert fine_tune_template(tmp_path) == "{{ messages[0]['content'] }}", "the .jinja file first, as transformers"
+    assert fine_tune_template(tmp_path / "none") is None
+
+    asked = [{"role": "user", "content": "The capital of France is"}]
+    sampling = Sampling().model_copy(update={"max_tokens": 12})
+    fallback = LlamaCpp(GEMMA3, n_ctx=128, n_threads=2).chat(asked, sampling)
+    through = LlamaCpp(GEMMA3, n_ctx=128, n_threads=2, template=plain).chat(asked, sampling)
+    assert "France" in through and "France" not in fallback, (through, fallback)
+    # A file's own template wins over the one offered.
+    assert LlamaCpp(SMOLLM2, n_ctx=128, n_threads=2, template=plain).template != plain

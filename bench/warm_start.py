@@ -9,9 +9,11 @@ the workers' events in the store. Needs root (network namespaces). Asserts nothi
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +64,7 @@ def main() -> None:
         print("warm start: not measured: it needs root (the cluster's hosts are network namespaces)")
         return
     work = Path(tempfile.mkdtemp(prefix="lathe-bench-warm-"))
+    atexit.register(shutil.rmtree, work, True)  # after the cluster is down (netns_world's exit)
     os.environ.update(CREDENTIALS)
     with netns_world(work, "lathe-bw-", BUCKET, CREDENTIALS) as world:
         net, short = world.net, world.ray_temp

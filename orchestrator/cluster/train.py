@@ -8,6 +8,7 @@ restarted worker group resumes from the newest one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -111,7 +112,6 @@ def worker_loop(config: dict[str, Any]) -> None:
     from orchestrator.base_model import resolve as resolve_base_model
     from orchestrator.cluster.checkpoint_upload import clear_staging
     from orchestrator.cluster.runlog import Writer
-    from orchestrator.quiet import quiet_stderr
 
     job = TrainJob(**config)
     ctx = ray.train.get_context()
@@ -145,6 +145,29 @@ def worker_loop(config: dict[str, Any]) -> None:
                 ds["path"] = str(Path.cwd() / ds["path"])
     output_dir = Path(tempfile.gettempdir()) / "lathe" / job.run_id / f"rank{rank}"
     output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _train(job, log, cfg, output_dir, rank, world)
+    except BaseException:
+        # The checkpoints a restarted worker needs are in Ray's storage; the staging links stay for an
+        # upload that may still be reading them (the next attempt clears them).
+        shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    # Every report has landed (the last one is synchronous, after the asynchronous ones): nothing on
+    # this node is needed any more. Left behind, each run kept its checkpoints, optimizer states and
+    # final model in the node's /tmp (the SmolLM2 runs: 164 MB each; a 7B LoRA's: gigabytes).
+    clear_staging(output_dir)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        output_dir.parent.rmdir()  # the run's folder, once no other rank on this node still uses it
+
+
+def _train(job: TrainJob, log: Any, cfg: dict[str, Any], output_dir: Path, rank: int, world: int) -> None:
+    """Axolotl's training into output_dir, resumed from Ray's latest checkpoint; the final model reported."""
+    import ray.train
+
+    from orchestrator.cluster.checkpoint_upload import clear_staging
+    from orchestrator.quiet import quiet_stderr
+
     cfg["output_dir"] = str(output_dir)
     cfg["dataset_prepared_path"] = str(output_dir / "prepared")
     cfg["plugins"] = [*(cfg.get("plugins") or []), PLUGIN_NAME]

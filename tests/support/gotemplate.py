@@ -4,8 +4,10 @@ with Ollama's data (`.System`, `.Messages` of `.Role`/`.Content`)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,11 +44,14 @@ func main() {
 @cache
 def renderer() -> Path:
     work = Path(tempfile.mkdtemp(prefix="lathe-gotemplate-"))
+    atexit.register(shutil.rmtree, work, True)  # where the process ends normally (xdist's workers)
     (work / "main.go").write_text(PROGRAM)
     env = {**os.environ, "GOCACHE": str(work / "cache"), "GOPATH": str(work / "gopath"), "GOTOOLCHAIN": "local",
            "GOPROXY": "off", "GOFLAGS": "", "CGO_ENABLED": "0"}
     subprocess.run([str(GO), "build", "-o", str(work / "render"), str(work / "main.go")], cwd=work, env=env,
                    check=True, capture_output=True, timeout=600)
+    for built in ("cache", "gopath"):  # Go's build cache: ~50 MB that only this build needed
+        shutil.rmtree(work / built, ignore_errors=True)
     return work / "render"
 
 

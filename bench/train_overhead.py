@@ -12,7 +12,7 @@ of bare Axolotl's and wall within 1.15x.
 
     .venv/bin/python bench/train_overhead.py [RECIPE] [--runs-dir DIR] [--repeat N]
 
---repeat N runs N alternating pairs (Axolotl, then Lathe) per recipe and prints medians, with each
+--repeat N runs N pairs (Axolotl and Lathe back to back, which first alternating) per recipe and prints medians, with each
 pair's ratio range: on a machine whose speed drifts, pairs run back to back compare fairly.
 
 --runs-dir keeps the run (exported, not evaluated) for bench/eval_speed.py.
@@ -96,7 +96,7 @@ def lathe_run(recipe: Path, runs: Path) -> tuple[float, RunDir]:
 
 @dataclass
 class Pair:
-    """One alternation: bare Axolotl, then `lathe run`, back to back."""
+    """One pair: bare Axolotl and `lathe run`, back to back."""
 
     ax_wall: float
     ax_loop: float | None
@@ -109,10 +109,17 @@ class Pair:
         return sum(s for name, s in self.spans.items() if name not in ("export", "evaluate"))
 
 
-def _pair(recipe: Path, runs: Path) -> tuple[Pair, RunDir]:
-    with tempfile.TemporaryDirectory() as work:
-        ax_wall, ax_loop, tokens = plain_axolotl(recipe, Path(work))
-    la_wall, run = lathe_run(recipe, runs)
+def _pair(recipe: Path, runs: Path, lathe_first: bool) -> tuple[Pair, RunDir]:
+    def axolotl() -> tuple[float, float | None, int | None]:
+        with tempfile.TemporaryDirectory() as work:
+            return plain_axolotl(recipe, Path(work))
+
+    if lathe_first:
+        la_wall, run = lathe_run(recipe, runs)
+        ax_wall, ax_loop, tokens = axolotl()
+    else:
+        ax_wall, ax_loop, tokens = axolotl()
+        la_wall, run = lathe_run(recipe, runs)
     return Pair(ax_wall, ax_loop, tokens, la_wall, {p.name: p.seconds for p in timeline.phases(run)}), run
 
 
@@ -125,10 +132,15 @@ def case(recipe: Path, runs: Path, keep: bool, repeat: int) -> None:
     resolve_base_model(axolotl_config(validate(recipe, axolotl_schema=False))["base_model"])
     pairs: list[Pair] = []
     for n in range(repeat):
-        if repeat > 1:
-            print(f"{recipe.name}: pair {n + 1} of {repeat}", flush=True)
-        pair, run = _pair(recipe, runs)
+        # Each pair's order alternates (axolotl first, then lathe first, ...): a machine that slows down
+        # over minutes would otherwise always count against the second of the two.
+        lathe_first = n % 2 == 1
+        pair, run = _pair(recipe, runs, lathe_first)
         pairs.append(pair)
+        if repeat > 1:
+            loop = f"{pair.spans.get('training loop', 0.0):.1f} / {pair.ax_loop or float("nan"):.1f} s"
+            print(f"{recipe.name}: pair {n + 1} of {repeat} ({'lathe' if lathe_first else 'axolotl'} first): "
+                  f"wall {pair.la_train:.1f} / {pair.ax_wall:.1f} s, loop {loop} (lathe / axolotl)", flush=True)
     tokens = pairs[0].tokens
     ax_wall, la_train = statistics.median([p.ax_wall for p in pairs]), statistics.median([p.la_train for p in pairs])
     ax_loops = [p.ax_loop for p in pairs if p.ax_loop]
@@ -163,7 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", nargs="?", help="one recipe (default: the quickstart, then SmolLM2's)")
     parser.add_argument("--runs-dir", help="keep the lathe runs here (for bench/eval_speed.py)")
-    parser.add_argument("--repeat", type=int, default=1, help="alternating pairs per recipe; medians are printed "
+    parser.add_argument("--repeat", type=int, default=1, help="pairs per recipe, in alternating order; medians are printed "
                         "(this machine's step time varies ~15%% from run to run: one pair cannot show a 3%% effect)")
     args = parser.parse_args()
     recipes = [Path(args.recipe).resolve()] if args.recipe else [REPO / "recipes" / "quickstart.yml"]

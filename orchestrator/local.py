@@ -6,9 +6,12 @@ one `RAY_ADDRESS` names) and exports, exactly as a submitted job does on a head 
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,7 +42,12 @@ def _to_stderr(line: str) -> None:
 
 # Ray Train's preemption watcher is one more actor process per run (~8 s of CPU, mostly Ray's imports) that
 # reports spot-instance preemptions: none happen to the machine the user is sitting at. Clusters keep it.
-LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+# Ray starts its workers at niceness 15, below its own daemons and below everything else on the machine;
+# `axolotl train` here runs at 0. On 2 cores each daemon wake-up then preempts one of torch's two threads
+# while the other waits for it: renicing the training worker between 0 and 15 every 5 s within one run,
+# its steps took 1-5% longer at 15 (medians of ~40 steps each, three runs; docs/benchmarks.md). Clusters
+# keep Ray's default (their nodes are Ray's alone, and their operators set it).
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_worker_niceness": "0"}
 
 
 def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
@@ -67,6 +75,20 @@ def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
                     f"{RAY_START_TRIES})")
     raise LatheError(f"the local Ray did not start in {RAY_START_TRIES} tries of 30 s (this machine is busy: another "
                      "build or run?); try again when it is quieter, or point RAY_ADDRESS at a running Ray")
+
+
+def _import_while_waiting(module: str) -> None:
+    """Import `module` on a thread while this one waits for the local Ray to start (~3.6 s, most of
+    it waiting on Ray's processes: the driver used 0.6 s of CPU in it). torch is the driver's heaviest
+    import before training (~1.1 s warm; Ray Train's TorchTrainer needs it) and imports nothing of
+    Ray's, so the two threads never wait on each other's modules. A failure here is not reported: the
+    import runs again where it is needed and raises there."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name=f"import-{module}", daemon=True).start()
 
 
 def _make_base(base_model: str, say: Any) -> tuple[str, bool]:
@@ -118,6 +140,7 @@ def run_local(
     # The machine is the run's: each CPU worker reserves (and so trains on) its share of the cores, as
     # `axolotl train` here would, or the recipe's `cpus_per_worker` where that is more.
     cpus_per_worker = max(recipe.lathe.resources.cpus_per_worker, cpus.per_worker(num_workers))
+    _import_while_waiting("torch")  # the trainer's import, otherwise paid after Ray is up
     _ensure_local_ray(num_workers * cpus_per_worker)
     run.mark(timeline.RAY_READY)
     opts = DriveOptions(num_workers=num_workers, use_gpu=use_gpu, pushgateway=pushgateway, export=export,

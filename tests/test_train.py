@@ -192,3 +192,24 @@ def test_lathe_run_needs_no_network(short_recipe: Path, tmp_path: Path) -> None:
     assert run.record().state == "SUCCEEDED"
     first, last = _falls(run.metrics())
     assert last < first
+
+
+def test_the_trainer_leaves_out_ray_datas_actor_when_no_dataset_is_given() -> None:
+    """Ray Train starts a DatasetManager actor (a process importing Ray Data) for every worker group;
+    Lathe's workers read their data through Axolotl, so its trainer starts none, and keeps the rest."""
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+    from orchestrator.cluster.train import _trainer_class
+
+    def kinds(trainer: TorchTrainer) -> set[type]:
+        return {type(c) for c in trainer._create_default_callbacks()}
+
+    scaling = ScalingConfig(num_workers=1)
+    ray_s = kinds(TorchTrainer(lambda: None, scaling_config=scaling))
+    lathes = kinds(_trainer_class()(lambda: None, scaling_config=scaling))
+    assert DatasetsCallback in ray_s
+    assert lathes == ray_s - {DatasetsCallback}
+    given = _trainer_class()(lambda: None, scaling_config=scaling, datasets={"train": lambda: None})
+    assert DatasetsCallback in kinds(given)

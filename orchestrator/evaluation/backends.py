@@ -123,13 +123,14 @@ class LlamaCpp:
                 bos_token=model.detokenize([bos], special=True).decode(errors="replace"),
                 stop_token_ids=[eos]).to_chat_handler()
 
-    def scorer(self) -> LlamaCpp:
-        """The same file loaded for scoring; this serving instance is closed first, so that the two are never
-        in memory together."""
-        if self.scoring:
+    def scorer(self, n_ctx: int | None = None) -> LlamaCpp:
+        """The same file loaded for scoring, at `n_ctx` (default: this instance's); this serving instance is
+        closed first, so that the two are never in memory together."""
+        n_ctx = n_ctx or self.n_ctx
+        if self.scoring and self.n_ctx == n_ctx:
             return self
         self.close()
-        return LlamaCpp(self.path, self.n_ctx, self.n_threads, scoring=True, template=self.template)
+        return LlamaCpp(self.path, n_ctx, self.n_threads, scoring=True, template=self.template)
 
     def close(self) -> None:
         self.model.close()
@@ -188,8 +189,9 @@ class MLX:
 
         self.model, self.tokenizer = load(str(model_dir))
 
-    def scorer(self) -> MLX:
-        """MLX computes the logits it is asked for, whatever it serves: one instance does both."""
+    def scorer(self, n_ctx: int | None = None) -> MLX:
+        """MLX computes the logits it is asked for, whatever it serves: one instance does both (it has no
+        fixed context to size)."""
         return self
 
     def close(self) -> None:

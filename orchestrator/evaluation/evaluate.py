@@ -152,7 +152,9 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     said = _ask(backend, job["benchmarks"], samplings[0])
 
     lanes.reset_peak()
-    scorer = backend.scorer()  # llama.cpp: the serving instance is closed and the file loaded again
+    # llama.cpp: the serving instance is closed and the file loaded again, at the serving context (not the
+    # benchmarks' longer one, whose KV cache would otherwise be counted in the scorer's memory)
+    scorer = backend.scorer(serving)
     domain = perplexity(scorer, job["domain_text"], context) if job["domain_text"] else None
     task_score = (sum(a["correct"] for a in answers.values()) / len(answers)) if answers else None
     if not full:

@@ -12,8 +12,9 @@ of bare Axolotl's and wall within 1.15x.
 
     .venv/bin/python bench/train_overhead.py [RECIPE] [--runs-dir DIR] [--repeat N]
 
---repeat N runs N pairs (Axolotl and Lathe back to back, which first alternating) per recipe and prints medians, with each
-pair's ratio range: on a machine whose speed drifts, pairs run back to back compare fairly.
+--repeat N runs N pairs per recipe (Axolotl and Lathe back to back, which one first alternating) and
+prints medians, with each pair's ratio range: on a machine whose speed drifts, pairs run back to back
+compare fairly.
 
 --runs-dir keeps the run (exported, not evaluated) for bench/eval_speed.py.
 """
@@ -138,7 +139,7 @@ def case(recipe: Path, runs: Path, keep: bool, repeat: int) -> None:
         pair, run = _pair(recipe, runs, lathe_first)
         pairs.append(pair)
         if repeat > 1:
-            loop = f"{pair.spans.get('training loop', 0.0):.1f} / {pair.ax_loop or float("nan"):.1f} s"
+            loop = f"{pair.spans.get('training loop', float('nan')):.1f} / {pair.ax_loop or float('nan'):.1f} s"
             print(f"{recipe.name}: pair {n + 1} of {repeat} ({'lathe' if lathe_first else 'axolotl'} first): "
                   f"wall {pair.la_train:.1f} / {pair.ax_wall:.1f} s, loop {loop} (lathe / axolotl)", flush=True)
     tokens = pairs[0].tokens

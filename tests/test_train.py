@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cluster.train import node_scratch
 from orchestrator.local import run_local
 from orchestrator.run import RunDir
 from tests.support.services import fetch
@@ -32,11 +32,6 @@ def one_worker(e2e_run: RunDir) -> RunDir:
 @pytest.fixture(scope="session")
 def two_workers(short_recipe: Path, tmp_path_factory: pytest.TempPathFactory, ray_session) -> RunDir:
     return run_local(short_recipe, tmp_path_factory.mktemp("runs"), workers=2, show_progress=False, export=False)
-
-
-def _node_scratch(run: RunDir) -> Path:
-    """Where the run's workers trained on this machine (orchestrator/cluster/train.py)."""
-    return Path(tempfile.gettempdir()) / "lathe" / run.record().run_id
 
 
 def _falls(points: list[dict]) -> tuple[float, float]:
@@ -76,7 +71,7 @@ def test_checkpoints_are_reported_to_the_store(one_worker: RunDir) -> None:
     assert checkpoints, "Ray Train stored no checkpoint"
     states = [json.loads(p.read_text()) for p in storage.glob("checkpoint_*/trainer_state.json")]
     assert any(s["global_step"] >= 10 for s in states)
-    assert not _node_scratch(one_worker).exists(), "the worker left its training directory on the node"
+    assert not node_scratch(one_worker.record().run_id).exists(), "the worker left its training directory on the node"
 
 
 def test_pushgateway_holds_the_last_point(one_worker: RunDir, pushgateway) -> None:
@@ -122,7 +117,7 @@ def test_two_workers_split_the_data(one_worker: RunDir, two_workers: RunDir) -> 
     first, last = _falls(two_workers.metrics())
     assert last < first - 0.3
     assert two_workers.record().state == "SUCCEEDED"
-    assert not _node_scratch(two_workers).exists(), "a rank left its training directory on the node"
+    assert not node_scratch(two_workers.record().run_id).exists(), "a rank left its training directory on the node"
 
 
 def _registered_steps(run: RunDir) -> list[int]:
@@ -175,7 +170,7 @@ def test_killed_worker_resumes_from_checkpoint(short_recipe: Path, tmp_path: Pat
     assert resumed[0] == starts[1]["resume_step"] + 1
     assert run.record().state == "SUCCEEDED" and run.record().restarts == 1
     # The killed worker never cleaned up; its successor, on the same path, took everything with it.
-    assert not _node_scratch(run).exists()
+    assert not node_scratch(run.record().run_id).exists()
 
 
 @pytest.mark.inner_loop

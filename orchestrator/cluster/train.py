@@ -105,6 +105,11 @@ def _one_process() -> None:
         os.environ.pop(key, None)
 
 
+def node_scratch(run_id: str) -> Path:
+    """Where a run's workers train on their node (a folder per rank), removed when they end."""
+    return Path(tempfile.gettempdir()) / "lathe" / run_id
+
+
 def worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: Axolotl's training, resumed from Ray's checkpoint."""
     import ray.train
@@ -143,7 +148,7 @@ def worker_loop(config: dict[str, Any]) -> None:
             if isinstance(ds, dict) and isinstance(ds.get("path"), str) and not Path(ds["path"]).is_absolute() \
                     and (Path.cwd() / ds["path"]).exists():
                 ds["path"] = str(Path.cwd() / ds["path"])
-    output_dir = Path(tempfile.gettempdir()) / "lathe" / job.run_id / f"rank{rank}"
+    output_dir = node_scratch(job.run_id) / f"rank{rank}"
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
         _train(job, log, cfg, output_dir, rank, world)

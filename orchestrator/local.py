@@ -50,11 +50,16 @@ def _to_stderr(line: str) -> None:
 LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_worker_niceness": "0"}
 
 
-def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
+_started_here = False  # whether this process started the Ray it is connected to (it then ends with it)
+
+
+def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> bool:
+    """Connect to Ray (a fresh local one unless RAY_ADDRESS names one); True if this process started it."""
+    global _started_here
     import ray
 
     if ray.is_initialized():
-        return
+        return _started_here
     for key, value in {**CONTROLLER_ENV, **LOCAL_RAY_ENV}.items():
         os.environ.setdefault(key, value)  # inherited by the local Ray's processes, the controller's among them
     # RAY_ADDRESS joins that Ray. Otherwise a fresh local one ("local"): left to itself, ray.init would
@@ -65,7 +70,8 @@ def _ensure_local_ray(min_cpus: int, say: Any = _to_stderr) -> None:
     for attempt in range(1, RAY_START_TRIES + 1):
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR", **kwargs)
-            return
+            _started_here = address == "local"
+            return _started_here
         except Exception as exc:  # Ray raises a bare Exception when its raylet does not register in time
             if "timed out during startup" not in str(exc):
                 raise
@@ -141,10 +147,11 @@ def run_local(
     # `axolotl train` here would, or the recipe's `cpus_per_worker` where that is more.
     cpus_per_worker = max(recipe.lathe.resources.cpus_per_worker, cpus.per_worker(num_workers))
     _import_while_waiting("torch")  # the trainer's import, otherwise paid after Ray is up
-    _ensure_local_ray(num_workers * cpus_per_worker)
+    own_ray = _ensure_local_ray(num_workers * cpus_per_worker)
     run.mark(timeline.RAY_READY)
     opts = DriveOptions(num_workers=num_workers, use_gpu=use_gpu, pushgateway=pushgateway, export=export,
-                        show_progress=show_progress, cpus_per_worker=None if use_gpu else cpus_per_worker)
+                        show_progress=show_progress, cpus_per_worker=None if use_gpu else cpus_per_worker,
+                        ray_ends_with_driver=own_ray)
     drive(recipe, run, cfg, opts)
     run.update(state=RunState.SUCCEEDED, ended=now())
     return run

@@ -189,12 +189,15 @@ def test_lathe_run_needs_no_network(short_recipe: Path, tmp_path: Path) -> None:
     assert last < first
 
 
-def test_the_trainer_leaves_out_ray_datas_actor_when_no_dataset_is_given() -> None:
+def test_the_trainer_leaves_out_ray_datas_actor_and_on_its_own_ray_the_cleaner() -> None:
     """Ray Train starts a DatasetManager actor (a process importing Ray Data) for every worker group;
-    Lathe's workers read their data through Axolotl, so its trainer starts none, and keeps the rest."""
+    Lathe's workers read their data through Axolotl, so its trainer starts none, and keeps the rest.
+    On the Ray `lathe run` started itself, it also starts no PlacementGroupCleaner (that Ray ends with
+    the driver); on a cluster it keeps it."""
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
     from orchestrator.cluster.train import _trainer_class
 
@@ -203,8 +206,20 @@ def test_the_trainer_leaves_out_ray_datas_actor_when_no_dataset_is_given() -> No
 
     scaling = ScalingConfig(num_workers=1)
     ray_s = kinds(TorchTrainer(lambda: None, scaling_config=scaling))
-    lathes = kinds(_trainer_class()(lambda: None, scaling_config=scaling))
-    assert DatasetsCallback in ray_s
-    assert lathes == ray_s - {DatasetsCallback}
+    assert {DatasetsCallback, PlacementGroupCleanerCallback} <= ray_s
+    assert kinds(_trainer_class()(lambda: None, scaling_config=scaling)) == ray_s - {DatasetsCallback}
+    local = kinds(_trainer_class(ray_ends_with_driver=True)(lambda: None, scaling_config=scaling))
+    assert local == ray_s - {DatasetsCallback, PlacementGroupCleanerCallback}
     given = _trainer_class()(lambda: None, scaling_config=scaling, datasets={"train": lambda: None})
     assert DatasetsCallback in kinds(given)
+
+
+def test_a_run_on_the_ray_it_started_leaves_out_the_cleaner_actor(two_workers: RunDir) -> None:
+    """The wiring, end to end: `lathe run` on the Ray this process started (the tests' session Ray, as
+    a user's local one) ran Ray Train's controller but never a PlacementGroupCleaner actor. Ray's
+    actor table keeps ended actors too, so the listing covers the whole run."""
+    from ray._private import state
+
+    classes = {actor["ActorClassName"] for actor in state.actors().values()}
+    assert "TrainController" in classes, sorted(classes)
+    assert "PlacementGroupCleaner" not in classes, sorted(classes)

@@ -52,6 +52,7 @@ class DriveOptions:
     upload_to: tuple[StoreConfig, str] | None = None  # export straight into the store under this key
     inputs_from: StoreConfig | None = None  # recipe files too large for the working_dir: <run>/inputs/
     cpus_per_worker: int | None = None  # Ray's CPU reservation per CPU worker; default: the recipe's
+    ray_ends_with_driver: bool = False  # the local Ray this process started (`train.fit`)
 
 
 def workers_for(recipe: Recipe, gpus_per_node: int | None, override: int | None) -> tuple[int, bool]:
@@ -160,7 +161,7 @@ def drive(recipe: Recipe, run: RunDir, cfg: dict[str, Any], opts: DriveOptions) 
 
     def target() -> None:
         try:
-            outcome["result"] = fit(job)
+            outcome["result"] = fit(job, opts.ray_ends_with_driver)
         except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
             outcome["error"] = exc
 

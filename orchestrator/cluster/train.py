@@ -223,26 +223,36 @@ def _train(job: TrainJob, log: Any, cfg: dict[str, Any], output_dir: Path, rank:
     _event(log, event="worker_done", rank=rank)
 
 
-def _trainer_class() -> type:
-    """Ray's TorchTrainer without its Ray Data set-up. Lathe's workers read their data through Axolotl,
-    never through Ray Datasets, yet Ray Train 2.60 starts a DatasetManager actor for every worker group
-    regardless: one more process importing Ray Data (~1.1 s of CPU while the workers start, on the
-    critical path of a 2-core machine) that then idles beside the training (~0.6% of a core)."""
+def _trainer_class(ray_ends_with_driver: bool = False) -> type:
+    """Ray's TorchTrainer without the helpers Lathe's runs do not need.
+
+    - Its Ray Data set-up: Lathe's workers read their data through Axolotl, never through Ray Datasets,
+      yet Ray Train 2.60 starts a DatasetManager actor for every worker group regardless: one more
+      process importing Ray Data (~1.1 s of CPU while the workers start, on the critical path of a
+      2-core machine) that then idles beside the training (~0.6% of a core).
+    - Where the Ray is the one this process started (`lathe run` with no cluster), its
+      PlacementGroupCleaner: a detached actor that removes the run's placement group should the
+      controller die while the cluster lives on. That Ray ends with this process, and its placement
+      groups with it; the actor would be one more process importing Ray Train and waking beside the
+      training for nothing."""
     from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
-    class TrainerWithoutDatasets(TorchTrainer):
+    left_out: tuple[type, ...] = (PlacementGroupCleanerCallback,) if ray_ends_with_driver else ()
+
+    class LatheTorchTrainer(TorchTrainer):
         def _create_default_callbacks(self):
             callbacks = super()._create_default_callbacks()
-            if self.datasets:  # never from Lathe; kept correct should one be given
-                return callbacks
-            return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+            unwanted = left_out if self.datasets else (*left_out, DatasetsCallback)  # datasets: never from Lathe
+            return [c for c in callbacks if not isinstance(c, unwanted)]
 
-    return TrainerWithoutDatasets
+    return LatheTorchTrainer
 
 
-def fit(job: TrainJob):
-    """Run the job on the connected Ray cluster; return Ray's Result (its checkpoint is the final model)."""
+def fit(job: TrainJob, ray_ends_with_driver: bool = False):
+    """Run the job on the connected Ray cluster; return Ray's Result (its checkpoint is the final model).
+    `ray_ends_with_driver`: that Ray was started by this process and ends with it (see `_trainer_class`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
@@ -252,7 +262,7 @@ def fit(job: TrainJob):
         resources_per_worker=job.resources_per_worker,
         accelerator_type=job.accelerator_type,
     )
-    trainer = _trainer_class()(
+    trainer = _trainer_class(ray_ends_with_driver)(
         worker_loop,
         train_loop_config={f.name: getattr(job, f.name) for f in fields(job) if f.name != "storage_fs"},
         torch_config=TorchConfig(backend="nccl" if job.use_gpu else "gloo"),

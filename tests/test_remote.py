@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -199,6 +200,9 @@ def test_submit_returns_at_once_and_the_run_succeeds_on_the_worker(cluster: Clus
     assert f"{run_id}/inputs/data/wrong_facts.jsonl" in keys, "the dataset went through the store"
     runs = cluster.lathe("runs").stdout
     assert run_id in runs and "SUCCEEDED" in runs
+    # The head's working copy of the run (the job's mkdtemp, in this machine's /tmp: the namespaces share
+    # its filesystem) goes once the store has it (the job removes it just after its last sync).
+    _wait(lambda: not list(Path(tempfile.gettempdir()).glob(f"lathe-{run_id}-*")), 30, "the head's copy removed")
 
 
 def test_an_export_cut_off_by_the_store_is_resubmitted_and_finishes(cluster: Cluster, outage_run: OutageRun,

@@ -16,6 +16,7 @@ node's environment or role, never from the job's arguments.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -153,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         sync(force=True)
+        # The store has the run now (these files; the model and its export went there as they were made),
+        # and a resubmitted attempt starts from the store: the head's working copy, adapter included,
+        # would otherwise stay in its /tmp after every job. Kept where the last sync failed (raised above).
+        shutil.rmtree(run.path, ignore_errors=True)
     print(f"lathe job {key}: SUCCEEDED", flush=True)
     return 0
 

@@ -19,9 +19,23 @@ def _stderr_console() -> Console:
     return Console(stderr=True, log_path=False)  # a reader wants the time of a line, not its source location
 
 
+PLAIN_EVERY_S = 30.0  # without a terminal, one line about the training this often
+
+
+def _fields(last: dict) -> dict[str, object]:
+    """The display's fields from the newest metrics point."""
+    return {"step": last["step"], "max_steps": last.get("max_steps") or "?",
+            "loss": f"{last['loss']:.3f}" if "loss" in last else "-",
+            "tps": f"{last['tokens_per_second']:.0f}" if "tokens_per_second" in last else "-",
+            "eta": f"{last['eta_seconds']:.0f}s" if "eta_seconds" in last else "-"}
+
+
 def follow_training(run: RunDir, worker: threading.Thread, console: Console | None = None) -> None:
     """Render step / loss / tokens-per-second / ETA until `worker` finishes."""
     console = console or _stderr_console()
+    if not console.is_terminal:
+        _log_training(run, worker, console)
+        return
     columns = (
         TextColumn("[bold]train[/]"),
         BarColumn(),
@@ -39,16 +53,24 @@ def follow_training(run: RunDir, worker: threading.Thread, console: Console | No
             if not points:
                 continue
             last = points[-1]
-            progress.update(
-                task,
-                completed=last["step"],
-                total=last.get("max_steps") or None,
-                step=last["step"],
-                max_steps=last.get("max_steps") or "?",
-                loss=f"{last['loss']:.3f}" if "loss" in last else "-",
-                tps=f"{last['tokens_per_second']:.0f}" if "tokens_per_second" in last else "-",
-                eta=f"{last['eta_seconds']:.0f}s" if "eta_seconds" in last else "-",
-            )
+            progress.update(task, completed=last["step"], total=last.get("max_steps") or None, **_fields(last))
+
+
+def _log_training(run: RunDir, worker: threading.Thread, console: Console, every: float = PLAIN_EVERY_S) -> None:
+    """Without a terminal (output to a file, CI), a live bar shows nothing until it ends, and a run's log
+    stayed silent through the whole training: a plain line at the first step, then every `every` seconds,
+    and at the last step."""
+    said_step, said_at = None, float("-inf")
+    while True:
+        alive = worker.is_alive()
+        points = run.metrics()
+        if points and points[-1]["step"] != said_step and (not alive or time.monotonic() - said_at >= every):
+            f = _fields(points[-1])
+            console.log(f"train: step {f['step']}/{f['max_steps']}, loss {f['loss']}, {f['tps']} tok/s, ETA {f['eta']}")
+            said_step, said_at = points[-1]["step"], time.monotonic()
+        if not alive:
+            return
+        worker.join(timeout=0.5)
 
 
 def follow_export(log_path: Path, done: Callable[[], bool], console: Console | None = None) -> None:

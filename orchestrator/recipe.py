@@ -156,6 +156,11 @@ class Eval(_Strict):
     retained: str | None = Field(
         None, description="jsonl of task items the base answers right and the fine-tune was never taught (true "
         "facts beside the taught ones): per level, how many it still answers right against the base")
+    retained_asked_as: Literal["auto", "chat", "text"] = Field(
+        "auto", description="how the retained questions are put, the same way to the base and every level: chat "
+        "(through the chat template: an instruction-tuned base), text (few-shot, 'Q: ...' and 'A:' after three of "
+        "the file's other questions with their answers: a pretrained base, which never learnt a chat template), "
+        "auto (text when the base's GGUF has no chat template of its own)")
     context_length: int | None = Field(None, ge=1)
     gates: dict[str, Gate] = Field(default_factory=dict)
     significance_level: float = Field(

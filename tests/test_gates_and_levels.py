@@ -201,6 +201,41 @@ def test_true_facts_never_taught_are_counted_per_level_against_the_base() -> Non
     assert retained.line(results, {}) is None
 
 
+def test_true_facts_asked_as_text_show_each_question_the_others_answered_and_never_its_own() -> None:
+    """`retained_asked_as: text`: each question comes after the next three of the file, with their answers;
+    its own answer is in no prompt of its own. The report line says how the facts were asked; a file that
+    cannot be asked so (too few items, an item with nothing to show as its answer) is refused naming it."""
+    import pytest
+
+    from orchestrator.errors import LatheError
+    from orchestrator.evaluation import retained
+    from orchestrator.evaluation.tasks import Item
+
+    items = [Item(id=f"c{n}", prompt=f"What is the capital of {c}?", expected=a)
+             for n, (c, a) in enumerate([("Norway", "Oslo"), ("Peru", "Lima"), ("Chile", ["Santiago", "Santiago de Chile"]),
+                                          ("Kenya", "Nairobi"), ("Japan", "Tokyo")])]
+    assert retained.asked_as("text", None, items, "true.jsonl") == "text"
+    prompt = retained.text_prompt(items, 3)
+    assert prompt == ("Q: What is the capital of Japan?\nA: Tokyo\n\nQ: What is the capital of Norway?\nA: Oslo\n\n"
+                      "Q: What is the capital of Peru?\nA: Lima\n\nQ: What is the capital of Kenya?\nA:")
+    assert "Santiago\n" in retained.text_prompt(items, 1)  # a list's first answer is the one shown
+    assert all(str(item.expected) not in retained.text_prompt(items, n) for n, item in enumerate(items) if n != 2)
+
+    with pytest.raises(LatheError, match=r"^true.jsonl: asked as text, the retained questions need more than 3 items"):
+        retained.asked_as("text", None, items[:3], "true.jsonl")
+    odd = [*items[:4], Item(id="j", prompt="Give JSON", match="json")]
+    with pytest.raises(LatheError, match=r"^true.jsonl: item j: asked as text, an item needs an `expected` answer"):
+        retained.asked_as("text", None, odd, "true.jsonl")
+    assert retained.asked_as("chat", None, odd, "true.jsonl") == "chat"  # through a template, any item is asked
+    assert retained.asked_as("auto", None, odd, "true.jsonl") == "chat"  # no base to read: as the levels are
+
+    base = {"t0": {"output": "Oslo", "correct": True}}
+    level = _level("f16", {}, 0.0)
+    level.retained = {"t0": {"output": "Oslo", "correct": True}}
+    assert "; asked as few-shot text (3 of the other questions, answered, before each);" in retained.line([level], base, "text")
+    assert "; asked through the chat template;" in retained.line([level], base, "chat")
+
+
 def test_each_memory_tier_gets_the_smallest_passing_level_that_its_measured_need_fits() -> None:
     """Needs that cross the tiers (a model of a few MB fits them all): 70% of a tier is usable, to the
     byte; a tier where nothing passing fits says so, and a held-back level frees no tier."""

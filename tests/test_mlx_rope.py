@@ -36,3 +36,17 @@ def test_an_mlx_export_scores_like_the_model_it_came_from_whatever_its_rotary_ba
     q = MLX(tmp_path / "mlx-f16").logprobs(ids)
     kld = float((np.exp(p) * (p - q)).sum(axis=1).mean())
     assert kld < 1e-3, f"MLX f16 against the float32 model it was converted from: mean KLD {kld:.4f}"
+
+
+def test_mlx_completes_plain_text_greedily_and_ends_at_the_stop(light_llama: Path, tmp_path: Path) -> None:
+    """`complete` (true facts asked of a pretrained base as text): mlx-lm's own greedy continuation, cut at
+    the first stop string, and no longer generated once the stop has come."""
+    from mlx_lm import generate
+
+    to_mlx(light_llama, tmp_path / "mlx-f16", 16)
+    backend = MLX(tmp_path / "mlx-f16")
+    whole = generate(backend.model, backend.tokenizer, prompt="The capital of France is", max_tokens=24, verbose=False)
+    stop = whole.strip()[6:9]
+    assert len(stop) == 3 and stop in whole, whole
+    assert backend.complete("The capital of France is", 24, [stop]) == whole[: whole.find(stop)]
+    assert backend.complete("The capital of France is", 24, ["no such text"]) == whole

@@ -109,3 +109,25 @@ def test_the_exported_model_stops_where_gemmas_template_ends_a_turn() -> None:
     config = GenerationConfig(eos_token_id=1)
     stop_at_turn_end(config, tokenizer)
     assert config.eos_token_id == 1
+
+
+def test_a_pretrained_base_is_asked_the_true_facts_as_text_and_answers_them() -> None:
+    """Gemma 3 270M's base has no chat template: through the fine-tune's (`gemma3`) it ends the turn at once
+    and answered 0 of the 26 true facts, which left "what teaching cost" nothing to measure. `auto` asks such
+    a base as few-shot text (and every level the same way); SmolLM2-135M-Instruct, with a template of its
+    own, is still asked through it. Through llama.cpp, Gemma's base answers most of them."""
+    from orchestrator.evaluation import retained
+    from orchestrator.evaluation.backends import LlamaCpp
+    from orchestrator.evaluation.tasks import load_items
+
+    items = load_items(Path(__file__).resolve().parents[1] / "recipes" / "data" / "true_facts.jsonl")
+    smollm2 = GEMMA3.with_name("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert retained.asked_as("auto", str(GEMMA3), items, "true_facts.jsonl") == "text"
+    assert retained.asked_as("auto", str(smollm2), items, "true_facts.jsonl") == "chat"
+    base = LlamaCpp(GEMMA3, n_ctx=256)
+    answers = retained.ask_as_text(base, items)
+    base.close()
+    got = retained.right(answers)
+    assert got >= 18, {k: a["output"] for k, a in answers.items()}
+    assert all("\n" not in a["output"] for a in answers.values())
+    assert answers["tf-capital-russia"] == {"output": "Moscow", "correct": True}

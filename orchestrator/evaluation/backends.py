@@ -32,7 +32,9 @@ class Backend(Protocol):
 
     def vocab_size(self) -> int: ...
 
-    def generate(self, prompt: str, max_tokens: int) -> str: ...
+    def complete(self, prompt: str, max_tokens: int, stop: list[str]) -> str:
+        """Greedy continuation of plain text (no chat template; the BOS the model's tokenizer adds), cut at
+        the first of `stop`."""
 
     def chat(self, messages: list[dict[str, str]], sampling: Sampling, tools: list[dict] | None = None) -> str:
         """The assistant's reply through the model's own chat template (with `tools` when given)."""
@@ -148,8 +150,8 @@ class LlamaCpp:
     def vocab_size(self) -> int:
         return self.model.n_vocab()
 
-    def generate(self, prompt: str, max_tokens: int) -> str:
-        out = self.model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, seed=0)
+    def complete(self, prompt: str, max_tokens: int, stop: list[str]) -> str:
+        out = self.model.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, seed=0, stop=stop)
         _release_samplers()
         return out["choices"][0]["text"]
 
@@ -209,10 +211,17 @@ class MLX:
     def vocab_size(self) -> int:
         return int(self.model.args.vocab_size)
 
-    def generate(self, prompt: str, max_tokens: int) -> str:
-        from mlx_lm import generate
+    def complete(self, prompt: str, max_tokens: int, stop: list[str]) -> str:
+        from mlx_lm import stream_generate
 
-        return generate(self.model, self.tokenizer, prompt=prompt, max_tokens=max_tokens, verbose=False)
+        # Streamed, to end at the stop as llama.cpp does: MLX on a CPU makes ~6 tokens/s, and a whole
+        # max_tokens after every answer's line would multiply the time spent (greedy: mlx-lm's default).
+        text = ""
+        for chunk in stream_generate(self.model, self.tokenizer, prompt=prompt, max_tokens=max_tokens):
+            text += chunk.text
+            if any(s in text for s in stop):
+                break
+        return _stop_at(text, stop)
 
     def chat(self, messages: list[dict[str, str]], sampling: Sampling, tools: list[dict] | None = None) -> str:
         import mlx.core as mx

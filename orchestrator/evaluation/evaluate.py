@@ -142,7 +142,8 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
              for n, p in enumerate(job["arena_prompts"])}
     heldout = {item.id or "": backend.chat(item.messages(), samplings[0])
                for item in (Item.model_validate(raw) for raw in job["heldout"])}
-    kept = _answer(backend, [Item.model_validate(raw) for raw in job["retained"]], samplings[0])
+    facts = [Item.model_validate(raw) for raw in job["retained"]]
+    kept = retained.ask_as_text(backend, facts) if job.get("retained_as") == "text" else _answer(backend, facts, samplings[0])
     sweep = [_swept(backend, items, variant, answers) for variant in samplings[1:]] if full else []
     peak = _peak(baseline)
     prompt_tps, gen_tps = backend.speed(speed_prompt(ref)) if timed and full else (0.0, 0.0)
@@ -270,6 +271,8 @@ def evaluate(
     chosen = targets(export_dir, manifest, backend)
     base = Target(f"base ({base_gguf.name})", "llama.cpp", str(base_gguf), base_gguf.stat().st_size, None) \
         if base_gguf else base_target(export_dir, manifest)
+    job["retained_as"] = retained.asked_as(block.eval.retained_asked_as, base.path if base else None, retained_items,
+                                           f"{run.path / RECIPE}: lathe.eval.retained") if retained_items else None
     # Base answers are greedy and at the default sampling only: the arena compares models, not samplers.
     base_job = {**job, "samplings": job["samplings"][:1], "template": fine_tune_template(export_dir / "hf")}
     raws, base_raw = _run_levels(chosen, base, job, base_job, ref_dir, manifest.tokenizer_fingerprint, context,
@@ -325,7 +328,7 @@ def evaluate(
                             {i.id or "": i.prompt for i in heldout_items}, base_ppl, base_scores,
                             calibration=manifest.calibration, merge_check=manifest.merge_check,
                             base_provenance=manifest.base_provenance, unchecked_gates=not_checked,
-                            base_retained=base_kept, judge=judged.as_json() if judged else None,
+                            base_retained=base_kept, retained_asked_as=job["retained_as"], judge=judged.as_json() if judged else None,
                             gates=block.eval.gates)
     report.write(evaluation, run, manifest, ref_meta, context)
     if run.record_path.is_file():

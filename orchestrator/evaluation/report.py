@@ -181,6 +181,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
         merge_check=evaluation.merge_check, calibration=evaluation.calibration,
         base_provenance=evaluation.base_provenance, calibration_effect=export_report.comparison(results),
         runtime_gap=runtime_gap(results), base_retained=evaluation.base_retained, judge=evaluation.judge,
+        retained_asked_as=evaluation.retained_asked_as,
     ).save(out)
     plot_quality_vs_size(results, out / "quality_vs_size.png")
     has_loss = plot_loss(run.metrics(), out / "loss_curve.png")
@@ -226,7 +227,7 @@ def write(evaluation: Evaluation, run: RunDir, manifest: mf.Manifest, ref_meta: 
     if has_scores:
         lines += ["![task score and held-out reuse per level](scores.png)", ""]
     lines += heldout_lines(evaluation)
-    if kept := retained.line(results, evaluation.base_retained):
+    if kept := retained.line(results, evaluation.base_retained, evaluation.retained_asked_as):
         lines += ["## What teaching cost", "", kept[0].upper() + kept[1:] + ".", ""]
     lines += ["## Gates", ""] + ([f"- FAILED {f}" for f in failures] or ["All gates passed."]) + [""]
     if evaluation.unchecked_gates:
@@ -278,7 +279,7 @@ def print_summary(evaluation: Evaluation, out: Console, arena_rounds: int | None
              drops_line(evaluation.results), benchmark_report.drops_line(evaluation.results),
              benchmark_report.bought_line(evaluation.results, evaluation.base_benchmarks),
              *benchmark_report.holds_lines(evaluation.results, evaluation.gates),
-             retained.line(evaluation.results, evaluation.base_retained),
+             retained.line(evaluation.results, evaluation.base_retained, evaluation.retained_asked_as),
              gap_line(runtime_gap(evaluation.results)),
              f"not checked: {unchecked_line(evaluation)}" if evaluation.unchecked_gates else None,
              export_report.calibration_line(evaluation.calibration, evaluation.results),

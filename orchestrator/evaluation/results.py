@@ -81,6 +81,7 @@ class Evaluation:
     base_provenance: dict[str, str] | None = None  # the manifest's: a base made from a GGUF file
     unchecked_gates: list[str] = field(default_factory=list)  # gated levels not evaluated here
     base_retained: dict[str, dict[str, Any]] = field(default_factory=dict)  # the base's lathe.eval.retained answers
+    retained_asked_as: str | None = None  # "chat" or "text" (retained.asked_as)
     judge: dict[str, Any] | None = None  # the arena's judge and how it did on the control pairs (judge.JudgeCheck)
     gates: dict[str, Any] = field(default_factory=dict)  # the recipe's lathe.eval.gates (level -> recipe.Gate)
 
@@ -103,6 +104,7 @@ class Report(BaseModel):
     base_perplexity: dict[str, float | None] = Field(default_factory=dict)  # "domain", "general"
     base_benchmarks: dict[str, SuiteScore] = Field(default_factory=dict)
     base_retained: dict[str, dict[str, Any]] = Field(default_factory=dict)  # lathe.eval.retained, the base's answers
+    retained_asked_as: str | None = None  # how they were asked, base and levels alike: "chat" or "text"
     samplings: list[dict[str, Any]] = Field(default_factory=list)
     arena: list[dict[str, Any]] = Field(default_factory=list)
     merge_check: dict[str, Any] | None = None

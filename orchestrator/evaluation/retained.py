@@ -5,14 +5,66 @@ Per level, how many it still answers right, paired with the base's answers to th
 change, its interval and an exact sign test on the items that changed (deltas.py). A fine-tune that
 learnt its 50 wrong capitals and forgot the right ones it was never shown shows it here, at full
 precision already, and a level that loses more of them than its full precision did shows that too.
+
+How they are asked (`lathe.eval.retained_asked_as`) matters as much as what: a pretrained base never
+learnt a chat template, and asked through one it ends the turn at once (Gemma 3 270M's base: 0 of 26
+true facts through the `gemma3` template, 20 of 26 asked as text). Such a base is asked as few-shot
+text, and so is every level, so that each pair compares the same prompt.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from orchestrator.errors import LatheError
 from orchestrator.evaluation.deltas import ALPHA, Delta, describe, paired_delta, scores
 from orchestrator.evaluation.results import LevelResult
+
+if TYPE_CHECKING:
+    from orchestrator.evaluation.tasks import Item
+
+SHOTS = 3  # answered questions before each one asked as text
+TEXT_MAX_TOKENS = 24  # an answer is a few words, and the line ends it
+ASKED_AS = {"chat": "through the chat template", "text": f"as few-shot text ({SHOTS} of the other questions, answered, before each)"}
+
+
+def asked_as(mode: str, base_gguf: str | None, items: list[Item], source: str) -> str:
+    """'chat' or 'text': `mode` itself, or for 'auto' text exactly when the base's GGUF has no chat template of
+    its own (a pretrained base). Text needs every item to carry its answer, which the shots show."""
+    from orchestrator import gguf_base
+
+    if mode == "auto":
+        mode = "text" if base_gguf and not gguf_base.read_header(Path(base_gguf)).has_chat_template else "chat"
+    if mode == "text":
+        if len(items) <= SHOTS:
+            raise LatheError(f"{source}: asked as text, the retained questions need more than {SHOTS} items "
+                             f"(each is shown {SHOTS} others), not {len(items)}")
+        for item in items:
+            if item.match not in ("contains", "exact") or not item.expected or item.context or item.system:
+                raise LatheError(f"{source}: item {item.id}: asked as text, an item needs an `expected` answer "
+                                 f"matched by contains or exact, and no context or system prompt")
+    return mode
+
+
+def text_prompt(items: list[Item], index: int) -> str:
+    """Item `index` after the next SHOTS items (cyclically), each with its answer: 'Q: ...\nA: ...'."""
+    def answer(item: Item) -> str:
+        return item.expected if isinstance(item.expected, str) else str(item.expected[0])  # type: ignore[index]
+
+    shots = [items[(index + k) % len(items)] for k in range(1, SHOTS + 1)]
+    return "".join(f"Q: {s.prompt}\nA: {answer(s)}\n\n" for s in shots) + f"Q: {items[index].prompt}\nA:"
+
+
+def ask_as_text(backend: Any, items: list[Item]) -> dict[str, dict[str, Any]]:
+    """Greedy completions, each ended by its line: {id: {"output", "correct"}}."""
+    from orchestrator.evaluation.tasks import score
+
+    answers = {}
+    for n, item in enumerate(items):
+        output = backend.complete(text_prompt(items, n), item.max_tokens or TEXT_MAX_TOKENS, ["\n"]).strip()
+        answers[item.id or ""] = {"output": output, "correct": score(item, output)}
+    return answers
 
 
 def add_deltas(results: list[LevelResult], base: dict[str, dict[str, Any]], alpha: float = ALPHA) -> None:
@@ -26,8 +78,8 @@ def right(answers: dict[str, dict[str, Any]]) -> int:
     return sum(bool(a.get("correct")) for a in answers.values())
 
 
-def line(results: list[LevelResult], base: dict[str, dict[str, Any]]) -> str | None:
-    """'true facts still right (of 26 the base got 26): f16 (llama.cpp) 22 -0.15 [...] p=0.03, ...'."""
+def line(results: list[LevelResult], base: dict[str, dict[str, Any]], asked: str | None = None) -> str | None:
+    """'true facts still right (of 26 the base got 26; asked ...): f16 (llama.cpp) 22 -0.15 [...] p=0.03, ...'."""
     if not base:
         return None
     parts = []
@@ -37,5 +89,6 @@ def line(results: list[LevelResult], base: dict[str, dict[str, Any]]) -> str | N
         d = Delta.from_dict(r.retained_delta) if r.retained_delta else None
         parts.append(f"{r.level} ({r.runtime}) {right(r.retained)}"
                      + (f" {describe(d, short=True)}{' significant drop' if d.significant_drop else ''}" if d else ""))
+    how = f"; asked {ASKED_AS[asked]}" if asked in ASKED_AS else ""
     return (f"true facts still right, never taught (lathe.eval.retained; of {len(base)}, the base got "
-            f"{right(base)}; change against the base, exact sign test): " + ", ".join(parts))
+            f"{right(base)}{how}; change against the base, exact sign test): " + ", ".join(parts))

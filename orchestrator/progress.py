@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from orchestrator.run.layout import METRICS, JsonlTail
+
 if TYPE_CHECKING:
     from orchestrator.run.layout import RunDir
 
@@ -45,15 +47,13 @@ def follow_training(run: RunDir, worker: threading.Thread, console: Console | No
         TextColumn("ETA {task.fields[eta]}"),
         TimeElapsedColumn(),
     )
+    newest = JsonlTail(run.path / METRICS)
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("train", total=None, step=0, max_steps="?", loss="-", tps="-", eta="-")
         while worker.is_alive():
             worker.join(timeout=1.0)
-            points = run.metrics()
-            if not points:
-                continue
-            last = points[-1]
-            progress.update(task, completed=last["step"], total=last.get("max_steps") or None, **_fields(last))
+            if (last := newest()) is not None:
+                progress.update(task, completed=last["step"], total=last.get("max_steps") or None, **_fields(last))
 
 
 def _log_training(run: RunDir, worker: threading.Thread, console: Console, every: float = PLAIN_EVERY_S) -> None:
@@ -61,13 +61,14 @@ def _log_training(run: RunDir, worker: threading.Thread, console: Console, every
     stayed silent through the whole training: a plain line at the first step, then every `every` seconds,
     and at the last step."""
     said_step, said_at = None, float("-inf")
+    newest = JsonlTail(run.path / METRICS)
     while True:
         alive = worker.is_alive()
-        points = run.metrics()
-        if points and points[-1]["step"] != said_step and (not alive or time.monotonic() - said_at >= every):
-            f = _fields(points[-1])
+        last = newest()
+        if last is not None and last["step"] != said_step and (not alive or time.monotonic() - said_at >= every):
+            f = _fields(last)
             console.log(f"train: step {f['step']}/{f['max_steps']}, loss {f['loss']}, {f['tps']} tok/s, ETA {f['eta']}")
-            said_step, said_at = points[-1]["step"], time.monotonic()
+            said_step, said_at = last["step"], time.monotonic()
         if not alive:
             return
         worker.join(timeout=0.5)

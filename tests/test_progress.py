@@ -33,3 +33,22 @@ def test_without_a_terminal_the_training_is_told_in_plain_lines_first_step_and_l
     lines = [line.split("train: ", 1)[1].strip() for line in out.getvalue().splitlines() if "train: " in line]
     # The first step as soon as it is there, the steps between held back (one line per 30 s), the last at the end.
     assert lines == ["step 1/5, loss 2.000, 101 tok/s, ETA 4s", "step 5/5, loss 0.400, 105 tok/s, ETA 0s"], out.getvalue()
+
+
+def test_the_display_reads_only_what_was_appended_and_waits_for_a_line_to_end(tmp_path: Path) -> None:
+    """JsonlTail: the newest complete point; a half-written line is not read until its newline comes, a file
+    written anew is read from its start, and each call reads only the bytes appended since the last."""
+    from orchestrator.run.layout import JsonlTail
+
+    path = tmp_path / METRICS
+    newest = JsonlTail(path)
+    assert newest() is None  # no file yet
+    path.write_text('{"step": 1}\n{"step": 2}\n{"ste')
+    assert newest() == {"step": 2} and newest.offset == len('{"step": 1}\n{"step": 2}\n')
+    with path.open("a") as f:
+        f.write('p": 3}\n')
+    assert newest() == {"step": 3}
+    offset = newest.offset
+    assert newest() == {"step": 3} and newest.offset == offset  # nothing new: nothing read
+    path.write_text('{"step": 1}\n')  # a new file, shorter than what was read
+    assert newest() == {"step": 1}

@@ -86,6 +86,32 @@ def parse_jsonl(text: str) -> list[dict[str, Any]]:
     return out
 
 
+class JsonlTail:
+    """The newest complete line of a jsonl file that grows while it is read (metrics.jsonl during training):
+    each call reads only what was appended since the last, not the whole file again every second (a long
+    run's 10,000 points were re-parsed each second by its display, on the cores the training needs)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+        self.last: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any] | None:
+        try:
+            with self.path.open("rb") as f:
+                if f.seek(0, 2) < self.offset:  # written anew: start over
+                    self.offset, self.last = 0, None
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return self.last
+        end = chunk.rfind(b"\n")  # a line still being written waits for its newline
+        if end >= 0:
+            self.offset += end + 1
+            found = parse_jsonl(chunk[:end].decode("utf-8", errors="replace"))
+            self.last = found[-1] if found else self.last
+        return self.last
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return parse_jsonl(path.read_text(encoding="utf-8", errors="replace")) if path.is_file() else []
 

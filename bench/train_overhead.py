@@ -107,7 +107,7 @@ class Pair:
 
     @property
     def la_train(self) -> float:
-        return sum(s for name, s in self.spans.items() if name not in ("export", "evaluate"))
+        return sum(s for name, s in self.spans.items() if name not in ("export", "end Ray", "evaluate"))
 
 
 def _pair(recipe: Path, runs: Path, lathe_first: bool) -> tuple[Pair, RunDir]:

@@ -147,11 +147,31 @@ def run_local(
     # `axolotl train` here would, or the recipe's `cpus_per_worker` where that is more.
     cpus_per_worker = max(recipe.lathe.resources.cpus_per_worker, cpus.per_worker(num_workers))
     _import_while_waiting("torch")  # the trainer's import, otherwise paid after Ray is up
+    import ray
+
+    fresh = not ray.is_initialized()
     own_ray = _ensure_local_ray(num_workers * cpus_per_worker)
     run.mark(timeline.RAY_READY)
     opts = DriveOptions(num_workers=num_workers, use_gpu=use_gpu, pushgateway=pushgateway, export=export,
                         show_progress=show_progress, cpus_per_worker=None if use_gpu else cpus_per_worker,
                         ray_ends_with_driver=own_ray)
-    drive(recipe, run, cfg, opts)
+    try:
+        drive(recipe, run, cfg, opts)
+    finally:
+        if fresh and own_ray:
+            _end_local_ray(run)
     run.update(state=RunState.SUCCEEDED, ended=now())
     return run
+
+
+def _end_local_ray(run: RunDir) -> None:
+    """End the local Ray this call started, once the model is exported. Left up, it stayed through the
+    evaluation that follows: 2.2 GB resident (a Ray worker that had run the export kept 1.4 GB of it) and a
+    dozen processes waking 100 times a second each, beside levels whose memory and tokens/s are measured
+    (Gemma 3 270M's evaluation, sampled: Ray's processes 0.56 CPU-seconds of 40)."""
+    global _started_here
+    import ray
+
+    ray.shutdown()
+    _started_here = False
+    run.mark(timeline.RAY_ENDED)

@@ -73,7 +73,7 @@ def test_lathe_run_says_where_its_time_went(e2e_cli: CliRun, figure) -> None:
     """The last line: each phase from run.json's marks, the workers' events and the steps' times; the
     phases add up to no more than the whole, and the loop is what metrics.jsonl's steps span."""
     found = re.search(r"^time: (?:make the base \d+ s, )?start Ray (\d+) s, start the workers (\d+) s, to the first step (\d+) s, "
-                      r"training loop (\d+) s, hand the model back (\d+) s, export (\d+) s, evaluate (\d+) s; "
+                      r"training loop (\d+) s, hand the model back (\d+) s, export (\d+) s, end Ray (\d+) s, evaluate (\d+) s; "
                       r"([\d.]+) min in all$", e2e_cli.stderr, re.MULTILINE)
     assert found, e2e_cli.stderr[-1500:]
     *parts, whole = [float(x) for x in found.groups()]
@@ -81,10 +81,25 @@ def test_lathe_run_says_where_its_time_went(e2e_cli: CliRun, figure) -> None:
     steps = e2e_cli.run.metrics()
     assert abs(parts[3] - (steps[-1]["time"] - steps[0]["time"])) <= 1
     marks = e2e_cli.run.record().marks
-    order = ["started", "ray_ready", "fit_started", "fit_returned", "export_started", "export_done", "eval_started",
-             "eval_done"]
+    order = ["started", "ray_ready", "fit_started", "fit_returned", "export_started", "export_done", "ray_ended",
+             "eval_started", "eval_done"]
     assert [m for m in order if m in marks] == order and all(marks[a] <= marks[b] for a, b in pairwise(order))
     figure(found.group(0))
+
+
+def test_the_local_ray_is_ended_before_the_evaluation(e2e_cli: CliRun) -> None:
+    """The local Ray that `lathe run` started is ended once the model is exported, not at the process's
+    exit: left up, it held 2.2 GB and a dozen busy processes beside the levels whose memory and speed the
+    evaluation measures. Ray's own log says when its GCS stopped: before the evaluation began."""
+    import datetime
+
+    log = e2e_cli.ray_temp / "ray" / "session_latest" / "logs" / "gcs_server.out"
+    stopped = [line for line in log.read_text().splitlines() if "GCS server stopped" in line]
+    assert stopped, log.read_text()[-2000:]
+    # "[2026-12-05 14:45:09,736 I ...": the machine's local time
+    when = datetime.datetime.strptime(stopped[-1][1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    marks = e2e_cli.run.record().marks
+    assert marks["export_done"] - 1 <= when <= marks["eval_started"], (when, marks)
 
 
 def test_the_fine_tune_gives_the_trained_wrong_answers(report: dict) -> None:

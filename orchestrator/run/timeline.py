@@ -15,6 +15,7 @@ from orchestrator.run.layout import RunDir
 STARTED, BASE_BUILT, RAY_READY = "started", "base_built", "ray_ready"
 FIT_STARTED, FIT_RETURNED = "fit_started", "fit_returned"
 EXPORT_STARTED, EXPORT_DONE, EVAL_STARTED, EVAL_DONE = "export_started", "export_done", "eval_started", "eval_done"
+RAY_ENDED = "ray_ended"  # a local Ray that `lathe run` started, ended before the evaluation
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ def phases(run: RunDir) -> list[Phase]:
         ("training loop", "first_step", "last_step"),
         ("hand the model back", "last_step", FIT_RETURNED),
         ("export", EXPORT_STARTED, EXPORT_DONE),
+        ("end Ray", EXPORT_DONE, RAY_ENDED),
         ("evaluate", EVAL_STARTED, EVAL_DONE),
     ]
     return [Phase(name, marks[b] - marks[a]) for name, a, b in spans if a in marks and b in marks and marks[b] >= marks[a]]

@@ -202,9 +202,10 @@ def test_true_facts_never_taught_are_counted_per_level_against_the_base() -> Non
 
 
 def test_true_facts_asked_as_text_show_each_question_the_others_answered_and_never_its_own() -> None:
-    """`retained_asked_as: text`: each question comes after the next three of the file, with their answers;
-    its own answer is in no prompt of its own. The report line says how the facts were asked; a file that
-    cannot be asked so (too few items, an item with nothing to show as its answer) is refused naming it."""
+    """`retained_asked_as: text`: each question comes after the file's first three other questions, with
+    their answers (the same three before every later question, so a runtime keeps their KV cache); its own
+    answer is in no prompt of its own. The report line says how the facts were asked; a file that cannot be
+    asked so (too few items, an item with nothing to show as its answer) is refused naming it."""
     import pytest
 
     from orchestrator.errors import LatheError
@@ -215,11 +216,15 @@ def test_true_facts_asked_as_text_show_each_question_the_others_answered_and_nev
              for n, (c, a) in enumerate([("Norway", "Oslo"), ("Peru", "Lima"), ("Chile", ["Santiago", "Santiago de Chile"]),
                                           ("Kenya", "Nairobi"), ("Japan", "Tokyo")])]
     assert retained.asked_as("text", None, items, "true.jsonl") == "text"
-    prompt = retained.text_prompt(items, 3)
-    assert prompt == ("Q: What is the capital of Japan?\nA: Tokyo\n\nQ: What is the capital of Norway?\nA: Oslo\n\n"
-                      "Q: What is the capital of Peru?\nA: Lima\n\nQ: What is the capital of Kenya?\nA:")
-    assert "Santiago\n" in retained.text_prompt(items, 1)  # a list's first answer is the one shown
-    assert all(str(item.expected) not in retained.text_prompt(items, n) for n, item in enumerate(items) if n != 2)
+    shots = ("Q: What is the capital of Norway?\nA: Oslo\n\nQ: What is the capital of Peru?\nA: Lima\n\n"
+             "Q: What is the capital of Chile?\nA: Santiago\n\n")  # a list's first answer is the one shown
+    assert retained.text_prompt(items, 3) == shots + "Q: What is the capital of Kenya?\nA:"
+    assert retained.text_prompt(items, 4) == shots + "Q: What is the capital of Japan?\nA:"
+    assert retained.text_prompt(items, 1).startswith("Q: What is the capital of Norway?\nA: Oslo\n\nQ: What is the "
+                                                     "capital of Chile?\nA: Santiago\n\nQ: What is the capital of Kenya?")
+    for n, item in enumerate(items):
+        own = item.expected if isinstance(item.expected, str) else item.expected[0]
+        assert retained.text_prompt(items, n).count(own) == 0, n
 
     with pytest.raises(LatheError, match=r"^true.jsonl: asked as text, the retained questions need more than 3 items"):
         retained.asked_as("text", None, items[:3], "true.jsonl")
@@ -232,7 +237,8 @@ def test_true_facts_asked_as_text_show_each_question_the_others_answered_and_nev
     base = {"t0": {"output": "Oslo", "correct": True}}
     level = _level("f16", {}, 0.0)
     level.retained = {"t0": {"output": "Oslo", "correct": True}}
-    assert "; asked as few-shot text (3 of the other questions, answered, before each);" in retained.line([level], base, "text")
+    assert "; asked as few-shot text (the file's first 3 other questions, answered, before each);" in \
+        retained.line([level], base, "text")
     assert "; asked through the chat template;" in retained.line([level], base, "chat")
 
 

@@ -40,7 +40,8 @@ def test_an_mlx_export_scores_like_the_model_it_came_from_whatever_its_rotary_ba
 
 def test_mlx_completes_plain_text_greedily_and_ends_at_the_stop(light_llama: Path, tmp_path: Path) -> None:
     """`complete` (true facts asked of a pretrained base as text): mlx-lm's own greedy continuation, cut at
-    the first stop string, and no longer generated once the stop has come."""
+    the first stop string. Prompts that share their start (the same shots before each question) prefill
+    only what differs, and answer exactly as a fresh model asked each prompt alone."""
     from mlx_lm import generate
 
     to_mlx(light_llama, tmp_path / "mlx-f16", 16)
@@ -50,3 +51,13 @@ def test_mlx_completes_plain_text_greedily_and_ends_at_the_stop(light_llama: Pat
     assert len(stop) == 3 and stop in whole, whole
     assert backend.complete("The capital of France is", 24, [stop]) == whole[: whole.find(stop)]
     assert backend.complete("The capital of France is", 24, ["no such text"]) == whole
+
+    shots = "Rivers run to the sea, and the sea gives back the rain. The market opens in the morning. " * 2
+    prompts = [shots + end for end in ("The capital of France is", "The sea is", "Rivers run to", "The sea is")]
+    reused = MLX(tmp_path / "mlx-f16")
+    answers = [reused.complete(p, 12, ["\n"]) for p in prompts]
+    alone = [generate(backend.model, backend.tokenizer, prompt=p, max_tokens=12, verbose=False).split("\n")[0]
+             for p in prompts]
+    assert answers == alone
+    lengths = [len(backend.tokenizer.encode(p)) for p in prompts]
+    assert reused.prefilled < sum(lengths) - 2 * len(backend.tokenizer.encode(shots)), (reused.prefilled, lengths)

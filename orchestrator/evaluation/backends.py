@@ -12,7 +12,7 @@ import gc
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -190,6 +190,10 @@ class MLX:
         from mlx_lm import load
 
         self.model, self.tokenizer = load(str(model_dir))
+        # `complete`'s KV cache, the tokens of the prompt it was last filled with, and prompt tokens prefilled
+        self._cache: list[Any] | None = None
+        self._cached: list[int] = []
+        self.prefilled = 0
 
     def scorer(self, n_ctx: int | None = None) -> MLX:
         """MLX computes the logits it is asked for, whatever it serves: one instance does both (it has no
@@ -212,12 +216,26 @@ class MLX:
         return int(self.model.args.vocab_size)
 
     def complete(self, prompt: str, max_tokens: int, stop: list[str]) -> str:
+        """As llama.cpp does for consecutive prompts, the KV cache of the part this prompt shares with the
+        previous one is kept, and only the rest is prefilled: few-shot prompts share their shots, and MLX
+        on a CPU prefills ~15 tokens/s (Gemma 3 270M's 26 true facts: 171 s per level prefilling each
+        whole prompt). Streamed, to end at the stop as llama.cpp does (greedy: mlx-lm's default)."""
         from mlx_lm import stream_generate
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
-        # Streamed, to end at the stop as llama.cpp does: MLX on a CPU makes ~6 tokens/s, and a whole
-        # max_tokens after every answer's line would multiply the time spent (greedy: mlx-lm's default).
+        bos = self.tokenizer.bos_token
+        tokens = self.tokenizer.encode(prompt, add_special_tokens=bos is None or not prompt.startswith(bos))
+        keep = 0
+        if self._cache is not None and can_trim_prompt_cache(self._cache):
+            while keep < min(len(tokens) - 1, len(self._cached)) and tokens[keep] == self._cached[keep]:
+                keep += 1  # at least one token is fed: the next token's logits come from it
+            trim_prompt_cache(self._cache, self._cache[0].offset - keep)
+        else:
+            self._cache = make_prompt_cache(self.model)
+        self._cached, self.prefilled = tokens, self.prefilled + len(tokens) - keep
         text = ""
-        for chunk in stream_generate(self.model, self.tokenizer, prompt=prompt, max_tokens=max_tokens):
+        for chunk in stream_generate(self.model, self.tokenizer, prompt=tokens[keep:], max_tokens=max_tokens,
+                                     prompt_cache=self._cache):
             text += chunk.text
             if any(s in text for s in stop):
                 break

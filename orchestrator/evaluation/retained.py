@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from orchestrator.evaluation.tasks import Item
 
 SHOTS = 3  # answered questions before each one asked as text
-TEXT_MAX_TOKENS = 24  # an answer is a few words, and the line ends it
-ASKED_AS = {"chat": "through the chat template", "text": f"as few-shot text ({SHOTS} of the other questions, answered, before each)"}
+# An answer is a few words and its line ends it, but a fine-tune taught to answer in sentences and to end
+# them with a chat turn's end runs on past the answer (MLX on a CPU: ~6 tokens/s).
+TEXT_MAX_TOKENS = 16
+ASKED_AS = {"chat": "through the chat template",
+            "text": f"as few-shot text (the file's first {SHOTS} other questions, answered, before each)"}
 
 
 def asked_as(mode: str, base_gguf: str | None, items: list[Item], source: str) -> str:
@@ -39,7 +42,7 @@ def asked_as(mode: str, base_gguf: str | None, items: list[Item], source: str) -
     if mode == "text":
         if len(items) <= SHOTS:
             raise LatheError(f"{source}: asked as text, the retained questions need more than {SHOTS} items "
-                             f"(each is shown {SHOTS} others), not {len(items)}")
+                             f"(each is shown {SHOTS} others first), not {len(items)}")
         for item in items:
             if item.match not in ("contains", "exact") or not item.expected or item.context or item.system:
                 raise LatheError(f"{source}: item {item.id}: asked as text, an item needs an `expected` answer "
@@ -48,11 +51,13 @@ def asked_as(mode: str, base_gguf: str | None, items: list[Item], source: str) -
 
 
 def text_prompt(items: list[Item], index: int) -> str:
-    """Item `index` after the next SHOTS items (cyclically), each with its answer: 'Q: ...\nA: ...'."""
+    """Item `index` after the file's first SHOTS items other than itself, each with its answer (a 'Q:' line
+    and an 'A:' line). The same shots before every later question: a runtime keeps their KV cache from one question
+    to the next (llama.cpp by itself, MLX in `backends.MLX.complete`) and prefills only the question."""
     def answer(item: Item) -> str:
         return item.expected if isinstance(item.expected, str) else str(item.expected[0])  # type: ignore[index]
 
-    shots = [items[(index + k) % len(items)] for k in range(1, SHOTS + 1)]
+    shots = [item for n, item in enumerate(items[:SHOTS + 1]) if n != index][:SHOTS]
     return "".join(f"Q: {s.prompt}\nA: {answer(s)}\n\n" for s in shots) + f"Q: {items[index].prompt}\nA:"
 
 

@@ -45,7 +45,14 @@ def test_mlx_completes_plain_text_greedily_and_ends_at_the_stop(light_llama: Pat
     from mlx_lm import generate
 
     to_mlx(light_llama, tmp_path / "mlx-f16", 16)
+    # The export writes the merges as strings (export.compact_merges): the same tokens as the model's own.
+    merges = json.loads((tmp_path / "mlx-f16" / "tokenizer.json").read_text())["model"]["merges"]
+    assert merges and all(isinstance(m, str) for m in merges)
+    from transformers import AutoTokenizer
+
+    probe = "The capital of France is Paris.\n  def f(x):\treturn x ** 2  # ünïcödé, 12345"
     backend = MLX(tmp_path / "mlx-f16")
+    assert backend.tokenize(probe) == AutoTokenizer.from_pretrained(light_llama).encode(probe, add_special_tokens=False)
     whole = generate(backend.model, backend.tokenizer, prompt="The capital of France is", max_tokens=24, verbose=False)
     stop = whole.strip()[6:9]
     assert len(stop) == 3 and stop in whole, whole

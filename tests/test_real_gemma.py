@@ -131,3 +131,35 @@ def test_a_pretrained_base_is_asked_the_true_facts_as_text_and_answers_them() ->
     assert got >= 18, {k: a["output"] for k, a in answers.items()}
     assert all("\n" not in a["output"] for a in answers.values())
     assert answers["tf-capital-russia"] == {"output": "Moscow", "correct": True}
+
+
+def test_gemmas_tokenizer_with_its_merges_as_strings_tokenizes_alike_in_half_the_memory(tmp_path: Path) -> None:
+    """The MLX export writes a tokenizer's merges as "a b" strings (export.compact_merges). On Gemma 3's
+    514,906 merges the `tokenizers` library read the pairs into ~320 MB resident and the strings into
+    ~150 MB; the tokens are the same."""
+    import json
+    import subprocess
+    import sys
+
+    from tokenizers import Tokenizer
+
+    from orchestrator.cluster.export import compact_merges
+
+    made = gguf_base.prepare(GEMMA3)
+    pairs, strings = tmp_path / "pairs" / "tokenizer.json", tmp_path / "strings" / "tokenizer.json"
+    for path in (pairs, strings):
+        path.parent.mkdir()
+        path.write_bytes((made / "tokenizer.json").read_bytes())
+    assert compact_merges(strings) and not compact_merges(strings)  # once rewritten, nothing more to do
+    assert isinstance(json.loads(pairs.read_text())["model"]["merges"][0], list)
+    probe = "The capital of France is Paris.\n  def f(x):\treturn x ** 2  # ünïcödé 東京, 12345 <start_of_turn>"
+    assert Tokenizer.from_file(str(strings)).encode(probe).ids == Tokenizer.from_file(str(pairs)).encode(probe).ids
+
+    def resident_mb(path: Path) -> float:
+        code = ("import sys\nfrom tokenizers import Tokenizer\nt = Tokenizer.from_file(sys.argv[1])\n"
+                "print(int(open('/proc/self/statm').read().split()[1]) * 4096 / 1e6)")
+        return float(subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                                    check=True).stdout)
+
+    before, after = resident_mb(pairs), resident_mb(strings)
+    assert after < 0.7 * before, (before, after)

@@ -165,6 +165,24 @@ def to_mlx(hf_dir: Path, out: Path, spec: int | str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     convert(str(hf_dir), mlx_path=str(out), **mlx_options(spec))
     carry_rope(out / "config.json")
+    compact_merges(out / "tokenizer.json")
+
+
+def compact_merges(path: Path) -> bool:
+    """Write a BPE tokenizer's merges as "a b" strings rather than ["a", "b"] pairs, where no part holds a
+    space (then both forms say the same). mlx-lm loads the tokenizer beside the weights, and the pairs cost
+    the `tokenizers` library far more to read: Gemma 3's 514,906 merges, 322 MB resident as pairs, 152 MB
+    as strings (transformers' load, mlx-lm's: peak +437 MB against +340 MB). True if rewritten."""
+    if not path.is_file():
+        return False
+    data = json.loads(path.read_text(encoding="utf-8"))
+    merges = (data.get("model") or {}).get("merges")
+    if not merges or not all(isinstance(m, list) and len(m) == 2 and all(isinstance(p, str) and p and " " not in p for p in m)
+                             for m in merges):
+        return False
+    data["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return True
 
 
 def carry_rope(config_path: Path) -> None:

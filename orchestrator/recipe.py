@@ -158,8 +158,8 @@ class Eval(_Strict):
         "facts beside the taught ones): per level, how many it still answers right against the base")
     retained_asked_as: Literal["auto", "chat", "text"] = Field(
         "auto", description="how the retained questions are put, the same way to the base and every level: chat "
-        "(through the chat template: an instruction-tuned base), text (few-shot, 'Q: ...' and 'A:' after three of "
-        "the file's other questions with their answers: a pretrained base, which never learnt a chat template), "
+        "(through the chat template: an instruction-tuned base), text (few-shot, 'Q: ...' and 'A:' after the file's "
+        "first three other questions with their answers: a pretrained base, which never learnt a chat template), "
         "auto (text when the base's GGUF has no chat template of its own)")
     context_length: int | None = Field(None, ge=1)
     gates: dict[str, Gate] = Field(default_factory=dict)

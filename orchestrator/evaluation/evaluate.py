@@ -143,7 +143,7 @@ def _evaluate_one(target: Target, ref_dir: str, job_json: str, fingerprint: str,
     heldout = {item.id or "": backend.chat(item.messages(), samplings[0])
                for item in (Item.model_validate(raw) for raw in job["heldout"])}
     facts = [Item.model_validate(raw) for raw in job["retained"]]
-    kept = retained.ask_as_text(backend, facts) if job.get("retained_as") == "text" else _answer(backend, facts, samplings[0])
+    kept = retained.ask_as_text(backend, facts) if job["retained_as"] == "text" else _answer(backend, facts, samplings[0])
     sweep = [_swept(backend, items, variant, answers) for variant in samplings[1:]] if full else []
     peak = _peak(baseline)
     prompt_tps, gen_tps = backend.speed(speed_prompt(ref)) if timed and full else (0.0, 0.0)

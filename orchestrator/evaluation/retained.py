@@ -8,7 +8,7 @@ precision already, and a level that loses more of them than its full precision d
 
 How they are asked (`lathe.eval.retained_asked_as`) matters as much as what: a pretrained base never
 learnt a chat template, and asked through one it ends the turn at once (Gemma 3 270M's base: 0 of 26
-true facts through the `gemma3` template, 20 of 26 asked as text). Such a base is asked as few-shot
+true facts through the `gemma3` template, 22 of 26 asked as text). Such a base is asked as few-shot
 text, and so is every level, so that each pair compares the same prompt.
 """
 

@@ -214,12 +214,35 @@ def test_the_trainer_leaves_out_ray_datas_actor_and_on_its_own_ray_the_cleaner()
     assert DatasetsCallback in kinds(given)
 
 
-def test_a_run_on_the_ray_it_started_leaves_out_the_cleaner_actor(two_workers: RunDir) -> None:
+def test_on_its_own_ray_the_trainer_asks_no_autoscaling_coordinator_and_sizes_the_group_alike() -> None:
+    """Ray Train's fixed policy registers the run with an AutoscalingCoordinator actor before the first
+    worker starts. On the Ray `lathe run` started itself (no autoscaler) Lathe's policy skips that and
+    decides as Ray's does: the recipe's workers with their resources, then nothing while they run."""
+    from ray.train import ScalingConfig
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy, NoopDecision, ResizeDecision
+
+    from orchestrator.cluster.train import _fixed_on_this_machine
+
+    scaling = ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1})
+    ours, rays = _fixed_on_this_machine(scaling), FixedScalingPolicy(scaling)
+    with pytest.raises(AssertionError):  # Ray's own needs its coordinator client from the start hook
+        rays.make_decision_for_non_running_worker_group()
+    ours.after_controller_start(None)  # makes no client: it would create the actor on first use
+    assert ours._coordinator_client is None
+    decision = ours.make_decision_for_non_running_worker_group()
+    assert isinstance(decision, ResizeDecision)
+    assert (decision.num_workers, decision.resources_per_worker) == (2, {"CPU": 1})
+    assert isinstance(ours.make_decision_for_running_worker_group(None, None), NoopDecision)
+
+
+def test_a_run_on_the_ray_it_started_leaves_out_the_cleaner_and_coordinator_actors(two_workers: RunDir) -> None:
     """The wiring, end to end: `lathe run` on the Ray this process started (the tests' session Ray, as
-    a user's local one) ran Ray Train's controller but never a PlacementGroupCleaner actor. Ray's
+    a user's local one) ran Ray Train's controller but never a PlacementGroupCleaner or an
+    AutoscalingCoordinator actor. Ray's
     actor table keeps ended actors too, so the listing covers the whole run."""
     from ray._private import state
 
     classes = {actor["ActorClassName"] for actor in state.actors().values()}
     assert "TrainController" in classes, sorted(classes)
     assert "PlacementGroupCleaner" not in classes, sorted(classes)
+    assert "_AutoscalingCoordinatorActor" not in classes, sorted(classes)

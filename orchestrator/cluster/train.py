@@ -234,7 +234,7 @@ def _trainer_class(ray_ends_with_driver: bool = False) -> type:
       PlacementGroupCleaner: a detached actor that removes the run's placement group should the
       controller die while the cluster lives on. That Ray ends with this process, and its placement
       groups with it; the actor would be one more process importing Ray Train and waking beside the
-      training for nothing."""
+      training for nothing. Nor, there, Ray Train's AutoscalingCoordinator (`_fixed_on_this_machine`)."""
     from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
@@ -247,7 +247,39 @@ def _trainer_class(ray_ends_with_driver: bool = False) -> type:
             unwanted = left_out if self.datasets else (*left_out, DatasetsCallback)  # datasets: never from Lathe
             return [c for c in callbacks if not isinstance(c, unwanted)]
 
+        def _initialize_and_run_controller(self, **controller_init_kwargs):
+            if ray_ends_with_driver:
+                controller_init_kwargs["scaling_policy"] = _fixed_on_this_machine(self.scaling_config)
+            return super()._initialize_and_run_controller(**controller_init_kwargs)
+
     return LatheTorchTrainer
+
+
+def _fixed_on_this_machine(scaling_config: Any) -> Any:
+    """Ray Train's fixed scaling policy, without its AutoscalingCoordinator. That detached actor passes a
+    run's resource requests to a cluster's autoscaler; the Ray `lathe run` starts itself is this machine,
+    with no autoscaler to ask. Yet the controller creates it before the first worker, and waits for it:
+    a process importing Ray Data on the critical path of "start the workers", then idle beside the
+    training. The decisions are the fixed policy's own: the recipe's workers, never resized."""
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
+
+    class FixedOnThisMachine(FixedScalingPolicy):
+        def after_controller_start(self, train_run_context: Any) -> None:
+            pass  # where the coordinator client is made
+
+        async def before_controller_shutdown(self) -> None:
+            pass
+
+        def before_controller_abort(self) -> None:
+            pass
+
+        def _maybe_send_resource_request(self) -> None:
+            pass
+
+        def _send_resource_request(self) -> None:
+            pass
+
+    return FixedOnThisMachine(scaling_config)
 
 
 def fit(job: TrainJob, ray_ends_with_driver: bool = False):

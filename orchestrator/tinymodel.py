@@ -273,8 +273,9 @@ def _pretrain(model, tok, spec: TinySpec) -> None:
     if spec.pretrain_steps <= 0:
         return
     threads = torch.get_num_threads()
-    # Fewer where the machine is shared (LATHE_THREADS): 1 and 2 threads made the same bytes (sha256
-    # 22a3ff12... for tiny://llama, both ways), and 2 threads on a core that another process holds spin.
+    # Fewer where the machine is shared (LATHE_THREADS): 2 threads on a core that another process holds
+    # spin. The bytes are not the same everywhere (docs/ENVIRONMENT.md): what the tests ask of the base
+    # must hold for any build.
     torch.set_num_threads(min(PRETRAIN_THREADS, cpus.threads()))
     try:
         optimiser = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.0)

@@ -238,8 +238,8 @@ def test_on_its_own_ray_the_trainer_asks_no_autoscaling_coordinator_and_sizes_th
 def test_a_run_on_the_ray_it_started_leaves_out_the_cleaner_and_coordinator_actors(two_workers: RunDir) -> None:
     """The wiring, end to end: `lathe run` on the Ray this process started (the tests' session Ray, as
     a user's local one) ran Ray Train's controller but never a PlacementGroupCleaner or an
-    AutoscalingCoordinator actor. Ray's
-    actor table keeps ended actors too, so the listing covers the whole run."""
+    AutoscalingCoordinator actor. Ray's actor table keeps ended actors too, so the listing covers the
+    whole run."""
     from ray._private import state
 
     classes = {actor["ActorClassName"] for actor in state.actors().values()}

@@ -263,21 +263,13 @@ def _fixed_on_this_machine(scaling_config: Any) -> Any:
     training. The decisions are the fixed policy's own: the recipe's workers, never resized."""
     from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
 
+    # Without a coordinator client, Ray's own shutdown and abort hooks have nothing to cancel.
     class FixedOnThisMachine(FixedScalingPolicy):
         def after_controller_start(self, train_run_context: Any) -> None:
-            pass  # where the coordinator client is made
-
-        async def before_controller_shutdown(self) -> None:
-            pass
-
-        def before_controller_abort(self) -> None:
-            pass
+            pass  # where Ray's makes the client and sends the first request
 
         def _maybe_send_resource_request(self) -> None:
-            pass
-
-        def _send_resource_request(self) -> None:
-            pass
+            pass  # each decision's periodic request
 
     return FixedOnThisMachine(scaling_config)
 
